@@ -1,0 +1,17 @@
+"""Errors a user can cause. The CLI turns these into one clear line and a non-zero exit."""
+
+
+class DeptVLError(Exception):
+    """Base class for user-facing errors (bad config, bad checkpoint, bad input)."""
+
+
+class ConfigError(DeptVLError, ValueError):
+    """An invalid configuration value or an unknown name."""
+
+
+class CheckpointError(DeptVLError, ValueError):
+    """A checkpoint that is missing, corrupt, or does not fit the model."""
+
+
+class InputError(DeptVLError, ValueError):
+    """Input data (image, text, tensor) that cannot be used as given."""

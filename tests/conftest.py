@@ -1,0 +1,105 @@
+"""Shared fixtures: tiny randomly initialised models saved with save_pretrained and loaded by path,
+and the real t5-base tokenizer from ../shared/assets (present in this workspace and in CI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
+T5_TOKENIZER = SHARED_ASSETS / "t5"
+OFFICIAL_COLA = SHARED_ASSETS / "dept-official-cola"
+
+
+@pytest.fixture(scope="session")
+def t5_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(T5_TOKENIZER))
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory, t5_tokenizer):
+    """A 2-layer, width-32 T5 with the real t5-base tokenizer, saved to disk."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    path = tmp_path_factory.mktemp("tiny-t5")
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=len(t5_tokenizer), d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2,
+                      num_heads=2, d_kv=16, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    T5ForConditionalGeneration(config).save_pretrained(path)
+    t5_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_wide_dir(tmp_path_factory, t5_tokenizer):
+    """Like tiny_t5_dir but width 48: a backbone that an adapter for width 32 does not fit."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    path = tmp_path_factory.mktemp("tiny-t5-wide")
+    config = T5Config(vocab_size=len(t5_tokenizer), d_model=48, d_ff=64, num_layers=1, num_decoder_layers=1,
+                      num_heads=2, d_kv=16, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    T5ForConditionalGeneration(config).save_pretrained(path)
+    t5_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, t5_tokenizer):
+    """A 2-layer decoder-only Llama with the t5 tokenizer (any tokenizer works for a random model)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(t5_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                         pad_token_id=0, eos_token_id=1, bos_token_id=0, initializer_range=0.2)
+    LlamaForCausalLM(config).save_pretrained(path)
+    t5_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    path = tmp_path_factory.mktemp("tiny-clip")
+    torch.manual_seed(0)
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=2, image_size=32, patch_size=8)).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip_dir(tmp_path_factory):
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    path = tmp_path_factory.mktemp("tiny-siglip")
+    torch.manual_seed(0)
+    SiglipVisionModel(SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=2, image_size=32, patch_size=8)).save_pretrained(path)
+    return str(path)
+
+
+def tiny_model_config(vision: str, backbone: str, **overrides):
+    from dept_vl import ModelConfig
+
+    data = {
+        "vision": {"encoder": vision},
+        "text": {"backbone": backbone, "max_length": 16, "max_target_length": 8},
+        "dept": {"prompt_length": 4, "r": 4, "max_length": 64},
+    }
+    for key, value in overrides.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+    return ModelConfig.from_dict(data)
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tiny_clip_dir, tiny_t5_dir):
+    from dept_vl import VisionLanguageModel
+
+    torch.manual_seed(0)
+    return VisionLanguageModel(tiny_model_config(tiny_clip_dir, tiny_t5_dir))

@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from dept_vl import ConfigError, TextBackbone
+
+
+def test_seq2seq_backbone_from_path(tiny_t5_dir):
+    text = TextBackbone.from_pretrained(tiny_t5_dir)
+    assert text.kind == "seq2seq" and text.hidden_size == 32
+    assert not any(p.requires_grad for p in text.parameters())
+    text.train()
+    assert not text.model.training
+
+
+def test_real_t5_tokenizer(tiny_t5_dir):
+    text = TextBackbone.from_pretrained(tiny_t5_dir)
+    assert len(text.tokenizer) == 32100
+    batch = text.tokenize(["vqa: what is the color of the cat?", "hi"], max_length=8)
+    assert batch["input_ids"].shape == (2, 8)
+    assert batch["input_ids"][0, -1].item() == 1  # truncated, still ends with </s>
+    assert batch["attention_mask"][1].tolist() == [1, 1, 0, 0, 0, 0, 0, 0]  # "hi" -> [hi, </s>] + pads
+    assert text.decode(text.tokenizer(["a red circle"], return_tensors="pt")["input_ids"]) == ["a red circle"]
+
+
+def test_causal_backbone_gets_a_pad_token_and_eos_targets(tiny_llama_dir):
+    text = TextBackbone.from_pretrained(tiny_llama_dir)
+    assert text.kind == "causal" and text.tokenizer.pad_token_id is not None
+    enc = text.tokenize(["yes"], max_length=8, add_eos=True)
+    assert enc["input_ids"][0, -1].item() == text.tokenizer.eos_token_id
+
+
+def test_unknown_backbone(tmp_path):
+    with pytest.raises(ConfigError, match="cannot load text backbone"):
+        TextBackbone.from_pretrained(str(tmp_path / "nothing-here"))
+
+
+def test_bf16_weights(tiny_t5_dir):
+    text = TextBackbone.from_pretrained(tiny_t5_dir, dtype=torch.bfloat16)
+    assert text.dtype == torch.bfloat16
