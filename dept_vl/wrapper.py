@@ -38,6 +38,8 @@ class DePTWrapper(nn.Module):
 
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, **kwargs):
         embeds, mask = self._inputs(input_ids, inputs_embeds, attention_mask)
+        if labels is not None:
+            labels = labels.contiguous()  # HF losses call .view() on labels; a slice like ids[:, :3] is not
         if labels is not None and not self.is_encoder_decoder:
             labels = torch.cat([labels.new_full((labels.shape[0], self.dept.config.prompt_length), -100), labels], 1)
         return self.model(inputs_embeds=embeds, attention_mask=mask, labels=labels, **kwargs)
