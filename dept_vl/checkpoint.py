@@ -84,14 +84,10 @@ def _checkpoint_dir(directory: str | Path) -> Path:
 
 
 # ---- the DePT module alone --------------------------------------------------------------------
-def dept_state(dept) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in dept.state_dict().items()}
-
-
 def save_dept(dept, directory: str | Path) -> None:
     """``adapter_model.safetensors`` first, then ``adapter_config.json``: the config marks a complete save."""
     directory = Path(directory)
-    write_safetensors(directory / ADAPTER_WEIGHTS, dept_state(dept))
+    write_safetensors(directory / ADAPTER_WEIGHTS, dept.state_dict())
     write_json(directory / ADAPTER_CONFIG, {"peft_type": DEPT_PEFT_TYPE, **dept.config.to_dict()})
 
 

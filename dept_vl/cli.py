@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-model "Loading weights" bars; our own tqdm bars stay
     try:
         args.func(args)
     except DeptVLError as err:

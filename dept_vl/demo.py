@@ -58,7 +58,7 @@ def _random_t5(directory: Path, texts: list[str], seed: int) -> str:
                       num_heads=4, d_kv=32, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     T5ForConditionalGeneration(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    return str(directory)
+    return str(directory.resolve())  # absolute: the checkpoint reloads from any working directory
 
 
 @torch.no_grad()

@@ -84,7 +84,7 @@ class TextBackbone(nn.Module):
     @torch.no_grad()
     def generate(self, inputs_embeds, attention_mask, max_new_tokens: int = 16, num_beams: int = 1, **kwargs):
         """Token ids of the continuation (KV cache on). Decoder-only inputs must be left-padded."""
-        out = self.model.generate(
+        return self.model.generate(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             max_new_tokens=max_new_tokens,
@@ -94,7 +94,6 @@ class TextBackbone(nn.Module):
             pad_token_id=self.tokenizer.pad_token_id,
             **kwargs,
         )
-        return out
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]

@@ -20,31 +20,39 @@ def t5_tokenizer():
     return AutoTokenizer.from_pretrained(str(T5_TOKENIZER))
 
 
+def save_tiny(tmp_path_factory, name, model_cls, config, tokenizer=None) -> str:
+    """Build ``model_cls(config)`` with seed 0, save it (and the tokenizer) under a temp dir, return the path."""
+    path = tmp_path_factory.mktemp(name)
+    torch.manual_seed(0)
+    model_cls(config).save_pretrained(path)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def _t5_config(vocab, d_model, layers):
+    from transformers import T5Config
+
+    return T5Config(vocab_size=vocab, d_model=d_model, d_ff=64, num_layers=layers, num_decoder_layers=layers,
+                    num_heads=2, d_kv=16, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+
+
 @pytest.fixture(scope="session")
 def tiny_t5_dir(tmp_path_factory, t5_tokenizer):
     """A 2-layer, width-32 T5 with the real t5-base tokenizer, saved to disk."""
-    from transformers import T5Config, T5ForConditionalGeneration
+    from transformers import T5ForConditionalGeneration
 
-    path = tmp_path_factory.mktemp("tiny-t5")
-    torch.manual_seed(0)
-    config = T5Config(vocab_size=len(t5_tokenizer), d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2,
-                      num_heads=2, d_kv=16, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-    T5ForConditionalGeneration(config).save_pretrained(path)
-    t5_tokenizer.save_pretrained(path)
-    return str(path)
+    return save_tiny(tmp_path_factory, "tiny-t5", T5ForConditionalGeneration, _t5_config(len(t5_tokenizer), 32, 2),
+                     t5_tokenizer)
 
 
 @pytest.fixture(scope="session")
 def tiny_t5_wide_dir(tmp_path_factory, t5_tokenizer):
     """Like tiny_t5_dir but width 48: a backbone that an adapter for width 32 does not fit."""
-    from transformers import T5Config, T5ForConditionalGeneration
+    from transformers import T5ForConditionalGeneration
 
-    path = tmp_path_factory.mktemp("tiny-t5-wide")
-    config = T5Config(vocab_size=len(t5_tokenizer), d_model=48, d_ff=64, num_layers=1, num_decoder_layers=1,
-                      num_heads=2, d_kv=16, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-    T5ForConditionalGeneration(config).save_pretrained(path)
-    t5_tokenizer.save_pretrained(path)
-    return str(path)
+    return save_tiny(tmp_path_factory, "tiny-t5-wide", T5ForConditionalGeneration,
+                     _t5_config(len(t5_tokenizer), 48, 1), t5_tokenizer)
 
 
 @pytest.fixture(scope="session")
@@ -52,36 +60,39 @@ def tiny_llama_dir(tmp_path_factory, t5_tokenizer):
     """A 2-layer decoder-only Llama with the t5 tokenizer (any tokenizer works for a random model)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    path = tmp_path_factory.mktemp("tiny-llama")
-    torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(t5_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
                          pad_token_id=0, eos_token_id=1, bos_token_id=0, initializer_range=0.2)
-    LlamaForCausalLM(config).save_pretrained(path)
-    t5_tokenizer.save_pretrained(path)
-    return str(path)
+    return save_tiny(tmp_path_factory, "tiny-llama", LlamaForCausalLM, config, t5_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_bart_dir(tmp_path_factory, t5_tokenizer):
+    """A 1+1-layer BART (scaled word embeddings) with the t5 tokenizer."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    config = BartConfig(vocab_size=len(t5_tokenizer), d_model=32, encoder_layers=1, decoder_layers=1,
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                        decoder_ffn_dim=64, max_position_embeddings=128, scale_embedding=True,
+                        pad_token_id=0, eos_token_id=1, bos_token_id=0, decoder_start_token_id=1,
+                        forced_eos_token_id=None, init_std=0.2)
+    return save_tiny(tmp_path_factory, "tiny-bart", BartForConditionalGeneration, config, t5_tokenizer)
 
 
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    path = tmp_path_factory.mktemp("tiny-clip")
-    torch.manual_seed(0)
-    CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                     num_attention_heads=2, image_size=32, patch_size=8)).save_pretrained(path)
-    return str(path)
+    return save_tiny(tmp_path_factory, "tiny-clip", CLIPVisionModel, CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8))
 
 
 @pytest.fixture(scope="session")
 def tiny_siglip_dir(tmp_path_factory):
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
-    path = tmp_path_factory.mktemp("tiny-siglip")
-    torch.manual_seed(0)
-    SiglipVisionModel(SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=2, image_size=32, patch_size=8)).save_pretrained(path)
-    return str(path)
+    return save_tiny(tmp_path_factory, "tiny-siglip", SiglipVisionModel, SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8))
 
 
 def tiny_model_config(vision: str, backbone: str, **overrides):
@@ -103,3 +114,4 @@ def tiny_vlm(tiny_clip_dir, tiny_t5_dir):
 
     torch.manual_seed(0)
     return VisionLanguageModel(tiny_model_config(tiny_clip_dir, tiny_t5_dir))
+

@@ -30,12 +30,17 @@ def test_user_error_is_one_line_and_exit_2():
     assert "Traceback" not in out.stderr
 
 
-def test_demo_runs_end_to_end(tmp_path, capsys):
+def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     code = main(["demo", "--steps", "3", "--train-images", "8", "--test-questions", "8", "--batch-size", "4",
-                 "--output-dir", str(tmp_path)])
+                 "--output-dir", "run"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["test_questions"] == 8 and 0.0 <= result["test_accuracy"] <= 1.0
     assert result["example"]["question"] and isinstance(result["example"]["prediction"], str)
-    assert (tmp_path / "checkpoint" / "adapter_model.safetensors").is_file()
-    assert json.loads((tmp_path / "demo_results.json").read_text()) == result
+    assert json.loads((tmp_path / "run" / "demo_results.json").read_text()) == result
+    monkeypatch.chdir(tmp_path.parent)  # the checkpoint names its backbone by absolute path
+    from dept_vl import VisionLanguageModel
+
+    model = VisionLanguageModel.from_pretrained(tmp_path / "run" / "checkpoint")
+    assert model.text.name_or_path == str(tmp_path / "run" / "backbone")
