@@ -21,7 +21,7 @@ from .config import FEATURES, ModelConfig, TextConfig, VisionConfig
 from .dept_config import DePTConfig
 from .model import VisionLanguageModel
 from .optim import param_groups
-from .vision import build_vision_encoder, load_image
+from .vision import build_vision_encoder
 
 
 @dataclass
@@ -66,7 +66,7 @@ def _features(encoder, paths: list[str], batch_size: int = 64) -> torch.Tensor:
     """Frozen encoder outputs for every image, computed once (the encoder is frozen)."""
     chunks = []
     for i in tqdm(range(0, len(paths), batch_size), desc="image features", unit="batch"):
-        chunks.append(encoder(encoder.preprocess([load_image(p) for p in paths[i : i + batch_size]])))
+        chunks.append(encoder(encoder.preprocess(paths[i : i + batch_size])))
     return torch.cat(chunks)
 
 
@@ -113,12 +113,12 @@ def run_demo(settings: DemoSettings, log=print) -> dict:
         bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
 
-    correct = 0
+    predictions = []
     for i in range(0, len(test_q), 128):
         chunk = test_q[i : i + 128]
         feats = torch.stack([test_feats[q[2]] for q in chunk])
-        answers = model.predict([q[0] for q in chunk], image_features=feats)
-        correct += sum(a == q[1] for a, q in zip(answers, chunk))
+        predictions += model.predict([q[0] for q in chunk], image_features=feats)
+    correct = sum(p == q[1] for p, q in zip(predictions, test_q))
     model.save_pretrained(out / "checkpoint")
     example = test_q[0]
     result = {
@@ -126,7 +126,7 @@ def run_demo(settings: DemoSettings, log=print) -> dict:
         "first_loss": losses[0], "final_loss": sum(losses[-20:]) / len(losses[-20:]),
         "trainable_params": sum(p.numel() for p in model.trainable_parameters().values()),
         "example": {"image": test_paths[example[2]], "question": example[0], "answer": example[1],
-                    "prediction": model.predict([example[0]], image_features=test_feats[example[2]][None])[0]},
+                    "prediction": predictions[0]},
         "seconds": round(time.time() - start, 1), "checkpoint": str(out / "checkpoint"),
     }
     (out / "demo_results.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -40,8 +40,9 @@ class DePTWrapper(nn.Module):
         embeds, mask = self._inputs(input_ids, inputs_embeds, attention_mask)
         if labels is not None:
             labels = labels.contiguous()  # HF losses call .view() on labels; a slice like ids[:, :3] is not
-        if labels is not None and not self.is_encoder_decoder:
-            labels = torch.cat([labels.new_full((labels.shape[0], self.dept.config.prompt_length), -100), labels], 1)
+            if not self.is_encoder_decoder:
+                pad = labels.new_full((labels.shape[0], self.dept.config.prompt_length), -100)
+                labels = torch.cat([pad, labels], 1)
         return self.model(inputs_embeds=embeds, attention_mask=mask, labels=labels, **kwargs)
 
     @torch.no_grad()
