@@ -32,6 +32,30 @@ def cmd_demo(args) -> None:
     print(json.dumps(result, indent=2))
 
 
+def cmd_features(args) -> None:
+    """Compute the frozen vision encoder's features for every image of a task's splits, into a cache."""
+    from .feature_cache import FeatureCache, default_cache_dir, encoder_signature
+    from .tasks import get_task
+    from .vision import build_vision_encoder
+
+    task = get_task(args.task)
+    splits = args.split or list(task.splits)
+    images = {}
+    for split in splits:
+        data = task.load(split, args.data_dir)
+        images.update({i: data.images[i] for ex in data.examples for i in ex.image_ids})
+    encoder = build_vision_encoder(args.encoder, image_size=args.image_size, pool_tokens=args.pool_tokens)
+    encoder = encoder.to(args.device)
+    signature = encoder_signature(args.encoder, encoder)
+    cache = FeatureCache(args.cache_dir or default_cache_dir(task.name, signature), signature,
+                         fmt=args.format, dtype=args.dtype)
+    print(f"{len(images)} images in {', '.join(splits)}; {len(images) - len(cache.missing(list(images)))} "
+          f"already cached in {cache.root}", file=sys.stderr)
+    new = cache.build(images, encoder, batch_size=args.batch_size, shard_size=args.shard_size)
+    print(json.dumps({"cache_dir": str(cache.root), "images": len(images), "computed": new,
+                      "shards": len(cache.shards()), **cache.config["signature"]}, indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dept-vl", description="Decomposed Prompt Tuning (DePT) for frozen "
                                      "vision-language models.")
@@ -45,6 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--m", type=int, default=100, help="vanilla prompt length to match")
     p.add_argument("--step", type=int, default=10, help="show every step-th prompt length")
     p.set_defaults(func=cmd_budget)
+
+    p = sub.add_parser("features", help=cmd_features.__doc__, description=cmd_features.__doc__)
+    p.add_argument("--task", required=True, help="vqa | gqa | nlvr2 | caption | easyvqa")
+    p.add_argument("--encoder", default="efficientnet-lite0", help="registered name, timm:<name>, HF name or path")
+    p.add_argument("--split", action="append", help="split to cache (repeatable; default: every split)")
+    p.add_argument("--data-dir", help="the task's data directory (not needed for easyvqa)")
+    p.add_argument("--image-size", type=int, help="encoder input size in pixels (default: the encoder's)")
+    p.add_argument("--pool-tokens", type=int, help="average-pool each image to this many tokens (a square)")
+    p.add_argument("--cache-dir", help="default: $DEPT_VL_CACHE/features/<task>/<encoder>-<size>px-<tokens>tok")
+    p.add_argument("--format", default="safetensors", choices=["safetensors", "numpy"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--shard-size", type=int, default=1024, help="images per shard (the unit of resume)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_features)
 
     from .demo import DemoSettings
 

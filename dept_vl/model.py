@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from PIL import Image
 from torch import nn
 
 from . import __version__

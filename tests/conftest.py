@@ -115,3 +115,74 @@ def tiny_vlm(tiny_clip_dir, tiny_t5_dir):
     torch.manual_seed(0)
     return VisionLanguageModel(tiny_model_config(tiny_clip_dir, tiny_t5_dir))
 
+
+
+# ---- the four VL datasets, in their official raw formats, converted by data_scripts/ ----------------------------
+FIXTURES = Path(__file__).parent / "fixtures"
+DATA_SCRIPTS = Path(__file__).resolve().parents[1] / "data_scripts"
+
+
+def load_data_script(name: str):
+    """Import ``data_scripts/<name>.py`` (not part of the package) as a module."""
+    import importlib.util
+    import sys
+
+    if str(DATA_SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(DATA_SCRIPTS))
+    spec = importlib.util.spec_from_file_location(name, DATA_SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_image(path: Path, seed: int, size=(40, 32), mode="RGB", fmt=None) -> Path:
+    """A small random image made with Pillow."""
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(array).convert(mode).save(path, format=fmt)
+    return path
+
+
+def make_raw_datasets(root: Path) -> dict[str, Path]:
+    """Official raw layouts (fixture JSON + Pillow images) under ``root``; returns each raw directory."""
+    import json
+    import shutil
+
+    raw = {name: root / f"raw-{name}" for name in ("coco", "vqav2", "gqa", "nlvr2", "nlvr2-images")}
+    shutil.copytree(FIXTURES / "coco", raw["coco"])
+    shutil.copytree(FIXTURES / "vqav2", raw["vqav2"])
+    shutil.copy(FIXTURES / "coco" / "dataset_coco.json", raw["vqav2"])
+    for image in json.loads((FIXTURES / "coco" / "dataset_coco.json").read_text())["images"]:
+        for folder in (raw["coco"], raw["vqav2"]):
+            write_image(folder / image["filepath"] / image["filename"], image["cocoid"], fmt="JPEG")
+    shutil.copytree(FIXTURES / "gqa", raw["gqa"])
+    for split in ("train", "val", "testdev"):
+        for n, q in enumerate(json.loads((FIXTURES / "gqa" / f"{split}_balanced_questions.json").read_text()).values()):
+            write_image(raw["gqa"] / "images" / f"{q['imageId']}.jpg", n, fmt="JPEG")
+    shutil.copytree(FIXTURES / "nlvr2", raw["nlvr2"])
+    for split in ("train", "dev", "test1"):
+        for n, line in enumerate((FIXTURES / "nlvr2" / f"{split}.json").read_text().splitlines()):
+            record = json.loads(line)
+            if record["identifier"].startswith("dev-999"):
+                continue  # a statement whose images are missing: the converter drops it
+            folder = raw["nlvr2-images"] / split / record.get("directory", "")
+            stem = record["identifier"].rsplit("-", 1)[0]
+            for i in (0, 1):
+                write_image(folder / f"{stem}-img{i}.png", 100 * n + i)
+    return raw
+
+
+@pytest.fixture(scope="session")
+def vl_data(tmp_path_factory) -> dict[str, Path]:
+    """task name -> a --data-dir built from the raw fixtures by the data scripts."""
+    root = tmp_path_factory.mktemp("vl-data")
+    raw = make_raw_datasets(root)
+    out = {name: root / name for name in ("caption", "vqa", "gqa", "nlvr2")}
+    load_data_script("prepare_coco").convert(raw["coco"], out["caption"])
+    load_data_script("prepare_vqav2").convert(raw["vqav2"], out["vqa"])
+    load_data_script("prepare_gqa").convert(raw["gqa"], out["gqa"])
+    load_data_script("prepare_nlvr2").convert(raw["nlvr2"], raw["nlvr2-images"], out["nlvr2"])
+    return out

@@ -44,3 +44,15 @@ def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
 
     model = VisionLanguageModel.from_pretrained(tmp_path / "run" / "checkpoint")
     assert model.text.name_or_path == str(tmp_path / "run" / "backbone")
+
+
+def test_features_command_builds_and_resumes_cache(tmp_path, vl_data, capsys):
+    args = ["features", "--task", "gqa", "--data-dir", str(vl_data["gqa"]), "--split", "testdev", "--image-size",
+            "32", "--pool-tokens", "1", "--cache-dir", str(tmp_path / "cache"), "--shard-size", "1"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["images"] == 2 and first["computed"] == 2 and first["shards"] == 2 and first["num_tokens"] == 1
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["computed"] == 0  # everything already cached
+    out = run(*[a if a != "32" else "64" for a in args])  # same cache, other image size: refused
+    assert out.returncode == 2 and "was made with" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,187 @@
+"""What every task shares: the Example record, the Task interface, the registry, and safe file readers."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from ..errors import ConfigError, InputError
+
+
+@dataclass
+class Example:
+    """One training / evaluation example.
+
+    ``image_ids`` name images in ``TaskData.images`` (two for NLVR2); ``source`` is the model input text with the
+    task prefix; ``targets`` are all reference outputs (ten human answers for VQAv2, five captions for COCO).
+    """
+
+    id: str
+    image_ids: tuple[str, ...]
+    source: str
+    targets: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskData:
+    """A loaded split: its examples and where each image lives (a path, or a PIL image from ``datasets``)."""
+
+    task: str
+    split: str
+    examples: list[Example]
+    images: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def check_images(self) -> None:
+        """Every example's images are known (raises InputError naming the first that is not)."""
+        for ex in self.examples:
+            for image_id in ex.image_ids:
+                if image_id not in self.images:
+                    raise InputError(f"{self.task} {self.split}: example {ex.id} refers to image {image_id!r}, "
+                                     "which has no image file")
+
+
+class Task:
+    """A vision-language task: reads its data, picks training targets, and computes its metric.
+
+    Subclasses set ``name``, ``prefix`` (prepended to every source text), ``num_images`` and ``splits``, and
+    implement ``load`` and ``score``.
+    """
+
+    name: str = ""
+    prefix: str = ""
+    num_images: int = 1
+    splits: tuple[str, ...] = ()
+    metric: str = "accuracy"  # the number "best checkpoint" selection looks at
+
+    def load(self, split: str, data_dir: str | Path | None = None) -> TaskData:
+        raise NotImplementedError
+
+    def training_target(self, example: Example, rng: random.Random) -> str:
+        """The target text one training step sees (default: the first reference)."""
+        return example.targets[0]
+
+    def score(self, predictions: dict[str, str], examples: Sequence[Example]) -> dict[str, float]:
+        """The task metric(s) of ``predictions`` (example id -> text) over ``examples``."""
+        raise NotImplementedError
+
+    def source(self, text: str) -> str:
+        return f"{self.prefix}{text.strip()}"
+
+    def check_split(self, split: str) -> str:
+        if split not in self.splits:
+            raise ConfigError(f"task {self.name!r} has no split {split!r}; choose from {', '.join(self.splits)}")
+        return split
+
+    def data_dir(self, data_dir: str | Path | None) -> Path:
+        if data_dir is None:
+            raise ConfigError(f"task {self.name!r} needs --data-dir (see data_scripts/README.md for the layout)")
+        path = Path(data_dir).expanduser()
+        if not path.is_dir():
+            raise InputError(f"data directory {path} does not exist")
+        return path
+
+
+_TASKS: dict[str, Callable[[], Task]] = {}
+
+
+def register_task(cls):
+    """Class decorator: make a Task subclass available by its ``name``."""
+    _TASKS[cls.name] = cls
+    return cls
+
+
+def list_tasks() -> list[str]:
+    return sorted(_TASKS)
+
+
+def get_task(name: str) -> Task:
+    if name not in _TASKS:
+        close = difflib.get_close_matches(name, _TASKS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown task {name!r}{hint}; available: {', '.join(list_tasks())}")
+    return _TASKS[name]()
+
+
+def read_json_file(path: str | Path) -> Any:
+    """Parse a JSON file; a missing or malformed file raises InputError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"missing data file {path}")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+
+
+def read_jsonl_file(path: str | Path, skip_bad_lines: bool = False, log=None) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, record)``; a malformed line raises InputError naming it, or is skipped and counted."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"missing data file {path}")
+    bad = 0
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise json.JSONDecodeError("expected a JSON object", line, 0)
+            except json.JSONDecodeError as err:
+                if not skip_bad_lines:
+                    raise InputError(f"{path}, line {number}: malformed JSON ({err.msg}); "
+                                     "pass --skip-bad-lines to skip such lines") from None
+                bad += 1
+                continue
+            yield number, record
+    if bad and log is not None:
+        log(f"{path}: skipped {bad} malformed line(s)")
+
+
+def require(record: dict, key: str, where: str) -> Any:
+    """``record[key]``, or an InputError naming the record and the missing field."""
+    if key not in record:
+        raise InputError(f"{where}: record has no field {key!r}")
+    return record[key]
+
+
+def check_not_empty(data: TaskData) -> TaskData:
+    if not data.examples:
+        raise InputError(f"{data.task} split {data.split!r} has no examples")
+    return data
+
+
+def open_hf_split(source: str, split: str):
+    """A ``datasets`` split from ``hf:<name>`` (the Hub, or the local HF cache when offline) or from a directory
+    written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
+    import datasets
+
+    if source.startswith("hf:"):
+        try:
+            return datasets.load_dataset(source[3:], split=split)
+        except Exception as err:  # network, unknown name, unknown split: one clear line
+            raise InputError(f"cannot load Hugging Face dataset {source[3:]!r} split {split!r}: {err}") from None
+    loaded = datasets.load_from_disk(source)
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise ConfigError(f"{source} has no split {split!r}; it has {', '.join(loaded)}")
+        return loaded[split]
+    return loaded
+
+
+def is_hf_source(data_dir: str | Path | None) -> bool:
+    """True for ``hf:<name>`` and for directories written by ``datasets``' ``save_to_disk``."""
+    if data_dir is None:
+        return False
+    text = str(data_dir)
+    path = Path(text)
+    return text.startswith("hf:") or (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()

@@ -1,0 +1,73 @@
+"""NLVR2: is a statement true of a pair of images? Two images per example; target ``true`` / ``false``.
+
+Layout (``data_scripts/prepare_nlvr2.py`` builds it from the official repository's JSONL + images)::
+
+    DATA/{train,dev,test1}.json     official JSONL: {"identifier", "sentence", "label": "True"|"False", ...}
+    DATA/images/<split>/<identifier without its last -N>-img{0,1}.png
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import InputError
+from ..metrics import exact_match, grouped_mean
+from .base import (Example, Task, TaskData, check_not_empty, is_hf_source, open_hf_split, read_jsonl_file,
+                   register_task, require)
+
+LABELS = {"true": "true", "false": "false", "1": "true", "0": "false"}  # ints: ClassLabel rows
+
+
+def image_stem(identifier: str) -> str:
+    """``train-10171-0-0`` -> ``train-10171-0``: the official image file prefix of a statement."""
+    return identifier.rsplit("-", 1)[0]
+
+
+def label_text(label, where: str) -> str:
+    text = str(label).strip().lower()
+    if text not in LABELS:
+        raise InputError(f"{where}: label {label!r} is not True/False")
+    return LABELS[text]
+
+
+@register_task
+class NLVR2(Task):
+    name = "nlvr2"
+    prefix = "nlvr: "
+    num_images = 2
+    splits = ("train", "dev", "test1")
+    skip_bad_lines = False
+
+    def load(self, split: str, data_dir: str | Path | None = None) -> TaskData:
+        if is_hf_source(data_dir):
+            return self._load_hf(split, str(data_dir))
+        self.check_split(split)
+        root = self.data_dir(data_dir)
+        path = root / f"{split}.json"
+        examples, images = [], {}
+        for number, record in read_jsonl_file(path, self.skip_bad_lines, log=print):
+            where = f"{path}, line {number}"
+            identifier = str(require(record, "identifier", where))
+            stem = image_stem(identifier)
+            pair = (f"{stem}-img0", f"{stem}-img1")
+            for key in pair:
+                images[key] = str(root / "images" / split / f"{key}.png")
+            examples.append(Example(identifier, pair, self.source(require(record, "sentence", where)),
+                                    [label_text(require(record, "label", where), where)]))
+        return check_not_empty(TaskData(self.name, split, examples, images))
+
+    def _load_hf(self, split: str, source: str) -> TaskData:
+        """Rows with ``sentence``, ``label`` and ``left_image`` / ``right_image`` (PIL images)."""
+        examples, images = [], {}
+        for i, row in enumerate(open_hf_split(source, split)):
+            identifier = str(row.get("identifier", f"{split}-{i}"))
+            pair = (f"{identifier}-left", f"{identifier}-right")
+            images[pair[0]], images[pair[1]] = row["left_image"], row["right_image"]
+            examples.append(Example(identifier, pair, self.source(row["sentence"]),
+                                    [label_text(row["label"], f"{source} row {i}")]))
+        return check_not_empty(TaskData(self.name, split, examples, images))
+
+    def score(self, predictions: dict[str, str], examples: Sequence[Example]) -> dict[str, float]:
+        scores = [exact_match(predictions.get(ex.id, ""), ex.targets[0], clean=False) for ex in examples]
+        return grouped_mean(scores, [None] * len(scores))

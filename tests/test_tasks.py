@@ -1,0 +1,129 @@
+"""Each task loader on the fixture files in the official formats: counts, fields, targets, prefixes, metrics."""
+
+import random
+from pathlib import Path
+
+import pytest
+
+from dept_vl.errors import ConfigError, InputError
+from dept_vl.tasks import get_task, list_tasks
+
+
+def test_registry_names_and_typos():
+    assert list_tasks() == ["caption", "easyvqa", "gqa", "nlvr2", "vqa"]
+    with pytest.raises(ConfigError, match="did you mean 'nlvr2'"):
+        get_task("nlvr")
+
+
+def test_vqa_karpathy_splits(vl_data):
+    task = get_task("vqa")
+    train, val, test = (task.load(s, vl_data["vqa"]) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (3, 2, 2)
+    assert {ex.id for ex in train.examples} == {"90001", "90002", "420001"}  # restval image 42 joins train
+    ex = next(e for e in val.examples if e.id == "730002")
+    assert ex.source == "vqa: What are the dogs doing?" and len(ex.targets) == 10
+    assert ex.image_ids == ("COCO_val2014_000000000073",) and ex.meta["answer_type"] == "other"
+    assert Path(val.images[ex.image_ids[0]]).is_file()
+    assert len(task.load("val2014", vl_data["vqa"])) == 5
+
+
+def test_vqa_training_target_sampling_follows_answer_frequency(vl_data):
+    task = get_task("vqa")
+    ex = next(e for e in task.load("train", vl_data["vqa"]).examples if e.id == "90001")  # 8 of 10 "broccoli"
+    rng = random.Random(0)
+    draws = [task.training_target(ex, rng) for _ in range(2000)]
+    assert draws.count("broccoli") / 2000 == pytest.approx(0.8, abs=0.03)
+    task.target_sampling = "most_common"
+    assert {task.training_target(ex, rng) for _ in range(20)} == {"broccoli"}
+
+
+def test_vqa_score_overall_and_per_answer_type(vl_data):
+    task = get_task("vqa")
+    data = task.load("val2014", vl_data["vqa"])
+    predictions = {"420001": "yes", "730001": "two", "730002": "playing", "740001": "a cat", "770001": "blue"}
+    scores = task.score(predictions, data.examples)
+    # "two" against ten identical "2" scores 0 (official); "playing": 5 matches after cleaning -> 1.0
+    assert scores["accuracy/yes/no"] == 1.0 and scores["accuracy/number"] == 0.0
+    assert scores["accuracy/other"] == pytest.approx(2 / 3)
+    assert scores["accuracy"] == pytest.approx(3 / 5)
+
+
+def test_gqa(vl_data):
+    task = get_task("gqa")
+    assert len(task.load("train+val", vl_data["gqa"])) == 5
+    data = task.load("testdev", vl_data["gqa"])
+    assert [ex.source for ex in data.examples] == ["gqa: What is the man holding?",
+                                                   "gqa: Are the two cups the same color?"]
+    scores = task.score({"401": "an umbrella", "402": "no"}, data.examples)
+    assert scores == {"accuracy": 0.5, "accuracy/compare": 0.0, "accuracy/query": 1.0}
+
+
+def test_nlvr2_two_images_and_labels(vl_data):
+    task = get_task("nlvr2")
+    data = task.load("train", vl_data["nlvr2"])
+    assert len(data) == 3 and task.num_images == 2
+    ex = data.examples[1]
+    assert ex.image_ids == ("train-10171-0-img0", "train-10171-0-img1") and ex.targets == ["false"]
+    assert ex.source == "nlvr: The left image shows exactly one cat."
+    assert all(Path(data.images[i]).is_file() for i in ex.image_ids)
+    assert task.score({"train-10171-0-0": "true", "train-10171-0-1": "true"}, data.examples)["accuracy"] == 1 / 3
+
+
+def test_caption_karpathy(vl_data):
+    task = get_task("caption")
+    train, test = task.load("train", vl_data["caption"]), task.load("test", vl_data["caption"])
+    assert len(train) == 2 and len(test) == 2  # restval joins train
+    ex = test.examples[0]
+    assert ex.source == "caption:" and ex.targets[0] == "A cat sleeping on a couch." and len(ex.targets) == 2
+    perfect = task.score({e.id: e.targets[0] for e in test.examples}, test.examples)
+    assert perfect["BLEU-4"] > 0.5 and perfect["CIDEr"] > 1.0
+    assert task.metric == "CIDEr"
+
+
+def test_easyvqa_offline_counts():
+    task = get_task("easyvqa")
+    train, test = task.load("train"), task.load("test")
+    assert (len(train), len(test)) == (38575, 9673)
+    assert (len(train.images), len(test.images)) == (4000, 1000)
+    answers = {ex.targets[0] for ex in train.examples}
+    assert len(answers) == 13
+    assert {ex.meta["type"] for ex in test.examples} == {"shape", "color", "yes/no"}
+    assert test.examples[0].source.startswith("vqa: ")
+    test.check_images()
+
+
+def test_hf_datasets_input(tmp_path):
+    import datasets
+    from PIL import Image
+
+    rows = {"question_id": [1, 2], "image_id": [5, 5], "question": ["What color?", "How many?"],
+            "answers": [[{"answer": "red", "answer_confidence": "yes", "answer_id": i} for i in range(10)]] * 2,
+            "answer_type": ["other", "number"], "multiple_choice_answer": ["red", "red"],
+            "image": [Image.new("RGB", (8, 8))] * 2}
+    features = datasets.Features({"question_id": datasets.Value("int64"), "image_id": datasets.Value("int64"),
+                                  "question": datasets.Value("string"),
+                                  "answers": [{"answer": datasets.Value("string"),
+                                               "answer_confidence": datasets.Value("string"),
+                                               "answer_id": datasets.Value("int64")}],
+                                  "answer_type": datasets.Value("string"),
+                                  "multiple_choice_answer": datasets.Value("string"), "image": datasets.Image()})
+    datasets.DatasetDict({"validation": datasets.Dataset.from_dict(rows, features=features)}).save_to_disk(tmp_path)
+    data = get_task("vqa").load("validation", tmp_path)
+    assert len(data) == 2 and data.examples[1].source == "vqa: How many?"
+    assert data.images["coco_5"].size == (8, 8) and data.examples[0].targets == ["red"] * 10
+
+
+def test_bad_data_gives_clear_errors(tmp_path, vl_data):
+    with pytest.raises(ConfigError, match="no split 'dev'"):
+        get_task("vqa").load("dev", vl_data["vqa"])
+    with pytest.raises(InputError, match="does not exist"):
+        get_task("gqa").load("train", tmp_path / "nowhere")
+    (tmp_path / "train_balanced_questions.json").write_text("{not json")
+    with pytest.raises(InputError, match="malformed JSON at line 1"):
+        get_task("gqa").load("train", tmp_path)
+    (tmp_path / "dev.json").write_text('{"identifier": "dev-1-0-0", "sentence": "x", "label": "True"}\n{oops\n')
+    with pytest.raises(InputError, match=r"dev.json, line 2: malformed JSON"):
+        get_task("nlvr2").load("dev", tmp_path)
+    (tmp_path / "dev.json").write_text('{"identifier": "dev-1-0-0", "label": "True"}\n')
+    with pytest.raises(InputError, match="line 1: record has no field 'sentence'"):
+        get_task("nlvr2").load("dev", tmp_path)
