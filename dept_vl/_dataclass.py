@@ -23,11 +23,18 @@ def from_dict(cls, data: dict, where: str | None = None):
             close = get_close_matches(str(key), names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (valid keys: {', '.join(names)})"
             raise ConfigError(f"unknown key {where}.{key}{hint}")
-        sub = hints[key]
-        if dataclasses.is_dataclass(sub) and isinstance(value, dict):
+        sub = _dataclass_in(hints[key])
+        if sub is not None and isinstance(value, dict):
             value = from_dict(sub, value, f"{where}.{key}")
         kwargs[key] = value
     try:
         return cls(**kwargs)
     except TypeError as err:
         raise ConfigError(f"{where}: {err}") from None
+
+
+def _dataclass_in(hint):
+    """The dataclass of a ``X`` or ``X | None`` annotation, else None."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    return next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), None)

@@ -22,13 +22,14 @@ DEPT_PEFT_TYPE = "DEPT"
 OFFICIAL_PEFT_TYPE = "PROMPT_TUNING_LORA"
 
 
-def _file_mode() -> int:
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
 
 
-FILE_MODE = _file_mode()  # what open() would give; mkstemp's temp files are 0600
+UMASK = _umask()
+FILE_MODE = 0o666 & ~UMASK  # what open() would give; mkstemp's temp files are 0600
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:

@@ -11,7 +11,7 @@ import json
 import sys
 
 from . import __version__
-from .errors import DeptVLError
+from .errors import DeptVLError, TrainingInterrupted
 
 
 def cmd_budget(args) -> None:
@@ -23,13 +23,60 @@ def cmd_budget(args) -> None:
         print(f"{pair.prompt_length:>5} {pair.r:>5} {pair.params:>10,}")
 
 
-def cmd_demo(args) -> None:
-    """Train DePT end to end on easy-vqa offline (real EfficientNet-Lite0, small random T5)."""
-    from .demo import DemoSettings, run_demo
+def _train_overrides(args) -> dict:
+    from .train_config import TrainConfig
 
-    settings = DemoSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoSettings)})
-    result = run_demo(settings, log=lambda msg: print(msg, file=sys.stderr))
-    print(json.dumps(result, indent=2))
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+            if getattr(args, f.name, None) is not None}
+
+
+def _model_overrides(args) -> dict:
+    """``--method`` and ``--set model.a.b=value`` (value parsed as YAML) as a nested dict."""
+    import yaml
+
+    from .errors import ConfigError
+
+    nested: dict = {}
+    if args.method:
+        nested["method"] = args.method
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("model."):
+            raise ConfigError(f"--set takes model.<key>=<value>, got {item!r}")
+        *parents, leaf = key.split(".")[1:]
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return nested
+
+
+def cmd_train(args) -> None:
+    """Train an adapter (DePT by default) on one task or several; everything goes to --output-dir."""
+    from .train import train
+    from .train_config import resolve_recipe
+
+    recipe = resolve_recipe(args.config, _train_overrides(args), args.model, _model_overrides(args))
+    metrics = train(recipe, resume=args.resume, log=lambda msg: print(msg, file=sys.stderr))
+    if metrics is not None:  # the main process (under accelerate launch, the others return None)
+        print(json.dumps(metrics, indent=2))
+
+
+def cmd_eval(args) -> None:
+    """Evaluate a checkpoint on a task split: writes predictions (JSONL) and metrics (JSON)."""
+    from .evaluate import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(args.checkpoint, args.task, args.split, args.data_dir, args.output_dir,
+                                  args.batch_size, args.num_beams, args.limit, not args.no_cache, args.cache_dir,
+                                  log=lambda msg: print(msg, file=sys.stderr))
+    print(json.dumps(metrics, indent=2))
+
+
+def cmd_predict(args) -> None:
+    """Answer a question about an image (NLVR2: two images), caption an image, or predict a JSONL batch."""
+    from .predict import run_predict
+
+    run_predict(args.inputs, args.checkpoint, args.task, args.input, args.num_beams, args.backbone)
 
 
 def cmd_features(args) -> None:
@@ -43,6 +90,7 @@ def cmd_features(args) -> None:
     images = {}
     for split in splits:
         data = task.load(split, args.data_dir)
+        data.check_images()
         images.update({i: data.images[i] for ex in data.examples for i in ex.image_ids})
     encoder = build_vision_encoder(args.encoder, image_size=args.image_size, pool_tokens=args.pool_tokens)
     encoder = encoder.to(args.device)
@@ -85,14 +133,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_features)
 
-    from .demo import DemoSettings
+    _add_train_parser(sub)
 
-    p = sub.add_parser("demo", help=cmd_demo.__doc__, description=cmd_demo.__doc__)
-    for field in dataclasses.fields(DemoSettings):
-        p.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default,
-                       help=f"(default: {field.default})")
-    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("eval", help=cmd_eval.__doc__, description=cmd_eval.__doc__)
+    p.add_argument("--checkpoint", required=True, help="a run's output dir, its model/ dir, or a step checkpoint")
+    p.add_argument("--task", help="default: the task the checkpoint was trained on")
+    p.add_argument("--split", help="default: the task's test split")
+    p.add_argument("--data-dir", help="default: the one the checkpoint was trained with")
+    p.add_argument("--output-dir", help="where predictions and metrics go (default: the checkpoint dir)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--num-beams", type=int, default=1, help="1 = greedy; >1 = beam search")
+    p.add_argument("--limit", type=int, default=0, help="evaluate the first N examples only")
+    p.add_argument("--no-cache", action="store_true", help="run the vision encoder instead of the feature cache")
+    p.add_argument("--cache-dir", help="feature cache root (default: $DEPT_VL_CACHE)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help=cmd_predict.__doc__, description=cmd_predict.__doc__)
+    p.add_argument("inputs", nargs="*", metavar="IMAGE [IMAGE2] [QUESTION]",
+                   help="image path(s), then the question (none for a caption checkpoint)")
+    p.add_argument("--checkpoint", required=True, help="a run's output dir or its model/ dir")
+    p.add_argument("--task", help="default: the task the checkpoint was trained on")
+    p.add_argument("--input", help="JSONL file: {\"image\" or \"images\", \"question\"} per line")
+    p.add_argument("--num-beams", type=int, default=1, help="1 = greedy; >1 = beam search")
+    p.add_argument("--backbone", help="load the text backbone from here instead of the saved name")
+    p.set_defaults(func=cmd_predict)
     return parser
+
+
+def _add_train_parser(sub) -> None:
+    """``dept-vl train``: one option per TrainConfig field (litgpt style), plus recipe / model / method."""
+    import typing
+
+    from .train_config import TrainConfig
+
+    p = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
+    p.add_argument("--config", help="recipe YAML (model: + train:), e.g. configs/vqa_t5-base_clip.yaml")
+    p.add_argument("--model", help="named model config (dept_vl/model_configs) or a JSON/YAML file")
+    p.add_argument("--method", choices=["dept", "pt", "lora", "full"], help="what to train (default: dept)")
+    p.add_argument("--set", action="append", metavar="model.KEY=VALUE", help="override a model setting")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
+    hints = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        flag = f"--{field.name.replace('_', '-')}"
+        kind = next((t for t in (bool, int, float) if t is hints[field.name] or t in typing.get_args(hints[field.name])), str)
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"(default: {field.default})")
+        else:
+            p.add_argument(flag, type=kind, default=None, help=f"(default: {field.default})")
+    p.set_defaults(func=cmd_train)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,10 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # per-model "Loading weights" bars; our own tqdm bars stay
     try:
         args.func(args)
+    except TrainingInterrupted as err:  # a checkpoint was saved: say how to resume
+        print(f"dept-vl: {err}", file=sys.stderr)
+        return 130
     except DeptVLError as err:
         if args.debug:
             raise
-        print(f"dept-vl: error: {err}", file=sys.stderr)
+        print(f"dept-vl: error: {' '.join(str(err).split())}", file=sys.stderr)  # one line, always
         return 2
     except KeyboardInterrupt:
         print("dept-vl: interrupted", file=sys.stderr)

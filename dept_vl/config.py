@@ -17,6 +17,8 @@ from .errors import ConfigError
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 FEATURES = "features"  # encoder name meaning "images arrive as precomputed features"
+RANDOM = "random"  # text backbone name meaning "a random T5 built for the task" (RandomTextConfig)
+METHODS = ("dept", "pt", "lora", "full")
 
 
 @dataclass
@@ -38,14 +40,31 @@ class VisionConfig:
 
 
 @dataclass
+class RandomTextConfig:
+    """A randomly initialised T5 with a word-level tokenizer built from the task's text (``backbone: random``).
+
+    For offline runs where no pretrained text model can be had; ``dept-vl train`` builds and saves it.
+    """
+
+    d_model: int = 128
+    d_ff: int = 256
+    num_layers: int = 2
+    num_heads: int = 4
+    seed: int = 0
+
+
+@dataclass
 class TextConfig:
-    backbone: str = "t5-base"  # any AutoModelForSeq2SeqLM / AutoModelForCausalLM name or path
+    backbone: str = "t5-base"  # any AutoModelForSeq2SeqLM / AutoModelForCausalLM name or path, or "random"
     tokenizer: str | None = None  # default: the backbone's own
     max_length: int = 40  # text tokens per example (question + task prefix)
     max_target_length: int = 16
     dtype: str | None = None  # float32 | bfloat16 | float16 for the frozen weights
+    random: RandomTextConfig | None = None  # the shape of the random backbone when backbone == "random"
 
     def __post_init__(self) -> None:
+        if self.backbone == RANDOM and self.random is None:
+            self.random = RandomTextConfig()
         for name in ("max_length", "max_target_length"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"text.{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -54,15 +73,33 @@ class TextConfig:
 
 
 @dataclass
+class LoraSettings:
+    """The LoRA baseline (``method: lora``), applied to the frozen text backbone through ``peft``."""
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] | None = None  # default: peft's choice for the architecture (T5: q, v)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.r, int) or self.r < 1:
+            raise ConfigError(f"lora.r must be a positive integer, got {self.r!r}")
+
+
+@dataclass
 class ModelConfig:
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
     dept: DePTConfig = field(default_factory=DePTConfig)
     max_images: int = 1  # images per example (NLVR2: 2)
+    method: str = "dept"  # dept | pt (vanilla prompt tuning, same budget) | lora (peft) | full (fine-tuning)
+    lora: LoraSettings = field(default_factory=LoraSettings)
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_images, int) or self.max_images < 1:
             raise ConfigError(f"max_images must be a positive integer, got {self.max_images!r}")
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)

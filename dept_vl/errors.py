@@ -15,3 +15,11 @@ class CheckpointError(DeptVLError, ValueError):
 
 class InputError(DeptVLError, ValueError):
     """Input data (image, text, tensor) that cannot be used as given."""
+
+
+class TrainingError(DeptVLError):
+    """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(DeptVLError):
+    """SIGINT / SIGTERM during training: a checkpoint was saved; the message says how to resume."""

@@ -19,6 +19,7 @@ from .checkpoint import ADAPTER_WEIGHTS, load_state_checked, read_json, read_saf
 from .config import FEATURES, ModelConfig
 from .dept import DePT, position_ids_from_mask
 from .errors import CheckpointError, ConfigError, InputError
+from .methods import add_lora, prompt_tuning_config, uses_prompt
 from .projection import VisualProjection
 from .text import TextBackbone
 from .vision import VisionEncoder, build_vision_encoder
@@ -28,7 +29,8 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 class VisionLanguageModel(nn.Module):
-    """DePT on a frozen vision-language model. Trainable: ``dept`` (P, A, B) and ``projection``.
+    """DePT on a frozen vision-language model. Trainable: ``dept`` (P, A, B) and ``projection``
+    (``config.method`` picks prompt tuning, LoRA or full fine-tuning instead; see ``methods.py``).
 
     Images arrive as ``pixel_values`` (B, 3, H, W) / (B, images, 3, H, W) or as precomputed
     ``image_features`` (B, tokens, dim) / (B, images, tokens, dim); visual tokens come first so that
@@ -49,9 +51,17 @@ class VisionLanguageModel(nn.Module):
         feature_dim = vision.out_dim if vision is not None else v.feature_dim
         self.tokens_per_image = vision.num_tokens() if vision is not None else v.num_tokens
         self.projection = VisualProjection(feature_dim, d, config.max_images)
-        self.dept = DePT(config.dept, hidden_size=d)
-        self.dept.initialize_prompt(self.text.tokenizer, self.text.embeddings)
-        self.config.dept = self.dept.config  # now carries hidden_size
+        self.dept = None  # lora / full: no prompt
+        if config.method == "pt":
+            config.dept = prompt_tuning_config(config.dept, d)
+        if uses_prompt(config.method):
+            self.dept = DePT(config.dept, hidden_size=d)
+            self.dept.initialize_prompt(self.text.tokenizer, self.text.embeddings)
+            self.config.dept = self.dept.config  # now carries hidden_size
+        elif config.method == "lora":
+            self.text.model = add_lora(self.text.model, config.lora)
+        else:
+            self.text.unfreeze()
         longest = self.tokens_per_image * config.max_images + config.text.max_length
         if longest > config.dept.max_length and not config.dept.truncate:
             raise ConfigError(
@@ -91,10 +101,13 @@ class VisionLanguageModel(nn.Module):
         visual = self.visual_tokens(pixel_values, image_features).to(text.dtype)
         embeds = torch.cat([visual, text], dim=1)
         mask = torch.cat([attention_mask.new_ones(visual.shape[:2]), attention_mask], dim=1)
+        position_ids = None
         if self.text.kind == "causal":
             embeds, mask = left_align(embeds, mask)
-            return self.dept(embeds, mask, position_ids=position_ids_from_mask(mask))
-        return self.dept(embeds, mask)
+            position_ids = position_ids_from_mask(mask)
+        if self.dept is None:  # lora / full
+            return embeds, mask
+        return self.dept(embeds, mask, position_ids=position_ids)
 
     # ---- training and generation -----------------------------------------------------------------
     def forward(self, input_ids, attention_mask, labels, pixel_values=None, image_features=None):

@@ -7,6 +7,7 @@ all from ``inputs_embeds``.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -26,6 +27,7 @@ class TextBackbone(nn.Module):
         self.kind = "seq2seq" if model.config.is_encoder_decoder else "causal"
         if self.tokenizer.pad_token_id is None:  # decoder-only LMs often lack a pad token
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.frozen = True
         self.model.requires_grad_(False)
         self.model.eval()
 
@@ -47,7 +49,13 @@ class TextBackbone(nn.Module):
         return cls(model, tok, str(name_or_path))
 
     def train(self, mode: bool = True) -> "TextBackbone":
-        return super().train(False)  # frozen: dropout stays off
+        return super().train(mode and not self.frozen)  # frozen: dropout stays off
+
+    def unfreeze(self) -> "TextBackbone":
+        """Make every weight trainable (full fine-tuning)."""
+        self.frozen = False
+        self.model.requires_grad_(True)
+        return self
 
     @property
     def hidden_size(self) -> int:
@@ -70,8 +78,20 @@ class TextBackbone(nn.Module):
         ``add_eos`` appends EOS (their tokenizers do not), so that generation learns to stop."""
         if add_eos:
             texts = [t + self.tokenizer.eos_token for t in texts]
+        self._warn_if_truncated(texts, max_length)
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         return {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
+
+    def _warn_if_truncated(self, texts: list[str], max_length: int) -> None:
+        """Say once (per backbone) that inputs longer than ``max_length`` tokens are cut."""
+        if getattr(self, "_warned_truncation", False):
+            return
+        lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=False)["input_ids"]]
+        if max(lengths, default=0) > max_length:
+            self._warned_truncation = True
+            logging.getLogger("dept_vl").warning(
+                "a text of %d tokens was truncated to max_length %d (said once; raise text.max_length to keep "
+                "more)", max(lengths), max_length)
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embeddings(input_ids)

@@ -8,6 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
+TINY_RECIPE = """
+model:
+  vision: {encoder: efficientnet-lite0, image_size: 32, pool_tokens: 1}
+  text: {backbone: random, max_length: 16, max_target_length: 4,
+         random: {d_model: 32, d_ff: 64, num_layers: 1, num_heads: 2}}
+  dept: {prompt_length: 4, r: 2, max_length: 24}
+train: {task: easyvqa, k_shot: 48, max_steps: 4, batch_size: 8, test_examples: 8, log_every: 2, tensorboard: false}
+"""  # a training recipe that runs in seconds on a CPU
+
 SHARED_ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
 T5_TOKENIZER = SHARED_ASSETS / "t5"
 OFFICIAL_COLA = SHARED_ASSETS / "dept-official-cola"

@@ -22,9 +22,32 @@ def test_paper_setting_has_equal_budget_to_100_vanilla_tokens():
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_yaml_recipes_validate(path):
+    from dept_vl.tasks import get_task
+    from dept_vl.train_config import resolve_recipe
+
     data = yaml.safe_load(path.read_text())
-    assert "model" in data
-    ModelConfig.from_dict(data["model"])
+    assert set(data) == {"model", "train"}
+    recipe = resolve_recipe(path)  # every key known, every value valid
+    tasks = [get_task(t) for t in recipe.train.tasks]
+    assert recipe.model.max_images >= max(t.num_images for t in tasks)
+    assert recipe.model.dept.max_length >= recipe.model.text.max_length
+
+
+def test_paper_recipes_use_the_paper_setting():
+    from dept_vl.train_config import resolve_recipe
+
+    for name in ("vqa", "gqa", "nlvr2", "caption", "multitask"):
+        model = resolve_recipe(CONFIGS / f"{name}_t5-base_clip.yaml").model
+        assert (model.text.backbone, model.vision.encoder) == ("t5-base", "openai/clip-vit-base-patch32")
+        assert (model.dept.prompt_length, model.dept.r, model.dept.num_parameters(768)) == (60, 30, 100 * 768)
+        # CLIP ViT-B/32 at 224 px: 49 patches + CLS = 50 visual tokens per image, plus the text
+        assert 50 * model.max_images + model.text.max_length <= model.dept.max_length
+
+
+def test_offline_recipe_file_is_the_builtin_default():
+    from dept_vl.train_config import resolve_recipe
+
+    assert resolve_recipe(CONFIGS / "easyvqa_offline.yaml") == resolve_recipe(None, {"task": "easyvqa"})
 
 
 def test_errors_name_key_and_value(tmp_path):

@@ -88,7 +88,7 @@ def test_easyvqa_offline_counts():
     answers = {ex.targets[0] for ex in train.examples}
     assert len(answers) == 13
     assert {ex.meta["type"] for ex in test.examples} == {"shape", "color", "yes/no"}
-    assert test.examples[0].source.startswith("vqa: ")
+    assert test.examples[0].source == "what is the red shape?"  # no prefix (see EasyVQA.prefix)
     test.check_images()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,12 +41,19 @@ class TaskData:
         return len(self.examples)
 
     def check_images(self) -> None:
-        """Every example's images are known (raises InputError naming the first that is not)."""
+        """Every example's images are known and their files exist (InputError naming the first that is not)."""
+        seen = set()
         for ex in self.examples:
             for image_id in ex.image_ids:
-                if image_id not in self.images:
+                if image_id in seen:
+                    continue
+                seen.add(image_id)
+                image = self.images.get(image_id)
+                if image is None:
                     raise InputError(f"{self.task} {self.split}: example {ex.id} refers to image {image_id!r}, "
                                      "which has no image file")
+                if isinstance(image, (str, Path)) and not os.path.isfile(image):
+                    raise InputError(f"{self.task} {self.split}: example {ex.id}: image file {image} does not exist")
 
 
 class Task:
@@ -60,6 +68,8 @@ class Task:
     num_images: int = 1
     splits: tuple[str, ...] = ()
     metric: str = "accuracy"  # the number "best checkpoint" selection looks at
+    default_splits: tuple[str, str | None, str] = ("train", "val", "test")  # train, validation, test
+    default_model: str = "t5-base_clip-vit-b32"  # the named model config `dept-vl train` uses by default
 
     def load(self, split: str, data_dir: str | Path | None = None) -> TaskData:
         raise NotImplementedError

@@ -21,6 +21,7 @@ class GQA(Task):
     name = "gqa"
     prefix = "gqa: "
     splits = ("train", "val", "train+val", "testdev")
+    default_splits = ("train", "val", "testdev")
 
     def load(self, split: str, data_dir: str | Path | None = None) -> TaskData:
         self.check_split(split)

@@ -8,6 +8,7 @@ Layout (``data_scripts/prepare_nlvr2.py`` builds it from the official repository
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -37,6 +38,8 @@ class NLVR2(Task):
     prefix = "nlvr: "
     num_images = 2
     splits = ("train", "dev", "test1")
+    default_splits = ("train", "dev", "test1")
+    default_model = "t5-base_clip-vit-b32_nlvr2"
     skip_bad_lines = False
 
     def load(self, split: str, data_dir: str | Path | None = None) -> TaskData:
@@ -46,7 +49,7 @@ class NLVR2(Task):
         root = self.data_dir(data_dir)
         path = root / f"{split}.json"
         examples, images = [], {}
-        for number, record in read_jsonl_file(path, self.skip_bad_lines, log=print):
+        for number, record in read_jsonl_file(path, self.skip_bad_lines, log=logging.getLogger("dept_vl").warning):
             where = f"{path}, line {number}"
             identifier = str(require(record, "identifier", where))
             stem = image_stem(identifier)

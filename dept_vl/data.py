@@ -1,0 +1,91 @@
+"""Training data: a deterministic, resumable batch order and the step from examples to model inputs.
+
+The order is a pure function of (seed, step): epoch e shuffles each task's examples with seed (seed, e), cuts
+them into global batches (one task per batch), and shuffles the batches. Process ``rank`` of ``world`` takes
+every world-th example of a global batch. So a run resumed at step k sees exactly the batches an uninterrupted
+run would, on any number of processes.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from .feature_cache import FeatureCache
+from .tasks import Example, Task, TaskData
+
+
+@dataclass
+class TaskSplit:
+    """A loaded split of one task, with the image store its examples refer to."""
+
+    task: Task
+    data: TaskData
+
+
+class BatchOrder:
+    """Which examples make up micro-step ``step``: ``batch(step) -> [(task index, example index), ...]``."""
+
+    def __init__(self, sizes: Sequence[int], global_batch: int, seed: int, rank: int = 0, world: int = 1):
+        if any(n < world for n in sizes):
+            raise ValueError(f"every task needs at least {world} training examples")
+        self.sizes, self.global_batch, self.seed, self.rank, self.world = list(sizes), global_batch, seed, rank, world
+        self._epoch, self._batches = -1, []
+        self.steps_per_epoch = sum(-(-n // global_batch) for n in self.sizes)
+
+    def _epoch_batches(self, epoch: int) -> list[list[tuple[int, int]]]:
+        if epoch != self._epoch:
+            batches = []
+            for t, n in enumerate(self.sizes):
+                order = list(range(n))
+                random.Random(f"{self.seed}-{epoch}-{t}").shuffle(order)
+                batches += [[(t, i) for i in order[s : s + self.global_batch]] for s in range(0, n, self.global_batch)]
+            random.Random(f"{self.seed}-{epoch}").shuffle(batches)
+            self._epoch, self._batches = epoch, batches
+        return self._batches
+
+    def batch(self, step: int) -> list[tuple[int, int]]:
+        epoch, position = divmod(step, self.steps_per_epoch)
+        return self._epoch_batches(epoch)[position][self.rank :: self.world]
+
+    def epoch_of(self, step: int) -> int:
+        return step // self.steps_per_epoch
+
+
+class ImageInputs:
+    """Turns examples' image ids into model inputs: cached features (one cache per task, or None), or the
+    image files / PIL images of the split for the vision encoder."""
+
+    def __init__(self, caches: Sequence[FeatureCache | None]):
+        self.caches = list(caches)
+
+    def inputs(self, task_index: int, data: TaskData, examples: Sequence[Example]) -> dict[str, Any]:
+        ids = [list(ex.image_ids) for ex in examples]
+        cache = self.caches[task_index] if task_index < len(self.caches) else None
+        if cache is not None:
+            flat = cache.get([i for row in ids for i in row])
+            return {"image_features": flat.unflatten(0, (len(ids), len(ids[0])))}
+        return {"images": [[data.images[i] for i in row] for row in ids]}
+
+
+def make_batch(model, splits: Sequence[TaskSplit], images: ImageInputs, items: Sequence[tuple[int, int]],
+               seed: int, step: int) -> dict[str, torch.Tensor]:
+    """Model inputs (and sampled targets) for one micro-batch; target sampling is seeded by (seed, step, item)."""
+    task_index = items[0][0]
+    split = splits[task_index]
+    examples = [split.data.examples[i] for _, i in items]
+    targets = [split.task.training_target(ex, random.Random(f"{seed}-{step}-{i}")) for ex, (_, i) in
+               zip(examples, items)]
+    return model.prepare([ex.source for ex in examples], targets=targets,
+                         **images.inputs(task_index, split.data, examples))
+
+
+def k_shot(data: TaskData, k: int, seed: int) -> TaskData:
+    """``k`` examples of ``data`` drawn with ``seed`` (the few-shot setting)."""
+    if not k or k >= len(data.examples):
+        return data
+    chosen = sorted(random.Random(f"k-shot-{seed}").sample(range(len(data.examples)), k))
+    return TaskData(data.task, data.split, [data.examples[i] for i in chosen], data.images)
