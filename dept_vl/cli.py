@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 from . import __version__
 from .errors import DeptVLError, TrainingInterrupted
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_features)
 
     _add_train_parser(sub)
+    _add_bench_parser(sub)
 
     p = sub.add_parser("eval", help=cmd_eval.__doc__, description=cmd_eval.__doc__)
     p.add_argument("--checkpoint", required=True, help="a run's output dir, its model/ dir, or a step checkpoint")
@@ -158,6 +160,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", help="load the text backbone from here instead of the saved name")
     p.set_defaults(func=cmd_predict)
     return parser
+
+
+def cmd_bench(args) -> None:
+    """Speed and memory of pt / dept / lora / full / the bare backbone side by side (--quality: accuracy)."""
+    if args.quality:
+        from .bench_quality import format_quality, run_quality
+
+        report = run_quality(args.output_dir, args.quality_steps, args.quality_methods,
+                             log=lambda msg: print(msg, file=sys.stderr))
+        print(format_quality(report))
+    else:
+        from .bench import BenchConfig, format_table, run_bench
+
+        cfg = BenchConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(BenchConfig)
+                             if getattr(args, f.name) is not None})
+        report = run_bench(cfg, Path(args.output_dir) / "backbones", log=lambda msg: print(msg, file=sys.stderr))
+        print(format_table(report))
+    from .bench import write_report
+
+    write_report(report, args.json or Path(args.output_dir) / "bench.json",
+                 None if args.quality else (args.png or Path(args.output_dir) / "bench.png"))
+
+
+def _add_bench_parser(sub) -> None:
+    import typing
+
+    from .bench import BenchConfig
+
+    p = sub.add_parser("bench", help=cmd_bench.__doc__, description=cmd_bench.__doc__)
+    hints = typing.get_type_hints(BenchConfig)
+    for field in dataclasses.fields(BenchConfig):
+        flag = f"--{field.name.replace('_', '-')}"
+        if hints[field.name] is bool:
+            p.add_argument(flag, action="store_true", default=None, help=f"(default: {field.default})")
+        else:
+            kind = int if hints[field.name] is int else str
+            p.add_argument(flag, type=kind, default=None, help=f"(default: {field.default})")
+    p.add_argument("--output-dir", default="runs/bench", help="bench.json, bench.png and the built backbones")
+    p.add_argument("--json", help="write the report here (default: OUTPUT/bench.json)")
+    p.add_argument("--png", help="write the bar chart here (default: OUTPUT/bench.png)")
+    p.add_argument("--quality", action="store_true", help="train every method on easy-vqa and compare accuracy")
+    p.add_argument("--quality-steps", type=int, default=3000)
+    p.add_argument("--quality-methods", default="pt,dept,lora,full")
+    p.set_defaults(func=cmd_bench)
 
 
 def _add_train_parser(sub) -> None:

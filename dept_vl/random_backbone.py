@@ -35,12 +35,14 @@ def _write_random_t5(shape, texts: Iterable[str], directory: Path) -> None:
     from transformers import T5Config, T5ForConditionalGeneration
 
     tokenizer = build_word_tokenizer(texts)
-    torch.manual_seed(shape.seed)
     model_config = T5Config(vocab_size=len(tokenizer), d_model=shape.d_model, d_ff=shape.d_ff,
                             num_layers=shape.num_layers, num_decoder_layers=shape.num_layers,
                             num_heads=shape.num_heads, d_kv=shape.d_model // shape.num_heads,
                             decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     tmp = directory.with_name(directory.name + ".tmp")
-    T5ForConditionalGeneration(model_config).save_pretrained(tmp)
+    with torch.random.fork_rng():  # the run's own random state (prompt init, ...) must not depend on this
+        torch.manual_seed(shape.seed)
+        model = T5ForConditionalGeneration(model_config)
+    model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     tmp.replace(directory)  # complete or absent: a killed run never leaves half a backbone

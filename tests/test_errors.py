@@ -149,7 +149,7 @@ def test_bad_config(capsys, tmp_path):
 
 
 # ---- checkpoints ----------------------------------------------------------------------------------------------
-def test_bad_checkpoints(capsys, run_dir, tmp_path):
+def test_bad_checkpoints(capsys, run_dir, tmp_path, tiny_t5_wide_dir):
     import shutil
 
     image = write_image(tmp_path / "im.png", 2)
@@ -167,3 +167,5 @@ def test_bad_checkpoints(capsys, run_dir, tmp_path):
     shutil.copytree(run_dir / "model", other)
     (other / "dept_vl_config.json").write_text(json.dumps(config))
     fails(capsys, predict(other, image), "lora_embedding_A", "(24, 2)", "(48, 2)")
+    fails(capsys, predict(run_dir, image) + ["--backbone", tiny_t5_wide_dir], "trained for text width 32",
+          "has width 48")

@@ -177,3 +177,11 @@ def test_recipe_precedence_and_errors(tmp_path):
         resolve_recipe(path)
     with pytest.raises(ConfigError, match="prompt_lr must be > 0"):
         TrainConfig(prompt_lr=0)
+
+
+def test_a_fresh_run_does_not_depend_on_an_existing_backbone(tmp_path):
+    train(tiny_recipe(tmp_path, max_steps=2, test_examples=2), log=lambda *_: None)
+    first = adapter(tmp_path / "run" / "model")
+    train(tiny_recipe(tmp_path, max_steps=2, test_examples=2), log=lambda *_: None)  # backbone/ already there
+    second = adapter(tmp_path / "run" / "model")
+    assert all(torch.equal(first[k], second[k]) for k in first)

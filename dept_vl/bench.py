@@ -1,0 +1,369 @@
+"""``dept-vl bench``: speed and memory of pt / dept / lora / full / the bare frozen backbone, side by side.
+
+Every method runs in one process on the same frozen backbone, with the same synthetic batch shapes (visual
+tokens from precomputed features + text tokens): median training-step time (forward + backward + AdamW) after
+warm-up, generation time of a short answer with the KV cache, peak memory, samples/s and trainable parameters,
+each also as a ratio to ``pt``. ``bare`` is the frozen backbone fed the same sequence length as DePT (a frozen
+prefix of l tokens, no A·B), so dept / bare is the cost of DePT itself.
+Memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the peak resident set size above the level before
+the training steps, sampled every millisecond from /proc, each method in a fresh process so that no method
+reuses memory another one freed (reported as ``peak_mem_mb``, with ``mem_kind``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import FEATURES, LoraSettings, ModelConfig, TextConfig, VisionConfig
+from .dept_config import DePTConfig
+from .errors import ConfigError
+from .model import VisionLanguageModel
+from .optim import param_groups
+from .text import TextBackbone
+
+METHODS = ("pt", "dept", "lora", "full", "bare")
+SHAPES = {  # built offline from the configs' values; weights random (speed does not depend on them)
+    "tiny": dict(d_model=64, d_ff=128, num_layers=2, num_heads=4, d_kv=16, vocab_size=1000),
+    "t5-base-shape": dict(d_model=768, d_ff=3072, num_layers=12, num_heads=12, d_kv=64, vocab_size=32128),
+}
+BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}  # dense, SXM where it applies
+
+
+@dataclass
+class BenchConfig:
+    backbone: str = "tiny"  # tiny | t5-base-shape | a Hugging Face name or path
+    batch_size: int = 8
+    text_length: int = 20
+    visual_tokens: int = 49
+    feature_dim: int = 768
+    answer_length: int = 4
+    m: int = 100  # vanilla prompt length; DePT gets the same budget
+    prompt_length: int = 60
+    r: int = 30
+    max_length: int = 256
+    steps: int = 10
+    warmup: int = 3
+    device: str = "cpu"
+    dtype: str = "float32"  # float32 | bfloat16
+    pad_to_max_length: bool = False  # also time DePT with every input padded to max_length (the official code)
+    encoder: str | None = None  # also time DePT running this vision encoder every step against cached features
+    image_size: int = 224
+    methods: str = ",".join(METHODS)
+    isolate: bool = True  # on CPU, measure each method in a fresh process (clean peak-memory numbers)
+
+
+def build_backbone(cfg: BenchConfig, directory: Path) -> str:
+    """A named shape is saved (random weights) to ``directory``; anything else is returned as given."""
+    if cfg.backbone not in SHAPES:
+        return cfg.backbone
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    shape = SHAPES[cfg.backbone]
+    if not (directory / "config.json").is_file():
+        config = T5Config(**shape, num_decoder_layers=shape["num_layers"], decoder_start_token_id=0,
+                          pad_token_id=0, eos_token_id=1)
+        torch.manual_seed(0)
+        T5ForConditionalGeneration(config).save_pretrained(directory)
+        vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{f"w{i}": i for i in range(3, shape["vocab_size"])}}
+        tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                                unk_token="<unk>").save_pretrained(directory)
+    return str(directory)
+
+
+def lora_rank_for_budget(text: TextBackbone, budget: int) -> int:
+    """The LoRA rank whose parameter count on the default target modules is closest to ``budget`` (>= 1)."""
+    from .methods import _default_targets
+
+    targets = set(_default_targets(text.model))
+    per_rank = sum(m.in_features + m.out_features for name, m in text.model.named_modules()
+                   if name.rsplit(".", 1)[-1] in targets and isinstance(m, torch.nn.Linear))
+    return max(1, round(budget / per_rank))
+
+
+def make_model(cfg: BenchConfig, method: str, backbone: str, text: TextBackbone, lora_r: int, vision=None):
+    dept = DePTConfig(prompt_length=cfg.prompt_length, r=cfg.r, max_length=cfg.max_length)
+    config = ModelConfig(
+        vision=VisionConfig(encoder=FEATURES, feature_dim=cfg.feature_dim, num_tokens=cfg.visual_tokens) if vision
+        is None else VisionConfig(encoder=cfg.encoder, image_size=cfg.image_size),
+        text=TextConfig(backbone=backbone, max_length=cfg.max_length - cfg.visual_tokens, max_target_length=cfg.answer_length),
+        dept=dataclasses.replace(dept, r=0) if method == "bare" else dept,
+        method={"bare": "dept"}.get(method, method), lora=LoraSettings(r=lora_r))
+    if method in ("full", "lora"):  # they change the backbone: give them a copy, keep the shared one untouched
+        text = TextBackbone(_copy_model(text.model), text.tokenizer, text.name_or_path)
+    model = VisionLanguageModel(config, vision=vision, text=text)
+    if method == "bare":  # the same sequence length as DePT, nothing of DePT trainable
+        model.dept.prompt_embeddings.requires_grad_(False)
+    return model.to(cfg.device)
+
+
+def _copy_model(model):
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def make_batch(cfg: BenchConfig, vocab: int, device, pad: bool, pixels: bool = False) -> dict:
+    g = torch.Generator().manual_seed(0)
+    n = cfg.max_length - cfg.visual_tokens if pad else cfg.text_length
+    ids = torch.randint(3, vocab, (cfg.batch_size, n), generator=g)
+    mask = torch.zeros_like(ids)
+    mask[:, : cfg.text_length] = 1  # padded to max_length: the same real tokens, then pads
+    ids = ids.masked_fill(mask == 0, 0)
+    batch = {"input_ids": ids, "attention_mask": mask,
+             "labels": torch.randint(3, vocab, (cfg.batch_size, cfg.answer_length), generator=g)}
+    if pixels:
+        batch["pixel_values"] = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=g)
+    else:
+        batch["image_features"] = torch.randn(cfg.batch_size, cfg.visual_tokens, cfg.feature_dim, generator=g)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+class PeakMemory:
+    """Peak memory of the block: CUDA allocator peak, or sampled RSS above the starting level on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.kind = "cuda_max_memory_allocated" if self.cuda else "cpu_peak_rss_above_start"
+        self.peak = 0
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated()
+        else:
+            self.start, self._stop = _rss(), threading.Event()
+            self.peak = self.start
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.mb = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.mb = max(0, self.peak - self.start) / 2**20
+
+
+def _rss() -> int:
+    import os
+
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_method(cfg: BenchConfig, model, batch: dict) -> dict:
+    """Median train-step and generation seconds (after warm-up), peak memory, trainable parameters."""
+    device = torch.device(cfg.device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
+    groups = param_groups(model, 0.3, 1e-4, other_lr=1e-4, backbone_lr=1e-4)
+    optimizer = torch.optim.AdamW(groups, fused=device.type == "cuda" or None)
+    model.train()
+    times = []
+    with PeakMemory(device) as memory:
+        for i in range(cfg.warmup + cfg.steps):
+            _sync(device)
+            start = time.perf_counter()
+            with autocast:
+                loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            _sync(device)
+            if i >= cfg.warmup:
+                times.append(time.perf_counter() - start)
+    model.eval()
+    infer = []
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        for i in range(cfg.warmup + cfg.steps):
+            _sync(device)
+            start = time.perf_counter()
+            with autocast:
+                embeds, mask = model.encoder_inputs(**inputs)
+                model.text.generate(embeds, mask, max_new_tokens=cfg.answer_length, min_new_tokens=cfg.answer_length)
+            _sync(device)
+            if i >= cfg.warmup:
+                infer.append(time.perf_counter() - start)
+    step = statistics.median(times)
+    return {"train_step_s": step, "infer_s": statistics.median(infer), "peak_mem_mb": memory.mb,
+            "samples_per_s": cfg.batch_size / step, "trainable_params": sum(p.numel() for p in
+                                                                             model.trainable_parameters().values()),
+            "mem_kind": memory.kind}
+
+
+def _measure(cfg: BenchConfig, method: str, pad: bool, backbone: str, lora_r: int, queue) -> None:
+    """Child-process body of an isolated measurement."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    torch.manual_seed(0)
+    text = TextBackbone.from_pretrained(backbone)
+    model = make_model(cfg, method, backbone, text, lora_r)
+    queue.put(time_method(cfg, model, make_batch(cfg, text.model.config.vocab_size, cfg.device, pad)))
+
+
+def _in_fresh_process(cfg: BenchConfig, method: str, pad: bool, backbone: str, lora_r: int) -> dict:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_measure, args=(cfg, method, pad, backbone, lora_r, queue))
+    process.start()
+    try:
+        return queue.get(timeout=3600)
+    finally:
+        process.join()
+
+
+def train_flops(model, batch: dict) -> int:
+    """FLOPs of one training step (forward + backward), counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        model(**batch).loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def run_bench(cfg: BenchConfig, workdir: str | Path = ".bench", log=print) -> dict:
+    """Measure every method of ``cfg.methods``; return the JSON-able report."""
+    methods = [m.strip() for m in cfg.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown bench method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+    if cfg.visual_tokens + cfg.text_length > cfg.max_length:
+        raise ConfigError("visual_tokens + text_length exceeds max_length")
+    torch.manual_seed(0)
+    backbone = build_backbone(cfg, Path(workdir) / cfg.backbone)
+    dtype = {"float32": None, "bfloat16": torch.bfloat16}[cfg.dtype]
+    text = TextBackbone.from_pretrained(backbone, dtype=dtype if cfg.device != "cpu" else None).to(cfg.device)
+    d = text.hidden_size
+    budget = DePTConfig(prompt_length=cfg.prompt_length, r=cfg.r, max_length=cfg.max_length).num_parameters(d)
+    if "pt" in methods and budget != cfg.m * d:
+        log(f"note: DePT (l={cfg.prompt_length}, r={cfg.r}) has {budget} parameters, m={cfg.m} tokens "
+            f"{cfg.m * d}; pt uses DePT's budget ({round(budget / d)} tokens)")
+    lora_r = lora_rank_for_budget(text, budget)
+    vocab = text.model.config.vocab_size
+    results = []
+    runs = [(m, False) for m in methods] + ([("dept", True)] if cfg.pad_to_max_length else [])
+    for method, pad in runs:
+        name = f"{method}@max_length" if pad else method
+        log(f"bench {name} ...")
+        if cfg.isolate and not cfg.device.startswith("cuda"):
+            results.append({"method": name, **_in_fresh_process(cfg, method, pad, backbone, lora_r)})
+            continue
+        model = make_model(cfg, method, backbone, text, lora_r)
+        row = {"method": name, **time_method(cfg, model, make_batch(cfg, vocab, cfg.device, pad))}
+        if cfg.device.startswith("cuda"):
+            row["train_tflops"] = train_flops(model, make_batch(cfg, vocab, cfg.device, pad)) / row["train_step_s"] / 1e12
+            peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in torch.cuda.get_device_name()), None)
+            row["fraction_of_bf16_peak"] = row["train_tflops"] / peak if peak else None
+        results.append(row)
+        del model
+    base = next((r for r in results if r["method"] == "pt"), None)
+    for row in results:
+        for key in ("train_step_s", "infer_s", "peak_mem_mb", "samples_per_s", "trainable_params"):
+            row[f"{key}_vs_pt"] = row[key] / base[key] if base and base[key] else None
+    report = {"machine": machine(cfg.device), "config": dataclasses.asdict(cfg), "lora_r": lora_r,
+              "results": results}
+    if cfg.encoder:
+        report["feature_cache"] = encoder_speedup(cfg, backbone, text, lora_r, vocab, log)
+    return report
+
+
+def encoder_speedup(cfg: BenchConfig, backbone: str, text, lora_r: int, vocab: int, log) -> dict:
+    """DePT step time running the frozen vision encoder every step against reading cached features."""
+    from .vision import build_vision_encoder
+
+    log(f"bench dept with {cfg.encoder} every step ...")
+    vision = build_vision_encoder(cfg.encoder, image_size=cfg.image_size).to(cfg.device)
+    shaped = dataclasses.replace(cfg, visual_tokens=vision.num_tokens(), feature_dim=vision.out_dim)
+    with_encoder = time_method(shaped, make_model(shaped, "dept", backbone, text, lora_r, vision=vision),
+                               make_batch(shaped, vocab, cfg.device, False, pixels=True))
+    cached = time_method(shaped, make_model(shaped, "dept", backbone, text, lora_r),
+                         make_batch(shaped, vocab, cfg.device, False))
+    return {"encoder": cfg.encoder, "image_size": cfg.image_size, "visual_tokens": shaped.visual_tokens,
+            "train_step_s_with_encoder": with_encoder["train_step_s"], "train_step_s_cached": cached["train_step_s"],
+            "speedup": with_encoder["train_step_s"] / cached["train_step_s"]}
+
+
+def machine(device: str) -> str:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    text = f"{platform.system()} {cpu}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+    if device.startswith("cuda") and torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name()}"
+    return text
+
+
+def format_table(report: dict) -> str:
+    head = f"{'method':<16}{'step s':>10}{'infer s':>10}{'mem MB':>10}{'samples/s':>11}{'params':>13}" \
+           f"{'step/pt':>9}{'infer/pt':>9}{'mem/pt':>8}"
+    lines = [head, "-" * len(head)]
+    for r in report["results"]:
+        ratio = lambda k: f"{r[k]:.2f}" if r.get(k) is not None else "-"  # noqa: E731
+        lines.append(f"{r['method']:<16}{r['train_step_s']:>10.4f}{r['infer_s']:>10.4f}{r['peak_mem_mb']:>10.1f}"
+                     f"{r['samples_per_s']:>11.1f}{r['trainable_params']:>13,}{ratio('train_step_s_vs_pt'):>9}"
+                     f"{ratio('infer_s_vs_pt'):>9}{ratio('peak_mem_mb_vs_pt'):>8}")
+    if "feature_cache" in report:
+        fc = report["feature_cache"]
+        lines.append(f"cached features vs {fc['encoder']} every step: {fc['speedup']:.1f}x faster training steps")
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .checkpoint import atomic_write
+
+    rows = report["results"]
+    names = [r["method"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    for ax, key, label in zip(axes, ("train_step_s", "infer_s", "peak_mem_mb"),
+                              ("train step (s)", "generation (s)", "peak memory (MB)")):
+        ax.bar(names, [r[key] for r in rows])
+        ax.set_title(label)
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle(report["machine"], fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+def write_report(report: dict, json_path: str | Path | None, png_path: str | Path | None) -> None:
+    from .checkpoint import atomic_write
+
+    if json_path:
+        atomic_write(json_path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"))
+    if png_path:
+        plot(report, png_path)
