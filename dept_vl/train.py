@@ -47,8 +47,7 @@ def load_splits(recipe: Recipe, log) -> dict[str, list[TaskSplit | None]]:
     out = {"train": [], "eval": [], "test": []}
     for name in cfg.tasks:
         task = get_task(name)
-        if hasattr(task, "skip_bad_lines"):
-            task.skip_bad_lines = cfg.skip_bad_lines
+        task.skip_bad_lines = cfg.skip_bad_lines
         default = dict(zip(("train", "eval", "test"), task.default_splits))
         for role, chosen in (("train", cfg.train_split), ("eval", cfg.eval_split), ("test", cfg.test_split)):
             split = chosen or default[role]

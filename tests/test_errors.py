@@ -40,23 +40,25 @@ def predict(run_dir, image, question="what color is the shape?"):
 
 # ---- images ---------------------------------------------------------------------------------------------------
 def test_bad_image_files(capsys, run_dir, tmp_path):
-    fails(capsys, predict(run_dir, tmp_path / "missing.png"), "image not found", "missing.png")
+    messages = [fails(capsys, predict(run_dir, tmp_path / "missing.png"), "image not found", "missing.png")]
     (tmp_path / "folder.png").mkdir()
-    fails(capsys, predict(run_dir, tmp_path / "folder.png"), "is a directory")
+    messages.append(fails(capsys, predict(run_dir, tmp_path / "folder.png"), "is a directory"))
     (tmp_path / "text.png").write_text("not an image at all")
-    fails(capsys, predict(run_dir, tmp_path / "text.png"), "cannot read image", "text.png")
+    messages.append(fails(capsys, predict(run_dir, tmp_path / "text.png"), "cannot read image", "text.png"))
     (tmp_path / "empty.jpg").write_bytes(b"")
-    fails(capsys, predict(run_dir, tmp_path / "empty.jpg"), "cannot read image", "empty.jpg")
+    messages.append(fails(capsys, predict(run_dir, tmp_path / "empty.jpg"), "cannot read image", "empty.jpg"))
     whole = write_image(tmp_path / "whole.png", 0, size=(64, 64)).read_bytes()
     (tmp_path / "truncated.png").write_bytes(whole[: len(whole) // 2])
-    fails(capsys, predict(run_dir, tmp_path / "truncated.png"), "cannot read image", "truncated.png")
+    messages.append(fails(capsys, predict(run_dir, tmp_path / "truncated.png"), "cannot read image", "truncated.png"))
+    assert len(set(messages)) == 5 and all(str(tmp_path) in m for m in messages)  # each names its own file
 
 
 def test_decompression_bomb_is_refused_clearly(capsys, run_dir, tmp_path, monkeypatch):
     path = tmp_path / "huge.png"
     Image.new("L", (2000, 2000)).save(path)  # stands in for 20000 x 20000 with a 100x lower limit
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
-    fails(capsys, predict(run_dir, path), "cannot read image", "huge.png", "decompression bomb")
+    line = fails(capsys, predict(run_dir, path), "cannot read image", "huge.png", "decompression bomb")
+    assert "4000000 pixels" in line  # the size that was refused is named
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "CMYK", "LA", "1"])

@@ -70,6 +70,7 @@ class Task:
     metric: str = "accuracy"  # the number "best checkpoint" selection looks at
     default_splits: tuple[str, str | None, str] = ("train", "val", "test")  # train, validation, test
     default_model: str = "t5-base_clip-vit-b32"  # the named model config `dept-vl train` uses by default
+    skip_bad_lines: bool = False  # JSONL readers skip (and count) malformed lines instead of stopping
 
     def load(self, split: str, data_dir: str | Path | None = None) -> TaskData:
         raise NotImplementedError

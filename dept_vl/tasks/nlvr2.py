@@ -40,7 +40,6 @@ class NLVR2(Task):
     splits = ("train", "dev", "test1")
     default_splits = ("train", "dev", "test1")
     default_model = "t5-base_clip-vit-b32_nlvr2"
-    skip_bad_lines = False
 
     def load(self, split: str, data_dir: str | Path | None = None) -> TaskData:
         if is_hf_source(data_dir):
