@@ -193,7 +193,8 @@ def _add_bench_parser(sub) -> None:
     for field in dataclasses.fields(BenchConfig):
         flag = f"--{field.name.replace('_', '-')}"
         if hints[field.name] is bool:
-            p.add_argument(flag, action="store_true", default=None, help=f"(default: {field.default})")
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"(default: {field.default})")
         else:
             kind = int if hints[field.name] is int else str
             p.add_argument(flag, type=kind, default=None, help=f"(default: {field.default})")
