@@ -12,6 +12,7 @@ reuses memory another one freed (reported as ``peak_mem_mb``, with ``mem_kind``)
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import platform
@@ -101,20 +102,14 @@ def make_model(cfg: BenchConfig, method: str, backbone: str, text: TextBackbone,
         dept=dataclasses.replace(dept, r=0) if method == "bare" else dept,
         method={"bare": "dept"}.get(method, method), lora=LoraSettings(r=lora_r))
     if method in ("full", "lora"):  # they change the backbone: give them a copy, keep the shared one untouched
-        text = TextBackbone(_copy_model(text.model), text.tokenizer, text.name_or_path)
+        text = TextBackbone(copy.deepcopy(text.model), text.tokenizer, text.name_or_path)
     model = VisionLanguageModel(config, vision=vision, text=text)
     if method == "bare":  # the same sequence length as DePT, nothing of DePT trainable
         model.dept.prompt_embeddings.requires_grad_(False)
     return model.to(cfg.device)
 
 
-def _copy_model(model):
-    import copy
-
-    return copy.deepcopy(model)
-
-
-def make_batch(cfg: BenchConfig, vocab: int, device, pad: bool, pixels: bool = False) -> dict:
+def synthetic_batch(cfg: BenchConfig, vocab: int, device, pad: bool, pixels: bool = False) -> dict:
     g = torch.Generator().manual_seed(0)
     n = cfg.max_length - cfg.visual_tokens if pad else cfg.text_length
     ids = torch.randint(3, vocab, (cfg.batch_size, n), generator=g)
@@ -225,7 +220,7 @@ def _measure(cfg: BenchConfig, method: str, pad: bool, backbone: str, lora_r: in
     torch.manual_seed(0)
     text = TextBackbone.from_pretrained(backbone)
     model = make_model(cfg, method, backbone, text, lora_r)
-    queue.put(time_method(cfg, model, make_batch(cfg, text.model.config.vocab_size, cfg.device, pad)))
+    queue.put(time_method(cfg, model, synthetic_batch(cfg, text.model.config.vocab_size, cfg.device, pad)))
 
 
 def _in_fresh_process(cfg: BenchConfig, method: str, pad: bool, backbone: str, lora_r: int) -> dict:
@@ -279,9 +274,10 @@ def run_bench(cfg: BenchConfig, workdir: str | Path = ".bench", log=print) -> di
             results.append({"method": name, **_in_fresh_process(cfg, method, pad, backbone, lora_r)})
             continue
         model = make_model(cfg, method, backbone, text, lora_r)
-        row = {"method": name, **time_method(cfg, model, make_batch(cfg, vocab, cfg.device, pad))}
+        batch = synthetic_batch(cfg, vocab, cfg.device, pad)
+        row = {"method": name, **time_method(cfg, model, batch)}
         if cfg.device.startswith("cuda"):
-            row["train_tflops"] = train_flops(model, make_batch(cfg, vocab, cfg.device, pad)) / row["train_step_s"] / 1e12
+            row["train_tflops"] = train_flops(model, batch) / row["train_step_s"] / 1e12
             peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in torch.cuda.get_device_name()), None)
             row["fraction_of_bf16_peak"] = row["train_tflops"] / peak if peak else None
         results.append(row)
@@ -305,9 +301,9 @@ def encoder_speedup(cfg: BenchConfig, backbone: str, text, lora_r: int, vocab: i
     vision = build_vision_encoder(cfg.encoder, image_size=cfg.image_size).to(cfg.device)
     shaped = dataclasses.replace(cfg, visual_tokens=vision.num_tokens(), feature_dim=vision.out_dim)
     with_encoder = time_method(shaped, make_model(shaped, "dept", backbone, text, lora_r, vision=vision),
-                               make_batch(shaped, vocab, cfg.device, False, pixels=True))
+                               synthetic_batch(shaped, vocab, cfg.device, False, pixels=True))
     cached = time_method(shaped, make_model(shaped, "dept", backbone, text, lora_r),
-                         make_batch(shaped, vocab, cfg.device, False))
+                         synthetic_batch(shaped, vocab, cfg.device, False))
     return {"encoder": cfg.encoder, "image_size": cfg.image_size, "visual_tokens": shaped.visual_tokens,
             "train_step_s_with_encoder": with_encoder["train_step_s"], "train_step_s_cached": cached["train_step_s"],
             "speedup": with_encoder["train_step_s"] / cached["train_step_s"]}

@@ -51,9 +51,6 @@ class BatchOrder:
         epoch, position = divmod(step, self.steps_per_epoch)
         return self._epoch_batches(epoch)[position][self.rank :: self.world]
 
-    def epoch_of(self, step: int) -> int:
-        return step // self.steps_per_epoch
-
 
 class ImageInputs:
     """Turns examples' image ids into model inputs: cached features (one cache per task, or None), or the

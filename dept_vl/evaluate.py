@@ -41,7 +41,7 @@ def predict_examples(model, images: ImageInputs, task_index: int, data, examples
 
 def evaluate_split(model, split: TaskSplit, images: ImageInputs, task_index: int, limit: int = 0, **kwargs):
     """(scores, predictions) of the model on ``split`` (its first ``limit`` examples when ``limit``)."""
-    examples = split.data.examples[:limit] if limit else split.data.examples
+    examples = split.data.examples[: limit or None]
     predictions = predict_examples(model, images, task_index, split.data, examples, **kwargs)
     return split.task.score(predictions, examples), predictions
 
@@ -100,7 +100,7 @@ def evaluate_checkpoint(checkpoint: str | Path, task_name: str | None = None, sp
     scores, predictions = evaluate_split(model, TaskSplit(task, data), ImageInputs([cache]), 0, limit=limit,
                                          batch_size=batch_size, num_beams=num_beams)
     out = Path(output_dir or (checkpoint if Path(checkpoint).is_dir() else "."))
-    examples = data.examples[:limit] if limit else data.examples
+    examples = data.examples[: limit or None]
     write_predictions(out / f"predictions-{task.name}-{split}.jsonl", examples, predictions)
     metrics = {split: scores}
     write_json(out / f"metrics-{task.name}-{split}.json", metrics)

@@ -30,6 +30,14 @@ FORMATS = {"safetensors": ".safetensors", "numpy": ".npz"}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+_UNREADABLE = (SafetensorError, OSError, ValueError, KeyError)
+
+
+def _corrupt(path: Path, err: Exception) -> CheckpointError:
+    return CheckpointError(f"feature cache shard {path} is corrupt ({err}); delete it and rerun `dept-vl features` "
+                           "to recompute it")
+
+
 def encoder_signature(name: str, encoder) -> dict[str, Any]:
     """What makes two caches interchangeable: the encoder and every setting that changes its output."""
     return {"encoder": name, "image_size": encoder.image_size, "pool_tokens": encoder.pool_tokens,
@@ -113,9 +121,8 @@ class FeatureCache:
                 else:
                     with safe_open(str(path), framework="pt") as fh:
                         self._loaded[path] = fh.get_tensor("features")
-            except (SafetensorError, OSError, ValueError, KeyError) as err:
-                raise CheckpointError(f"feature cache shard {path} is corrupt ({err}); delete it and rerun "
-                                      "`dept-vl features` to recompute it") from None
+            except _UNREADABLE as err:
+                raise _corrupt(path, err) from None
         return self._loaded[path]
 
     def _read_ids(self, path: Path) -> list[str]:
@@ -125,9 +132,8 @@ class FeatureCache:
                     return [str(i) for i in data["ids"]]
             with safe_open(str(path), framework="pt") as fh:
                 return json.loads(fh.metadata()["ids"])
-        except (SafetensorError, OSError, ValueError, KeyError) as err:
-            raise CheckpointError(f"feature cache shard {path} is corrupt ({err}); delete it and rerun "
-                                  "`dept-vl features` to recompute it") from None
+        except _UNREADABLE as err:
+            raise _corrupt(path, err) from None
 
     # ---- writing -----------------------------------------------------------------------------------------
     def add_shard(self, image_ids: Sequence[str], features: torch.Tensor) -> Path:

@@ -51,14 +51,15 @@ def load_splits(recipe: Recipe, log) -> dict[str, list[TaskSplit | None]]:
         default = dict(zip(("train", "eval", "test"), task.default_splits))
         for role, chosen in (("train", cfg.train_split), ("eval", cfg.eval_split), ("test", cfg.test_split)):
             split = chosen or default[role]
-            data = task.load(split, cfg.data_dir_for(name)) if split else None
-            if data is not None and role == "train":
+            if not split:  # e.g. easy-vqa has no validation split
+                out[role].append(None)
+                continue
+            data = task.load(split, cfg.data_dir_for(name))
+            if role == "train":
                 data = k_shot(data, cfg.k_shot, cfg.seed)
-            if data is not None:
-                data.check_images()
-            out[role].append(TaskSplit(task, data) if data is not None else None)
-            if data is not None:
-                log(f"{name} {role}: {split}, {len(data)} examples")
+            data.check_images()
+            out[role].append(TaskSplit(task, data))
+            log(f"{name} {role}: {split}, {len(data)} examples")
     return out
 
 
@@ -74,7 +75,7 @@ def build_images(recipe: Recipe, splits: dict, vision, accelerator, log) -> Imag
         for role, limit in (("train", 0), ("eval", cfg.eval_examples), ("test", cfg.test_examples)):
             split = splits[role][t]
             if split is not None:
-                examples = split.data.examples[:limit] if limit else split.data.examples
+                examples = split.data.examples[: limit or None]
                 images.update({i: split.data.images[i] for ex in examples for i in ex.image_ids})
         signature = encoder_signature(recipe.model.vision.encoder, vision)
         root = Path(cfg.cache_dir) / name if cfg.cache_dir else default_cache_dir(name, signature)
@@ -141,9 +142,10 @@ def train(recipe: Recipe, resume: bool = False, log=print) -> dict | None:
     order = BatchOrder([len(s.data) for s in splits["train"]], cfg.batch_size * accelerator.num_processes, cfg.seed,
                        accelerator.process_index, accelerator.num_processes)
     total = cfg.max_steps or math.ceil(cfg.epochs * order.steps_per_epoch / cfg.grad_accum)
-    schedule = get_linear_schedule_with_warmup if cfg.lr_schedule == "linear" else get_constant_schedule_with_warmup
-    scheduler = schedule(optimizer, cfg.warmup_steps, total) if cfg.lr_schedule == "linear" else \
-        schedule(optimizer, cfg.warmup_steps)
+    if cfg.lr_schedule == "linear":
+        scheduler = get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, total)
+    else:
+        scheduler = get_constant_schedule_with_warmup(optimizer, cfg.warmup_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     ckpt_root = out / "checkpoints"
 
@@ -153,13 +155,13 @@ def train(recipe: Recipe, resume: bool = False, log=print) -> dict | None:
         if directory is None:
             raise CheckpointError(f"--resume: no complete checkpoint in {ckpt_root}")
         state = load_state(directory)
-        load_state_checked(raw, read_safetensors(directory / ADAPTER_WEIGHTS), str(directory),
-                           expected=set(raw.trainable_parameters()))
+        _load_trainable(raw, directory)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         restore_rng(state["rng"])
         step, history, best = state["step"], state["history"], state["best"]
         say(f"resumed from {directory} at step {step}")
+    recipe_text = recipe.to_yaml()
     if main:
         out.mkdir(parents=True, exist_ok=True)
         recipe.save(out / RECIPE_FILE)
@@ -172,20 +174,22 @@ def train(recipe: Recipe, resume: bool = False, log=print) -> dict | None:
         path = ckpt_root / f"step-{at_step:06d}"
         if main:
             path = save_checkpoint(ckpt_root, at_step, raw, state, cfg.keep_checkpoints, is_best,
-                                   {RECIPE_FILE: (out / RECIPE_FILE).read_text()})
+                                   {RECIPE_FILE: recipe_text})
         accelerator.wait_for_everyone()
         return path
 
-    def validate(at_step: int) -> dict:
-        scores = {}
-        for t, split in enumerate(splits["eval"]):
+    def score(role: str, limit: int) -> tuple[dict, list]:
+        """Scores of every task's ``role`` split (keys prefixed by task when there are several) and, per task,
+        (split, examples, predictions)."""
+        scores, outputs = {}, []
+        for t, split in enumerate(splits[role]):
             if split is not None:
-                result, _ = evaluate_split(raw, split, images, t, limit=cfg.eval_examples,
-                                           batch_size=cfg.eval_batch_size, num_beams=cfg.num_beams,
-                                           accelerator=accelerator, desc="validate")
+                result, predictions = evaluate_split(raw, split, images, t, limit=limit,
+                                                     batch_size=cfg.eval_batch_size, num_beams=cfg.num_beams,
+                                                     accelerator=accelerator, desc=role)
                 scores.update({_key(cfg, split, k): val for k, val in result.items()})
-        scores["score"] = _primary(cfg, splits["eval"], scores)
-        return scores
+                outputs.append((split, split.data.examples[: limit or None], predictions))
+        return scores, outputs
 
     params = [p for p in raw.parameters() if p.requires_grad]
     model.train()
@@ -232,7 +236,8 @@ def train(recipe: Recipe, resume: bool = False, log=print) -> dict | None:
                 running, since, tick = 0.0, 0, time.time()
             is_best = False
             if cfg.eval_every and (step % cfg.eval_every == 0 or step == total) and any(splits["eval"]):
-                scores = validate(step)
+                scores, _ = score("eval", cfg.eval_examples)
+                scores["score"] = _primary(cfg, splits["eval"], scores)
                 history.append({"step": step, **{f"val/{k}": val for k, val in scores.items()}})
                 accelerator.log({f"val/{k}": val for k, val in scores.items()}, step=step)
                 is_best = best is None or scores["score"] > best["score"]
@@ -250,26 +255,18 @@ def train(recipe: Recipe, resume: bool = False, log=print) -> dict | None:
 
     best_dir = best_checkpoint(ckpt_root) if best else None
     if best_dir is not None and best["step"] != step:
-        load_state_checked(raw, read_safetensors(best_dir / ADAPTER_WEIGHTS), str(best_dir),
-                           expected=set(raw.trainable_parameters()))
+        _load_trainable(raw, best_dir)
     if main:
         write_dir_atomically(out / "model", lambda tmp: (raw.save_pretrained(tmp),
-                                                         (tmp / RECIPE_FILE).write_text((out / RECIPE_FILE).read_text())))
-    metrics = {"train": {"steps": step, "method": recipe.model.method, "trainable_params": sum(p.numel() for p in params), "processes": accelerator.num_processes,
+                                                         (tmp / RECIPE_FILE).write_text(recipe_text)))
+    metrics = {"train": {"steps": step, "method": recipe.model.method,
+                         "trainable_params": sum(p.numel() for p in params), "processes": accelerator.num_processes,
                          "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None)}}
     if best:
-        metrics["val"] = {k: val for k, val in best.items()}
-    test_scores = {}
-    for t, split in enumerate(splits["test"]):
-        if split is None:
-            continue
-        result, predictions = evaluate_split(raw, split, images, t, limit=cfg.test_examples,
-                                             batch_size=cfg.eval_batch_size,
-                                             num_beams=cfg.num_beams, accelerator=accelerator, desc="test")
-        test_scores.update({_key(cfg, split, k): val for k, val in result.items()})
-        if main:
-            examples = split.data.examples[: cfg.test_examples] if cfg.test_examples else split.data.examples
-            write_predictions(out / f"predictions-{split.task.name}-{split.data.split}.jsonl", examples, predictions)
+        metrics["val"] = dict(best)
+    test_scores, outputs = score("test", cfg.test_examples)
+    for split, examples, predictions in outputs if main else []:
+        write_predictions(out / f"predictions-{split.task.name}-{split.data.split}.jsonl", examples, predictions)
     if test_scores:
         metrics["test"] = test_scores
     metrics["train"]["weights_agree_across_processes"] = _weights_agree(accelerator, params)
@@ -280,6 +277,12 @@ def train(recipe: Recipe, resume: bool = False, log=print) -> dict | None:
     accelerator.end_training()
     _release_accelerator_state()
     return metrics if main else None
+
+
+def _load_trainable(model, directory: Path) -> None:
+    """Put a checkpoint's trainable weights into ``model`` (the frozen backbone stays as it is)."""
+    load_state_checked(model, read_safetensors(directory / ADAPTER_WEIGHTS), str(directory),
+                       expected=set(model.trainable_parameters()))
 
 
 def _key(cfg, split: TaskSplit, metric: str) -> str:

@@ -96,10 +96,13 @@ class Recipe:
     def to_dict(self) -> dict:
         return {"model": self.model.to_dict(), "train": dataclasses.asdict(self.train)}
 
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def save(self, path: str | Path) -> None:
         from .checkpoint import atomic_write
 
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        text = self.to_yaml()
         atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
