@@ -4,7 +4,11 @@ Every method runs in one process on the same frozen backbone, with the same synt
 tokens from precomputed features + text tokens): median training-step time (forward + backward + AdamW) after
 warm-up, generation time of a short answer with the KV cache, peak memory, samples/s and trainable parameters,
 each also as a ratio to ``pt``. ``bare`` is the frozen backbone fed the same sequence length as DePT (a frozen
-prefix of l tokens, no A·B), so dept / bare is the cost of DePT itself.
+prefix of l tokens, no A·B), so dept / bare is the cost of DePT itself. Each row also holds the training FLOPs
+counted by torch's FlopCounterMode and the rate they are done at.
+Ratios that a target hangs on (dept / pt, dept / bare, padded / dynamic) are also measured *paired*: the two
+models take turns step by step in one process (ABBA order), and the median of the per-pair ratios is reported
+with its quartiles, which cancels the drift of a shared machine that separate runs suffer.
 Memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the peak resident set size above the level before
 the training steps, sampled every millisecond from /proc, each method in a fresh process so that no method
 reuses memory another one freed (reported as ``peak_mem_mb``, with ``mem_kind``).
@@ -17,7 +21,6 @@ import dataclasses
 import json
 import platform
 import statistics
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +30,18 @@ import torch
 from .config import FEATURES, LoraSettings, ModelConfig, TextConfig, VisionConfig
 from .dept_config import DePTConfig
 from .errors import ConfigError
+from .bench_timing import PeakMemory, TrainStep, paired_ratio, sync
 from .model import VisionLanguageModel
-from .optim import param_groups
 from .text import TextBackbone
 
 METHODS = ("pt", "dept", "lora", "full", "bare")
 SHAPES = {  # built offline from the configs' values; weights random (speed does not depend on them)
     "tiny": dict(d_model=64, d_ff=128, num_layers=2, num_heads=4, d_kv=16, vocab_size=1000),
     "t5-base-shape": dict(d_model=768, d_ff=3072, num_layers=12, num_heads=12, d_kv=64, vocab_size=32128),
+}
+VISION_SHAPES = {  # vision towers built offline from their configs' values, random weights
+    "clip-vit-b32-shape": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                               patch_size=32, image_size=224, projection_dim=512),
 }
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}  # dense, SXM where it applies
 
@@ -56,10 +63,12 @@ class BenchConfig:
     device: str = "cpu"
     dtype: str = "float32"  # float32 | bfloat16
     pad_to_max_length: bool = False  # also time DePT with every input padded to max_length (the official code)
-    encoder: str | None = None  # also time DePT running this vision encoder every step against cached features
+    encoder: str | None = None  # also time DePT running this vision encoder (or a VISION_SHAPES name) every step
+    # against cached features
     image_size: int = 224
     methods: str = ",".join(METHODS)
     isolate: bool = True  # on CPU, measure each method in a fresh process (clean peak-memory numbers)
+    paired: int = 10  # step pairs per paired ratio (dept/pt, dept/bare, padded/dynamic); 0: none
 
 
 def build_backbone(cfg: BenchConfig, directory: Path) -> str:
@@ -80,6 +89,18 @@ def build_backbone(cfg: BenchConfig, directory: Path) -> str:
         tok.pre_tokenizer = pre_tokenizers.Whitespace()
         PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
                                 unk_token="<unk>").save_pretrained(directory)
+    return str(directory)
+
+
+def build_vision(cfg: BenchConfig, directory: Path) -> str:
+    """A VISION_SHAPES name is saved (random CLIP weights) to ``directory``; anything else is returned as given."""
+    if cfg.encoder not in VISION_SHAPES:
+        return cfg.encoder
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    if not (directory / "config.json").is_file():
+        torch.manual_seed(0)
+        CLIPVisionModel(CLIPVisionConfig(**VISION_SHAPES[cfg.encoder])).save_pretrained(directory)
     return str(directory)
 
 
@@ -125,91 +146,39 @@ def synthetic_batch(cfg: BenchConfig, vocab: int, device, pad: bool, pixels: boo
     return {k: v.to(device) for k, v in batch.items()}
 
 
-class PeakMemory:
-    """Peak memory of the block: CUDA allocator peak, or sampled RSS above the starting level on CPU."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.kind = "cuda_max_memory_allocated" if self.cuda else "cpu_peak_rss_above_start"
-        self.peak = 0
-
-    def __enter__(self):
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.start = torch.cuda.memory_allocated()
-        else:
-            self.start, self._stop = _rss(), threading.Event()
-            self.peak = self.start
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss())
-            time.sleep(0.001)
-
-    def __exit__(self, *exc):
-        if self.cuda:
-            torch.cuda.synchronize()
-            self.mb = torch.cuda.max_memory_allocated() / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.mb = max(0, self.peak - self.start) / 2**20
-
-
-def _rss() -> int:
-    import os
-
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def train_step(cfg: BenchConfig, model, batch: dict) -> TrainStep:
+    return TrainStep(model, batch, cfg.device, bf16=cfg.dtype == "bfloat16")
 
 
 def time_method(cfg: BenchConfig, model, batch: dict) -> dict:
-    """Median train-step and generation seconds (after warm-up), peak memory, trainable parameters."""
+    """Median train-step and generation seconds (after warm-up), peak memory, trainable parameters, counted
+    training FLOPs and the rate they are done at."""
     device = torch.device(cfg.device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
-    groups = param_groups(model, 0.3, 1e-4, other_lr=1e-4, backbone_lr=1e-4)
-    optimizer = torch.optim.AdamW(groups, fused=device.type == "cuda" or None)
-    model.train()
-    times = []
+    step = train_step(cfg, model, batch)
     with PeakMemory(device) as memory:
-        for i in range(cfg.warmup + cfg.steps):
-            _sync(device)
-            start = time.perf_counter()
-            with autocast:
-                loss = model(**batch).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            _sync(device)
-            if i >= cfg.warmup:
-                times.append(time.perf_counter() - start)
+        times = [step() for _ in range(cfg.warmup + cfg.steps)][cfg.warmup:]
     model.eval()
     infer = []
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
         for i in range(cfg.warmup + cfg.steps):
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
-            with autocast:
+            with step.autocast():
                 embeds, mask = model.encoder_inputs(**inputs)
                 model.text.generate(embeds, mask, max_new_tokens=cfg.answer_length, min_new_tokens=cfg.answer_length)
-            _sync(device)
+            sync(device)
             if i >= cfg.warmup:
                 infer.append(time.perf_counter() - start)
-    step = statistics.median(times)
-    return {"train_step_s": step, "infer_s": statistics.median(infer), "peak_mem_mb": memory.mb,
-            "samples_per_s": cfg.batch_size / step, "trainable_params": sum(p.numel() for p in
-                                                                             model.trainable_parameters().values()),
-            "mem_kind": memory.kind}
+    seconds, flops = statistics.median(times), step.flops()
+    row = {"train_step_s": seconds, "infer_s": statistics.median(infer), "peak_mem_mb": memory.mb,
+           "samples_per_s": cfg.batch_size / seconds, "trainable_params": sum(p.numel() for p in
+                                                                            model.trainable_parameters().values()),
+           "mem_kind": memory.kind, "train_gflops": flops / 1e9, "train_tflops_per_s": flops / seconds / 1e12}
+    if device.type == "cuda":
+        peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in torch.cuda.get_device_name(device)), None)
+        row["fraction_of_bf16_peak"] = row["train_tflops_per_s"] / peak if peak else None
+    return row
 
 
 def _measure(cfg: BenchConfig, method: str, pad: bool, backbone: str, lora_r: int, queue) -> None:
@@ -234,16 +203,6 @@ def _in_fresh_process(cfg: BenchConfig, method: str, pad: bool, backbone: str, l
         return queue.get(timeout=3600)
     finally:
         process.join()
-
-
-def train_flops(model, batch: dict) -> int:
-    """FLOPs of one training step (forward + backward), counted by torch's FlopCounterMode."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        model(**batch).loss.backward()
-    model.zero_grad(set_to_none=True)
-    return counter.get_total_flops()
 
 
 def run_bench(cfg: BenchConfig, workdir: str | Path = ".bench", log=print) -> dict:
@@ -274,39 +233,62 @@ def run_bench(cfg: BenchConfig, workdir: str | Path = ".bench", log=print) -> di
             results.append({"method": name, **_in_fresh_process(cfg, method, pad, backbone, lora_r)})
             continue
         model = make_model(cfg, method, backbone, text, lora_r)
-        batch = synthetic_batch(cfg, vocab, cfg.device, pad)
-        row = {"method": name, **time_method(cfg, model, batch)}
-        if cfg.device.startswith("cuda"):
-            row["train_tflops"] = train_flops(model, batch) / row["train_step_s"] / 1e12
-            peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in torch.cuda.get_device_name()), None)
-            row["fraction_of_bf16_peak"] = row["train_tflops"] / peak if peak else None
-        results.append(row)
+        results.append({"method": name, **time_method(cfg, model, synthetic_batch(cfg, vocab, cfg.device, pad))})
         del model
     base = next((r for r in results if r["method"] == "pt"), None)
     for row in results:
         for key in ("train_step_s", "infer_s", "peak_mem_mb", "samples_per_s", "trainable_params"):
             row[f"{key}_vs_pt"] = row[key] / base[key] if base and base[key] else None
     report = {"machine": machine(cfg.device), "config": dataclasses.asdict(cfg), "lora_r": lora_r,
-              "results": results}
+              "results": results, "paired": paired_ratios(cfg, runs, backbone, text, lora_r, vocab, log)}
     if cfg.encoder:
-        report["feature_cache"] = encoder_speedup(cfg, backbone, text, lora_r, vocab, log)
+        report["feature_cache"] = encoder_speedup(cfg, backbone, text, lora_r, vocab, Path(workdir), log)
     return report
 
 
-def encoder_speedup(cfg: BenchConfig, backbone: str, text, lora_r: int, vocab: int, log) -> dict:
-    """DePT step time running the frozen vision encoder every step against reading cached features."""
+def paired_ratios(cfg: BenchConfig, runs: list, backbone: str, text, lora_r: int, vocab: int, log) -> list[dict]:
+    """dept / pt, dept / bare and dept@max_length / dept, each measured paired (``paired_ratio``)."""
+    if not cfg.paired:
+        return []
+    wanted = [("dept", False, "pt", False), ("dept", False, "bare", False), ("dept", True, "dept", False)]
+    steps, out = {}, []
+    for a, pad_a, b, pad_b in wanted:
+        if (a, pad_a) not in runs or (b, pad_b) not in runs:
+            continue
+        for method, pad in ((a, pad_a), (b, pad_b)):
+            if (method, pad) not in steps:
+                model = make_model(cfg, method, backbone, text, lora_r)
+                steps[method, pad] = train_step(cfg, model, synthetic_batch(cfg, vocab, cfg.device, pad))
+        names = [f"{m}@max_length" if p else m for m, p in ((a, pad_a), (b, pad_b))]
+        log(f"bench {names[0]} / {names[1]}, paired ...")
+        ratio = paired_ratio(steps[a, pad_a], steps[b, pad_b], cfg.paired, cfg.warmup)
+        out.append({"a": names[0], "b": names[1], **{f"step_ratio_{k}" if k != "pairs" else k: v
+                                                     for k, v in ratio.items()}})
+    return out
+
+
+def encoder_speedup(cfg: BenchConfig, backbone: str, text, lora_r: int, vocab: int, workdir: Path, log) -> dict:
+    """DePT step time running the frozen vision encoder every step against reading cached features (both timed
+    separately, and paired)."""
     from .vision import build_vision_encoder
 
     log(f"bench dept with {cfg.encoder} every step ...")
-    vision = build_vision_encoder(cfg.encoder, image_size=cfg.image_size).to(cfg.device)
+    vision = build_vision_encoder(build_vision(cfg, workdir / str(cfg.encoder)), image_size=cfg.image_size)
+    vision = vision.to(cfg.device)
     shaped = dataclasses.replace(cfg, visual_tokens=vision.num_tokens(), feature_dim=vision.out_dim)
-    with_encoder = time_method(shaped, make_model(shaped, "dept", backbone, text, lora_r, vision=vision),
-                               synthetic_batch(shaped, vocab, cfg.device, False, pixels=True))
-    cached = time_method(shaped, make_model(shaped, "dept", backbone, text, lora_r),
-                         synthetic_batch(shaped, vocab, cfg.device, False))
-    return {"encoder": cfg.encoder, "image_size": cfg.image_size, "visual_tokens": shaped.visual_tokens,
-            "train_step_s_with_encoder": with_encoder["train_step_s"], "train_step_s_cached": cached["train_step_s"],
-            "speedup": with_encoder["train_step_s"] / cached["train_step_s"]}
+    with_encoder = train_step(shaped, make_model(shaped, "dept", backbone, text, lora_r, vision=vision),
+                              synthetic_batch(shaped, vocab, cfg.device, False, pixels=True))
+    cached = train_step(shaped, make_model(shaped, "dept", backbone, text, lora_r),
+                        synthetic_batch(shaped, vocab, cfg.device, False))
+    times = {}
+    for name, step in (("with_encoder", with_encoder), ("cached", cached)):
+        times[name] = statistics.median([step() for _ in range(cfg.warmup + cfg.steps)][cfg.warmup:])
+    out = {"encoder": cfg.encoder, "image_size": cfg.image_size, "visual_tokens": shaped.visual_tokens,
+           "train_step_s_with_encoder": times["with_encoder"], "train_step_s_cached": times["cached"],
+           "speedup": times["with_encoder"] / times["cached"]}
+    if cfg.paired:
+        out["speedup_paired"] = paired_ratio(with_encoder, cached, cfg.paired, 0)
+    return out
 
 
 def machine(device: str) -> str:
@@ -328,9 +310,14 @@ def format_table(report: dict) -> str:
         lines.append(f"{r['method']:<16}{r['train_step_s']:>10.4f}{r['infer_s']:>10.4f}{r['peak_mem_mb']:>10.1f}"
                      f"{r['samples_per_s']:>11.1f}{r['trainable_params']:>13,}{ratio('train_step_s_vs_pt'):>9}"
                      f"{ratio('infer_s_vs_pt'):>9}{ratio('peak_mem_mb_vs_pt'):>8}")
+    for p in report.get("paired", []):
+        lines.append(f"paired step time {p['a']} / {p['b']}: {p['step_ratio_median']:.3f} "
+                     f"(quartiles {p['step_ratio_q1']:.3f}-{p['step_ratio_q3']:.3f}, {p['pairs']} pairs)")
     if "feature_cache" in report:
         fc = report["feature_cache"]
-        lines.append(f"cached features vs {fc['encoder']} every step: {fc['speedup']:.1f}x faster training steps")
+        paired = fc.get("speedup_paired")
+        lines.append(f"cached features vs {fc['encoder']} every step: {fc['speedup']:.2f}x faster training steps"
+                     + (f" (paired: {paired['median']:.2f}x)" if paired else ""))
     return "\n".join(lines)
 
 

@@ -3,14 +3,16 @@
 The order is a pure function of (seed, step): epoch e shuffles each task's examples with seed (seed, e), cuts
 them into global batches (one task per batch), and shuffles the batches. Process ``rank`` of ``world`` takes
 every world-th example of a global batch. So a run resumed at step k sees exactly the batches an uninterrupted
-run would, on any number of processes.
+run would, on any number of processes. Because a batch depends on nothing but its step, ``Prefetcher`` builds
+the next ones in a background thread while the current step computes.
 """
 
 from __future__ import annotations
 
 import random
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -69,15 +71,57 @@ class ImageInputs:
 
 
 def make_batch(model, splits: Sequence[TaskSplit], images: ImageInputs, items: Sequence[tuple[int, int]],
-               seed: int, step: int) -> dict[str, torch.Tensor]:
-    """Model inputs (and sampled targets) for one micro-batch; target sampling is seeded by (seed, step, item)."""
+               seed: int, step: int, device=None) -> dict[str, torch.Tensor]:
+    """Model inputs (and sampled targets) for one micro-batch, on ``device`` (default: the model's); target
+    sampling is seeded by (seed, step, item)."""
     task_index = items[0][0]
     split = splits[task_index]
     examples = [split.data.examples[i] for _, i in items]
     targets = [split.task.training_target(ex, random.Random(f"{seed}-{step}-{i}")) for ex, (_, i) in
                zip(examples, items)]
-    return model.prepare([ex.source for ex in examples], targets=targets,
+    return model.prepare([ex.source for ex in examples], targets=targets, device=device,
                          **images.inputs(task_index, split.data, examples))
+
+
+class Prefetcher:
+    """``get(step)`` returns ``build(step)`` on ``device``, having built it (and the next ``depth - 1``) in a
+    background thread during the steps before: tokenising, reading cached features or decoding images overlaps
+    with the model's compute. On CUDA the batches are pinned and copied without blocking the host.
+    ``build`` must depend on nothing but the step (``make_batch`` does). Steps are asked for in order."""
+
+    def __init__(self, build: Callable[[int], dict[str, torch.Tensor]], device, depth: int = 2):
+        self.build, self.device, self.depth = build, torch.device(device), max(1, depth)
+        self.pin = self.device.type == "cuda"
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dept-vl-prefetch")
+        self._pending: dict[int, Future] = {}
+
+    def _host_batch(self, step: int) -> dict[str, torch.Tensor]:
+        batch = self.build(step)
+        return {k: v.pin_memory() for k, v in batch.items()} if self.pin else batch
+
+    def get(self, step: int) -> dict[str, torch.Tensor]:
+        for ahead in range(step, step + self.depth):
+            if ahead not in self._pending:
+                self._pending[ahead] = self._pool.submit(self._host_batch, ahead)
+        for old in [s for s in self._pending if s < step]:  # a step skipped (resume): drop what it built
+            self._pending.pop(old).cancel()
+        batch = self._pending.pop(step).result()  # an error building the batch is raised here
+        return {k: v.to(self.device, non_blocking=self.pin) for k, v in batch.items()}
+
+    def wait(self) -> None:
+        """Let the batches in flight finish (before something else uses the tokenizer or the cache)."""
+        for future in self._pending.values():
+            future.exception()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pending.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def k_shot(data: TaskData, k: int, seed: int) -> TaskData:

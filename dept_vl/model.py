@@ -131,10 +131,13 @@ class VisionLanguageModel(nn.Module):
         return self.text.decode(ids)
 
     # ---- convenience: raw images and strings in -------------------------------------------------
-    def prepare(self, texts: Sequence[str], images=None, image_features=None, targets: Sequence[str] | None = None):
+    def prepare(self, texts: Sequence[str], images=None, image_features=None, targets: Sequence[str] | None = None,
+                device=None):
         """Tokenise ``texts`` (and ``targets``), preprocess ``images`` (PIL images or paths; a list per
-        example for several images) into the keyword arguments of ``forward`` / ``generate``."""
-        batch = self.text.tokenize(list(texts), self.config.text.max_length)
+        example for several images) into the keyword arguments of ``forward`` / ``generate``, on ``device``
+        (default: the model's)."""
+        device = self.text.device if device is None else device
+        batch = self.text.tokenize(list(texts), self.config.text.max_length, device=device)
         if images is not None:
             if self.vision is None:
                 raise InputError("this model takes precomputed image_features, not images")
@@ -142,14 +145,14 @@ class VisionLanguageModel(nn.Module):
             if len({len(ims) for ims in per_example}) != 1:
                 raise InputError("every example needs the same number of images")
             flat = self.vision.preprocess([im for ims in per_example for im in ims])
-            batch["pixel_values"] = flat.unflatten(0, (len(per_example), len(per_example[0]))).to(self.text.device)
+            batch["pixel_values"] = flat.unflatten(0, (len(per_example), len(per_example[0]))).to(device)
         elif image_features is not None:
-            batch["image_features"] = image_features.to(self.text.device)
+            batch["image_features"] = image_features.to(device)
         else:
             raise InputError("give images or image_features")
         if targets is not None:
             enc = self.text.tokenize(list(targets), self.config.text.max_target_length,
-                                     add_eos=self.text.kind == "causal")
+                                     add_eos=self.text.kind == "causal", device=device)
             batch["labels"] = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
         return batch
 

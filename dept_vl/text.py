@@ -73,14 +73,17 @@ class TextBackbone(nn.Module):
     def device(self) -> torch.device:
         return self.embeddings.weight.device
 
-    def tokenize(self, texts: list[str], max_length: int, add_eos: bool | None = None) -> dict[str, torch.Tensor]:
-        """Right-padded ids and mask, truncated to ``max_length`` tokens. For decoder-only targets
-        ``add_eos`` appends EOS (their tokenizers do not), so that generation learns to stop."""
+    def tokenize(self, texts: list[str], max_length: int, add_eos: bool | None = None,
+                 device=None) -> dict[str, torch.Tensor]:
+        """Right-padded ids and mask, truncated to ``max_length`` tokens, on ``device`` (default: the backbone's).
+        For decoder-only targets ``add_eos`` appends EOS (their tokenizers do not), so that generation learns
+        to stop."""
         if add_eos:
             texts = [t + self.tokenizer.eos_token for t in texts]
         self._warn_if_truncated(texts, max_length)
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        return {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
+        device = self.device if device is None else device
+        return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
 
     def _warn_if_truncated(self, texts: list[str], max_length: int) -> None:
         """Say once (per backbone) that inputs longer than ``max_length`` tokens are cut."""

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .checkpoint import load_state_checked, read_safetensors, write_json, ADAPTER_WEIGHTS
 from .config import FEATURES
 from .curves import plot_curves
-from .data import BatchOrder, ImageInputs, TaskSplit, k_shot, make_batch
+from .data import BatchOrder, ImageInputs, Prefetcher, TaskSplit, k_shot, make_batch
 from .errors import CheckpointError, TrainingError, TrainingInterrupted
 from .evaluate import evaluate_split, write_predictions
 from .feature_cache import FeatureCache, default_cache_dir, encoder_signature
@@ -194,48 +194,68 @@ def train(recipe: Recipe, resume: bool = False, log=print) -> dict | None:
     params = [p for p in raw.parameters() if p.requires_grad]
     model.train()
     bar = tqdm(total=total, initial=step, desc=f"train {recipe.model.method}", unit="step", disable=not main)
-    running, since, tick = 0.0, 0, time.time()
-    with StopFlag() as stop:
+    device = accelerator.device
+    # The loop keeps the host ahead of the device: the loss sum and the first non-finite step stay on the device
+    # and are read only where the host needs them (logging, validation, checkpoints; every step under --skip-nan).
+    running, first_bad = torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device)
+    since, tick = 0, time.time()
+
+    def check_finite() -> None:
+        bad = accelerator.gather(first_bad.reshape(1))
+        bad = bad[bad > 0]
+        if bad.numel():
+            last = latest_checkpoint(ckpt_root)
+            raise TrainingError(f"the loss became nan or inf at step {int(bad.min())}; stopped without saving it. "
+                                f"Last good checkpoint: {last or 'none'} (lower the learning rates, or pass "
+                                "--skip-nan to skip such steps)")
+
+    prefetch = Prefetcher(lambda ms: make_batch(raw, splits["train"], images, order.batch(ms), cfg.seed, ms,
+                                                device="cpu"), device)
+    with StopFlag() as stop, prefetch:
         while step < total:
-            loss_sum = 0.0
+            loss_sum = torch.zeros((), device=device)
             for micro in range(cfg.grad_accum):
-                ms = step * cfg.grad_accum + micro
-                batch = make_batch(raw, splits["train"], images, order.batch(ms), cfg.seed, ms)
+                batch = prefetch.get(step * cfg.grad_accum + micro)
                 sync = accelerator.no_sync(model) if micro < cfg.grad_accum - 1 else contextlib.nullcontext()
                 with sync:
                     loss = model(**batch).loss / cfg.grad_accum
                     accelerator.backward(loss)
                 loss_sum = loss_sum + loss.detach()
-            loss_value = accelerator.reduce(loss_sum, "mean").item()
-            if not math.isfinite(loss_value):
-                optimizer.zero_grad(set_to_none=True)
-                if not cfg.skip_nan:
-                    last = latest_checkpoint(ckpt_root)
-                    raise TrainingError(f"the loss became {loss_value} at step {step + 1}; stopped without saving "
-                                        f"it. Last good checkpoint: {last or 'none'} (lower the learning rates, "
-                                        "or pass --skip-nan to skip such steps)")
-                say(f"step {step + 1}: loss {loss_value}, step skipped (--skip-nan)")
+            finite = torch.isfinite(loss_sum)
+            if cfg.skip_nan and accelerator.reduce(finite.float(), "sum").item() < accelerator.num_processes:
+                say(f"step {step + 1}: loss not finite, step skipped (--skip-nan)")
                 history.append({"step": step + 1, "skipped_nan": True})
             else:
+                first_bad = torch.where((first_bad == 0) & ~finite, step + 1, first_bad)
                 if cfg.max_grad_norm:
                     accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
                 optimizer.step()
-                running, since = running + loss_value, since + 1
+                running, since = running + loss_sum, since + 1
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1
             bar.update(1)
-            if since and (step % cfg.log_every == 0 or step == total):
+            evaluate = cfg.eval_every and (step % cfg.eval_every == 0 or step == total) and any(splits["eval"])
+            save = step == total or (cfg.save_every and step % cfg.save_every == 0)
+            at_log = step % cfg.log_every == 0 or step == total
+            if accelerator.num_processes == 1:
+                requested = stop.signal is not None
+            else:  # a collective: only where the processes meet anyway
+                requested = (at_log or evaluate or save) and _any_process(accelerator, stop.signal is not None)
+            if at_log or evaluate or save or requested:
+                check_finite()
+            if since and at_log:
                 rate = since / (time.time() - tick)
-                entry = {"step": step, "loss": running / since, "steps_per_s": rate,
-                         **{f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups}}
+                entry = {"step": step, "loss": accelerator.reduce(running, "mean").item() / since,
+                         "steps_per_s": rate, **{f"lr/{g['name']}": g["lr"] for g in optimizer.param_groups}}
                 history.append(entry)
                 accelerator.log({k: val for k, val in entry.items() if k != "step"}, step=step)
                 bar.set_postfix(loss=f"{entry['loss']:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2g}",
                                 it_s=f"{rate:.1f}")
-                running, since, tick = 0.0, 0, time.time()
+                running, since, tick = torch.zeros((), device=device), 0, time.time()
             is_best = False
-            if cfg.eval_every and (step % cfg.eval_every == 0 or step == total) and any(splits["eval"]):
+            if evaluate:
+                prefetch.wait()  # the next batches are built: the tokenizer and the cache are free
                 scores, _ = score("eval", cfg.eval_examples)
                 scores["score"] = _primary(cfg, splits["eval"], scores)
                 history.append({"step": step, **{f"val/{k}": val for k, val in scores.items()}})
@@ -244,8 +264,7 @@ def train(recipe: Recipe, resume: bool = False, log=print) -> dict | None:
                 if is_best:
                     best = {"step": step, **scores}
                 say(f"step {step}: validation {scores['score']:.4f} (best {best['score']:.4f} at step {best['step']})")
-            requested = _any_process(accelerator, stop.signal is not None)
-            if is_best or requested or step == total or (cfg.save_every and step % cfg.save_every == 0):
+            if is_best or requested or save:
                 saved = checkpoint(step, is_best)
             if requested:
                 bar.close()

@@ -6,12 +6,18 @@ from dept_vl.bench import BenchConfig, METHODS, format_table, run_bench, write_r
 from dept_vl.bench_quality import format_quality, run_quality
 from dept_vl.cli import main
 
-FIELDS = {"method", "train_step_s", "infer_s", "peak_mem_mb", "samples_per_s", "trainable_params", "train_step_s_vs_pt"}
+FIELDS = {"method", "train_step_s", "infer_s", "peak_mem_mb", "samples_per_s", "trainable_params", "train_step_s_vs_pt",
+          "train_gflops", "train_tflops_per_s"}
 
 
-def test_bench_reports_every_method(tmp_path):
+def test_bench_reports_every_method(tmp_path, monkeypatch):
+    import dept_vl.bench as bench
+
+    monkeypatch.setitem(bench.VISION_SHAPES, "tiny-clip-shape", dict(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, patch_size=8, image_size=32))
     cfg = BenchConfig(batch_size=2, text_length=6, visual_tokens=4, feature_dim=16, answer_length=2, prompt_length=4,
-                      r=2, max_length=32, m=6, steps=1, warmup=0, isolate=False, pad_to_max_length=True)
+                      r=2, max_length=32, m=6, steps=1, warmup=0, isolate=False, pad_to_max_length=True, paired=3,
+                      encoder="tiny-clip-shape", image_size=32)
     report = run_bench(cfg, tmp_path, log=lambda *_: None)
     assert [r["method"] for r in report["results"]] == list(METHODS) + ["dept@max_length"]
     for row in report["results"]:
@@ -22,11 +28,21 @@ def test_bench_reports_every_method(tmp_path):
     projection = 16 * d + d + 2 * d + d  # linear + bias, LayerNorm, one image-index row
     assert rows["pt"]["trainable_params"] == rows["dept"]["trainable_params"] == 7 * d + projection
     assert rows["bare"]["trainable_params"] == projection
+    # counted FLOPs grow with the sequence: padded to max_length (4 + 32 tokens) against 4 + 4 + 6
+    assert rows["dept@max_length"]["train_gflops"] > 1.5 * rows["dept"]["train_gflops"] > 0
+    paired = {(p["a"], p["b"]): p for p in report["paired"]}
+    assert set(paired) == {("dept", "pt"), ("dept", "bare"), ("dept@max_length", "dept")}
+    assert all(p["pairs"] == 3 and 0 < p["step_ratio_q1"] <= p["step_ratio_median"] <= p["step_ratio_q3"]
+               for p in paired.values())
+    cache = report["feature_cache"]
+    assert cache["visual_tokens"] == 1 + 16 and cache["speedup"] > 0 and cache["speedup_paired"]["pairs"] == 3
+    assert (tmp_path / "tiny-clip-shape" / "config.json").is_file()  # the tower was built offline, by shape
     write_report(report, tmp_path / "b.json", tmp_path / "b.png")
     saved = json.loads((tmp_path / "b.json").read_text())
     assert set(saved) >= {"machine", "config", "results"} and saved["config"]["batch_size"] == 2
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
-    assert "dept@max_length" in format_table(report)
+    table = format_table(report)
+    assert "dept@max_length" in table and "paired step time dept / bare" in table and "cached features" in table
 
 
 def test_bench_cli_isolated_processes(tmp_path, capsys):

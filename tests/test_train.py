@@ -55,21 +55,21 @@ def test_run_directory_holds_everything(tmp_path):
 def test_resume_after_sigint_is_exact(tmp_path, monkeypatch):
     train(tiny_recipe(tmp_path, "straight", max_steps=8), log=lambda *_: None)
 
-    import dept_vl.train as train_module
+    from dept_vl.model import VisionLanguageModel
 
-    real = train_module.make_batch
+    real = VisionLanguageModel.forward
     calls = {"n": 0}
 
-    def interrupt_at_third(*args, **kwargs):
+    def interrupt_at_third(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             os.kill(os.getpid(), signal.SIGINT)  # handled: the loop saves at the end of this step
-        return real(*args, **kwargs)
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "make_batch", interrupt_at_third)
+    monkeypatch.setattr(VisionLanguageModel, "forward", interrupt_at_third)
     with pytest.raises(TrainingInterrupted, match=r"SIGINT at step 3/8: checkpoint saved .*--resume"):
         train(tiny_recipe(tmp_path, "resumed", max_steps=8), log=lambda *_: None)
-    monkeypatch.setattr(train_module, "make_batch", real)
+    monkeypatch.setattr(VisionLanguageModel, "forward", real)
     assert latest_checkpoint(tmp_path / "resumed" / "checkpoints").name == "step-000003"
     metrics = train(tiny_recipe(tmp_path, "resumed", max_steps=8), resume=True, log=lambda *_: None)
     straight, resumed = adapter(tmp_path / "straight" / "model"), adapter(tmp_path / "resumed" / "model")
@@ -127,7 +127,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(VisionLanguageModel, "forward", nan_on_fourth)
-    with pytest.raises(TrainingError, match=r"loss became nan at step 4.*step-000002"):
+    with pytest.raises(TrainingError, match=r"loss became nan or inf at step 4.*step-000002"):
         train(tiny_recipe(tmp_path, save_every=2), log=lambda *_: None)
     assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "step-000002"
     calls["n"] = 0
@@ -185,3 +185,28 @@ def test_a_fresh_run_does_not_depend_on_an_existing_backbone(tmp_path):
     train(tiny_recipe(tmp_path, max_steps=2, test_examples=2), log=lambda *_: None)  # backbone/ already there
     second = adapter(tmp_path / "run" / "model")
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_the_loop_reads_nothing_back_from_the_device_between_log_points(tmp_path, monkeypatch):
+    """Host syncs (item, tolist, bool, float, int) made by train.py itself: a fixed number per run, not per step."""
+    import sys
+
+    import dept_vl.train as train_module
+
+    counts = {"n": 0}
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _real=real, **kwargs):
+            if sys._getframe(1).f_code.co_filename == train_module.__file__:
+                counts["n"] += 1
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    per_run = []
+    for steps in (3, 9):
+        counts["n"] = 0
+        train(tiny_recipe(tmp_path, f"run{steps}", max_steps=steps, log_every=100, test_examples=0),
+              log=lambda *_: None)
+        per_run.append(counts["n"])
+    assert per_run[0] == per_run[1] > 0  # the final log / checkpoint read the device; the steps between do not

@@ -1,0 +1,54 @@
+"""Bench measurement primitives: paired ratios, a timed training step with counted FLOPs, peak memory."""
+
+import itertools
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from dept_vl.bench_timing import PeakMemory, TrainStep, paired_ratio
+
+
+class Steps:
+    """A fake step whose successive calls take the given seconds."""
+
+    def __init__(self, seconds):
+        self.seconds, self.calls = itertools.cycle(seconds), 0
+
+    def __call__(self):
+        self.calls += 1
+        return next(self.seconds)
+
+
+def test_paired_ratio_is_the_median_of_per_pair_ratios():
+    a, b = Steps([3.0, 3.0, 30.0, 3.0]), Steps([2.0])  # one outlier pair among four
+    ratio = paired_ratio(a, b, pairs=4, warmup=1)
+    assert a.calls == b.calls == 5  # warm-up pairs are not counted
+    assert ratio["pairs"] == 4 and ratio["median"] == 1.5 and ratio["q1"] == 1.5 and ratio["q3"] > 1.5
+
+
+class Linear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return SimpleNamespace(loss=self.linear(x).sum())
+
+
+def test_train_step_updates_weights_and_counts_flops():
+    torch.manual_seed(0)
+    model = Linear()
+    before = model.linear.weight.detach().clone()
+    step = TrainStep(model, {"x": torch.randn(5, 4)})
+    assert step() > 0 and not torch.equal(model.linear.weight, before)
+    # forward x @ W^T: 2 * 5 * 4 * 3 = 120; backward: the weight's gradient only (x needs none), 120 more
+    assert step.flops() == 240 and model.linear.weight.grad is None
+
+
+def test_peak_memory_sees_a_temporary_allocation():
+    with PeakMemory(torch.device("cpu")) as memory:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MB, touched
+        block += 1
+        del block
+    assert memory.kind == "cpu_peak_rss_above_start" and memory.mb > 40
