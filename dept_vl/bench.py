@@ -10,8 +10,9 @@ Ratios that a target hangs on (dept / pt, dept / bare, padded / dynamic) are als
 models take turns step by step in one process (ABBA order), and the median of the per-pair ratios is reported
 with its quartiles, which cancels the drift of a shared machine that separate runs suffer.
 Memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the peak resident set size above the level before
-the training steps, sampled every millisecond from /proc, each method in a fresh process so that no method
-reuses memory another one freed (reported as ``peak_mem_mb``, with ``mem_kind``).
+the training steps (weights paged in), sampled every millisecond from /proc, each method in a fresh process
+whose malloc returns freed tensors to the system (``steady_rss``), so that the reading follows live memory and
+repeats to 0.1 MB (reported as ``peak_mem_mb``, with ``mem_kind``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 from .config import FEATURES, LoraSettings, ModelConfig, TextConfig, VisionConfig
 from .dept_config import DePTConfig
 from .errors import ConfigError
-from .bench_timing import PeakMemory, TrainStep, paired_ratio, sync
+from .bench_timing import PeakMemory, TrainStep, paired_ratio, steady_rss, sync
 from .model import VisionLanguageModel
 from .text import TextBackbone
 
@@ -150,26 +151,36 @@ def train_step(cfg: BenchConfig, model, batch: dict) -> TrainStep:
     return TrainStep(model, batch, cfg.device, bf16=cfg.dtype == "bfloat16")
 
 
+class GenerateStep:
+    """Generation of a ``cfg.answer_length``-token answer for ``batch`` (KV cache); calling it returns its seconds."""
+
+    def __init__(self, cfg: BenchConfig, model, batch: dict):
+        self.cfg, self.model, self.device = cfg, model, torch.device(cfg.device)
+        self.inputs = {k: v for k, v in batch.items() if k != "labels"}
+        self.autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
+
+    def __call__(self) -> float:
+        self.model.eval()
+        sync(self.device)
+        start = time.perf_counter()
+        with torch.no_grad(), self.autocast():
+            embeds, mask = self.model.encoder_inputs(**self.inputs)
+            self.model.text.generate(embeds, mask, max_new_tokens=self.cfg.answer_length,
+                                     min_new_tokens=self.cfg.answer_length)
+        sync(self.device)
+        return time.perf_counter() - start
+
+
 def time_method(cfg: BenchConfig, model, batch: dict) -> dict:
     """Median train-step and generation seconds (after warm-up), peak memory, trainable parameters, counted
     training FLOPs and the rate they are done at."""
     device = torch.device(cfg.device)
-    step = train_step(cfg, model, batch)
+    step, generate = train_step(cfg, model, batch), GenerateStep(cfg, model, batch)
+    with torch.no_grad():  # weights loaded lazily (memory-mapped files) are paged in now, not during the steps
+        sum(float(p.sum()) for p in model.parameters())
     with PeakMemory(device) as memory:
         times = [step() for _ in range(cfg.warmup + cfg.steps)][cfg.warmup:]
-    model.eval()
-    infer = []
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    with torch.no_grad():
-        for i in range(cfg.warmup + cfg.steps):
-            sync(device)
-            start = time.perf_counter()
-            with step.autocast():
-                embeds, mask = model.encoder_inputs(**inputs)
-                model.text.generate(embeds, mask, max_new_tokens=cfg.answer_length, min_new_tokens=cfg.answer_length)
-            sync(device)
-            if i >= cfg.warmup:
-                infer.append(time.perf_counter() - start)
+    infer = [generate() for _ in range(cfg.warmup + cfg.steps)][cfg.warmup:]
     seconds, flops = statistics.median(times), step.flops()
     row = {"train_step_s": seconds, "infer_s": statistics.median(infer), "peak_mem_mb": memory.mb,
            "samples_per_s": cfg.batch_size / seconds, "trainable_params": sum(p.numel() for p in
@@ -183,6 +194,7 @@ def time_method(cfg: BenchConfig, model, batch: dict) -> dict:
 
 def _measure(cfg: BenchConfig, method: str, pad: bool, backbone: str, lora_r: int, queue) -> None:
     """Child-process body of an isolated measurement."""
+    steady_rss()
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -247,23 +259,27 @@ def run_bench(cfg: BenchConfig, workdir: str | Path = ".bench", log=print) -> di
 
 
 def paired_ratios(cfg: BenchConfig, runs: list, backbone: str, text, lora_r: int, vocab: int, log) -> list[dict]:
-    """dept / pt, dept / bare and dept@max_length / dept, each measured paired (``paired_ratio``)."""
+    """dept / pt, dept / bare and dept@max_length / dept: training-step and generation time, each measured
+    paired (``paired_ratio``)."""
     if not cfg.paired:
         return []
     wanted = [("dept", False, "pt", False), ("dept", False, "bare", False), ("dept", True, "dept", False)]
-    steps, out = {}, []
+    timers, out = {}, []
     for a, pad_a, b, pad_b in wanted:
         if (a, pad_a) not in runs or (b, pad_b) not in runs:
             continue
         for method, pad in ((a, pad_a), (b, pad_b)):
-            if (method, pad) not in steps:
+            if (method, pad) not in timers:
                 model = make_model(cfg, method, backbone, text, lora_r)
-                steps[method, pad] = train_step(cfg, model, synthetic_batch(cfg, vocab, cfg.device, pad))
+                batch = synthetic_batch(cfg, vocab, cfg.device, pad)
+                timers[method, pad] = train_step(cfg, model, batch), GenerateStep(cfg, model, batch)
         names = [f"{m}@max_length" if p else m for m, p in ((a, pad_a), (b, pad_b))]
         log(f"bench {names[0]} / {names[1]}, paired ...")
-        ratio = paired_ratio(steps[a, pad_a], steps[b, pad_b], cfg.paired, cfg.warmup)
-        out.append({"a": names[0], "b": names[1], **{f"step_ratio_{k}" if k != "pairs" else k: v
-                                                     for k, v in ratio.items()}})
+        row = {"a": names[0], "b": names[1], "pairs": cfg.paired}
+        for i, kind in enumerate(("step", "infer")):
+            ratio = paired_ratio(timers[a, pad_a][i], timers[b, pad_b][i], cfg.paired, cfg.warmup)
+            row.update({f"{kind}_ratio_{k}": v for k, v in ratio.items() if k != "pairs"})
+        out.append(row)
     return out
 
 
@@ -311,8 +327,9 @@ def format_table(report: dict) -> str:
                      f"{r['samples_per_s']:>11.1f}{r['trainable_params']:>13,}{ratio('train_step_s_vs_pt'):>9}"
                      f"{ratio('infer_s_vs_pt'):>9}{ratio('peak_mem_mb_vs_pt'):>8}")
     for p in report.get("paired", []):
-        lines.append(f"paired step time {p['a']} / {p['b']}: {p['step_ratio_median']:.3f} "
-                     f"(quartiles {p['step_ratio_q1']:.3f}-{p['step_ratio_q3']:.3f}, {p['pairs']} pairs)")
+        lines.append(f"paired {p['a']} / {p['b']} ({p['pairs']} pairs, median and quartiles): train step "
+                     f"{p['step_ratio_median']:.3f} ({p['step_ratio_q1']:.3f}-{p['step_ratio_q3']:.3f}), generation "
+                     f"{p['infer_ratio_median']:.3f} ({p['infer_ratio_q1']:.3f}-{p['infer_ratio_q3']:.3f})")
     if "feature_cache" in report:
         fc = report["feature_cache"]
         paired = fc.get("speedup_paired")

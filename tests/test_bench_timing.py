@@ -52,3 +52,16 @@ def test_peak_memory_sees_a_temporary_allocation():
         block += 1
         del block
     assert memory.kind == "cpu_peak_rss_above_start" and memory.mb > 40
+
+
+def test_steady_rss_returns_freed_blocks_to_the_system():
+    import platform
+
+    from dept_vl.bench_timing import _rss, steady_rss
+
+    assert steady_rss() == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    before = _rss()
+    block = torch.ones(32 * 2**20 // 4)
+    assert _rss() - before > 30 * 2**20
+    del block
+    assert _rss() - before < 2 * 2**20
