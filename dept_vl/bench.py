@@ -31,7 +31,7 @@ import torch
 from .config import FEATURES, LoraSettings, ModelConfig, TextConfig, VisionConfig
 from .dept_config import DePTConfig
 from .errors import ConfigError
-from .bench_timing import PeakMemory, TrainStep, paired_ratio, steady_rss, sync
+from .bench_timing import PeakMemory, TrainStep, bf16_autocast, paired_ratio, steady_rss, sync
 from .model import VisionLanguageModel
 from .text import TextBackbone
 
@@ -157,13 +157,12 @@ class GenerateStep:
     def __init__(self, cfg: BenchConfig, model, batch: dict):
         self.cfg, self.model, self.device = cfg, model, torch.device(cfg.device)
         self.inputs = {k: v for k, v in batch.items() if k != "labels"}
-        self.autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
 
     def __call__(self) -> float:
         self.model.eval()
         sync(self.device)
         start = time.perf_counter()
-        with torch.no_grad(), self.autocast():
+        with torch.no_grad(), bf16_autocast(self.device, self.cfg.dtype == "bfloat16"):
             embeds, mask = self.model.encoder_inputs(**self.inputs)
             self.model.text.generate(embeds, mask, max_new_tokens=self.cfg.answer_length,
                                      min_new_tokens=self.cfg.answer_length)

@@ -72,12 +72,16 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def bf16_autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 class TrainStep:
     """One training step (forward, backward, AdamW) of ``model`` on ``batch``; calling it returns its seconds."""
 
     def __init__(self, model, batch: dict, device: str = "cpu", bf16: bool = False):
         self.device, self.model, self.batch = torch.device(device), model, batch
-        self.autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+        self.autocast = lambda: bf16_autocast(self.device, bf16)
         groups = param_groups(model, 0.3, 1e-4, other_lr=1e-4, backbone_lr=1e-4)
         self.optimizer = torch.optim.AdamW(groups, fused=self.device.type == "cuda" or None)
 
