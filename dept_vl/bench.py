@@ -21,7 +21,6 @@ import copy
 import dataclasses
 import json
 import platform
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 from .config import FEATURES, LoraSettings, ModelConfig, TextConfig, VisionConfig
 from .dept_config import DePTConfig
 from .errors import ConfigError
-from .bench_timing import PeakMemory, TrainStep, bf16_autocast, paired_ratio, steady_rss, sync
+from .bench_timing import PeakMemory, TrainStep, bf16_autocast, median_time, paired_ratio, steady_rss, sync
 from .model import VisionLanguageModel
 from .text import TextBackbone
 
@@ -178,10 +177,9 @@ def time_method(cfg: BenchConfig, model, batch: dict) -> dict:
     with torch.no_grad():  # weights loaded lazily (memory-mapped files) are paged in now, not during the steps
         sum(float(p.sum()) for p in model.parameters())
     with PeakMemory(device) as memory:
-        times = [step() for _ in range(cfg.warmup + cfg.steps)][cfg.warmup:]
-    infer = [generate() for _ in range(cfg.warmup + cfg.steps)][cfg.warmup:]
-    seconds, flops = statistics.median(times), step.flops()
-    row = {"train_step_s": seconds, "infer_s": statistics.median(infer), "peak_mem_mb": memory.mb,
+        seconds = median_time(step, cfg.steps, cfg.warmup)
+    infer, flops = median_time(generate, cfg.steps, cfg.warmup), step.flops()
+    row = {"train_step_s": seconds, "infer_s": infer, "peak_mem_mb": memory.mb,
            "samples_per_s": cfg.batch_size / seconds, "trainable_params": sum(p.numel() for p in
                                                                             model.trainable_parameters().values()),
            "mem_kind": memory.kind, "train_gflops": flops / 1e9, "train_tflops_per_s": flops / seconds / 1e12}
@@ -216,6 +214,11 @@ def _in_fresh_process(cfg: BenchConfig, method: str, pad: bool, backbone: str, l
         process.join()
 
 
+def run_name(method: str, pad: bool) -> str:
+    """A run's name in the report: ``dept``, or ``dept@max_length`` when every input is padded."""
+    return f"{method}@max_length" if pad else method
+
+
 def run_bench(cfg: BenchConfig, workdir: str | Path = ".bench", log=print) -> dict:
     """Measure every method of ``cfg.methods``; return the JSON-able report."""
     methods = [m.strip() for m in cfg.methods.split(",") if m.strip()]
@@ -238,7 +241,7 @@ def run_bench(cfg: BenchConfig, workdir: str | Path = ".bench", log=print) -> di
     results = []
     runs = [(m, False) for m in methods] + ([("dept", True)] if cfg.pad_to_max_length else [])
     for method, pad in runs:
-        name = f"{method}@max_length" if pad else method
+        name = run_name(method, pad)
         log(f"bench {name} ...")
         if cfg.isolate and not cfg.device.startswith("cuda"):
             results.append({"method": name, **_in_fresh_process(cfg, method, pad, backbone, lora_r)})
@@ -272,7 +275,7 @@ def paired_ratios(cfg: BenchConfig, runs: list, backbone: str, text, lora_r: int
                 model = make_model(cfg, method, backbone, text, lora_r)
                 batch = synthetic_batch(cfg, vocab, cfg.device, pad)
                 timers[method, pad] = train_step(cfg, model, batch), GenerateStep(cfg, model, batch)
-        names = [f"{m}@max_length" if p else m for m, p in ((a, pad_a), (b, pad_b))]
+        names = [run_name(a, pad_a), run_name(b, pad_b)]
         log(f"bench {names[0]} / {names[1]}, paired ...")
         row = {"a": names[0], "b": names[1], "pairs": cfg.paired}
         for i, kind in enumerate(("step", "infer")):
@@ -295,9 +298,8 @@ def encoder_speedup(cfg: BenchConfig, backbone: str, text, lora_r: int, vocab: i
                               synthetic_batch(shaped, vocab, cfg.device, False, pixels=True))
     cached = train_step(shaped, make_model(shaped, "dept", backbone, text, lora_r),
                         synthetic_batch(shaped, vocab, cfg.device, False))
-    times = {}
-    for name, step in (("with_encoder", with_encoder), ("cached", cached)):
-        times[name] = statistics.median([step() for _ in range(cfg.warmup + cfg.steps)][cfg.warmup:])
+    times = {name: median_time(step, cfg.steps, cfg.warmup) for name, step in
+             (("with_encoder", with_encoder), ("cached", cached))}
     out = {"encoder": cfg.encoder, "image_size": cfg.image_size, "visual_tokens": shaped.visual_tokens,
            "train_step_s_with_encoder": times["with_encoder"], "train_step_s_cached": times["cached"],
            "speedup": times["with_encoder"] / times["cached"]}

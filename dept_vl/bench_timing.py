@@ -7,6 +7,7 @@ import os
 import statistics
 import threading
 import time
+from typing import Callable
 
 import torch
 
@@ -107,8 +108,13 @@ class TrainStep:
         return counter.get_total_flops()
 
 
-def paired_ratio(a: TrainStep, b: TrainStep, pairs: int, warmup: int) -> dict:
-    """step_time(a) / step_time(b), the two taking turns (a b b a ...): median and quartiles over ``pairs``."""
+def median_time(timer: Callable[[], float], steps: int, warmup: int) -> float:
+    """The median of ``steps`` calls of ``timer`` (each returning its seconds) after ``warmup`` untimed ones."""
+    return statistics.median([timer() for _ in range(warmup + steps)][warmup:])
+
+
+def paired_ratio(a: Callable[[], float], b: Callable[[], float], pairs: int, warmup: int) -> dict:
+    """time(a) / time(b), the two taking turns (a b b a ...): median and quartiles over ``pairs``."""
     for _ in range(warmup):
         a(), b()
     ratios = []

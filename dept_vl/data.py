@@ -103,8 +103,6 @@ class Prefetcher:
         for ahead in range(step, step + self.depth):
             if ahead not in self._pending:
                 self._pending[ahead] = self._pool.submit(self._host_batch, ahead)
-        for old in [s for s in self._pending if s < step]:  # a step skipped (resume): drop what it built
-            self._pending.pop(old).cancel()
         batch = self._pending.pop(step).result()  # an error building the batch is raised here
         return {k: v.to(self.device, non_blocking=self.pin) for k, v in batch.items()}
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from dept_vl.bench_timing import PeakMemory, TrainStep, paired_ratio
+from dept_vl.bench_timing import PeakMemory, TrainStep, median_time, paired_ratio
 
 
 class Steps:
@@ -25,6 +25,11 @@ def test_paired_ratio_is_the_median_of_per_pair_ratios():
     ratio = paired_ratio(a, b, pairs=4, warmup=1)
     assert a.calls == b.calls == 5  # warm-up pairs are not counted
     assert ratio["pairs"] == 4 and ratio["median"] == 1.5 and ratio["q1"] == 1.5 and ratio["q3"] > 1.5
+
+
+def test_median_time_skips_the_warm_up_calls():
+    timer = Steps([9.0, 9.0, 1.0, 3.0, 2.0])
+    assert median_time(timer, steps=3, warmup=2) == 2.0 and timer.calls == 5
 
 
 class Linear(nn.Module):
