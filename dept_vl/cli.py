@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections import ChainMap
 from pathlib import Path
 
 from . import __version__
@@ -88,11 +89,12 @@ def cmd_features(args) -> None:
 
     task = get_task(args.task)
     splits = args.split or list(task.splits)
-    images = {}
+    views = []
     for split in splits:
         data = task.load(split, args.data_dir)
         data.check_images()
-        images.update({i: data.images[i] for ex in data.examples for i in ex.image_ids})
+        views.append(data.images_for())
+    images = ChainMap(*views)
     encoder = build_vision_encoder(args.encoder, image_size=args.image_size, pool_tokens=args.pool_tokens)
     encoder = encoder.to(args.device)
     signature = encoder_signature(args.encoder, encoder)

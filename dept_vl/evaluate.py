@@ -94,8 +94,7 @@ def evaluate_checkpoint(checkpoint: str | Path, task_name: str | None = None, sp
     data.check_images()
     cache = None
     if use_cache and model.vision is not None:
-        needed = {i: data.images[i] for ex in data.examples for i in ex.image_ids}
-        cache = cached_features(task.name, needed, model.config.vision.encoder, model.vision,
+        cache = cached_features(task.name, data.images_for(), model.config.vision.encoder, model.vision,
                                 cache_dir=Path(cache_dir) / task.name if cache_dir else None)
     scores, predictions = evaluate_split(model, TaskSplit(task, data), ImageInputs([cache]), 0, limit=limit,
                                          batch_size=batch_size, num_beams=num_beams)

@@ -13,6 +13,7 @@ import contextlib
 import math
 import signal
 import time
+from collections import ChainMap
 from pathlib import Path
 
 import torch
@@ -71,12 +72,12 @@ def build_images(recipe: Recipe, splits: dict, vision, accelerator, log) -> Imag
         if not cfg.cache_features or vision is None:
             caches.append(None)
             continue
-        images = {}
+        views = []
         for role, limit in (("train", 0), ("eval", cfg.eval_examples), ("test", cfg.test_examples)):
             split = splits[role][t]
             if split is not None:
-                examples = split.data.examples[: limit or None]
-                images.update({i: split.data.images[i] for ex in examples for i in ex.image_ids})
+                views.append(split.data.images_for(split.data.examples[: limit or None]))
+        images = ChainMap(*views)
         signature = encoder_signature(recipe.model.vision.encoder, vision)
         root = Path(cfg.cache_dir) / name if cfg.cache_dir else default_cache_dir(name, signature)
         with accelerator.main_process_first():

@@ -155,6 +155,23 @@ def write_image(path: Path, seed: int, size=(40, 32), mode="RGB", fmt=None) -> P
     return path
 
 
+def gqa_hf_rows(image=True):
+    """Three GQA questions on two images as a ``datasets.Dataset`` (the lmms-lab/GQA columns, plus images)."""
+    import datasets
+    from PIL import Image
+
+    rows = {"id": ["q1", "q2", "q3"], "imageId": ["n1", "n2", "n1"],
+            "question": ["What is it? ", "Is it red?", "Which color?"], "answer": ["cup", "no", "red"],
+            "types": [{"structural": "query"}, {"structural": "verify"}, {"structural": "query"}]}
+    features = {"id": datasets.Value("string"), "imageId": datasets.Value("string"),
+                "question": datasets.Value("string"), "answer": datasets.Value("string"),
+                "types": {"structural": datasets.Value("string")}}
+    if image:
+        rows["image"] = [Image.new("RGB", (s, s)) for s in (4, 6, 4)]
+        features["image"] = datasets.Image()
+    return datasets.Dataset.from_dict(rows, features=datasets.Features(features))
+
+
 def make_raw_datasets(root: Path) -> dict[str, Path]:
     """Official raw layouts (fixture JSON + Pillow images) under ``root``; returns each raw directory."""
     import json

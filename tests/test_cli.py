@@ -7,7 +7,7 @@ import pytest
 from dept_vl import __version__
 from dept_vl.cli import main
 
-from conftest import TINY_RECIPE
+from conftest import TINY_RECIPE, gqa_hf_rows
 
 
 def run(*args):
@@ -44,6 +44,16 @@ def test_features_command_builds_and_resumes_cache(tmp_path, vl_data, capsys):
     assert json.loads(capsys.readouterr().out)["computed"] == 0  # everything already cached
     out = run(*[a if a != "32" else "64" for a in args])  # same cache, other image size: refused
     assert out.returncode == 2 and "was made with" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_features_command_reads_hf_datasets_lazily(tmp_path, capsys):
+    import datasets
+
+    datasets.DatasetDict({"testdev": gqa_hf_rows()}).save_to_disk(tmp_path / "gqa")
+    assert main(["features", "--task", "gqa", "--data-dir", str(tmp_path / "gqa"), "--split", "testdev",
+                 "--image-size", "32", "--pool-tokens", "1", "--cache-dir", str(tmp_path / "cache")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 2 and report["computed"] == 2  # two distinct images behind three questions
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,8 @@ import pytest
 from dept_vl.errors import ConfigError, InputError
 from dept_vl.tasks import get_task, list_tasks
 
+from conftest import gqa_hf_rows
+
 
 def test_registry_names_and_typos():
     assert list_tasks() == ["caption", "easyvqa", "gqa", "nlvr2", "vqa"]
@@ -111,6 +113,101 @@ def test_hf_datasets_input(tmp_path):
     data = get_task("vqa").load("validation", tmp_path)
     assert len(data) == 2 and data.examples[1].source == "vqa: How many?"
     assert data.images["coco_5"].size == (8, 8) and data.examples[0].targets == ["red"] * 10
+
+
+def test_nlvr2_and_caption_from_saved_hf_datasets(tmp_path):
+    import datasets
+    from PIL import Image
+
+    Img = datasets.Image()
+    pairs = datasets.Dataset.from_dict(
+        {"identifier": ["dev-7-0-1", "dev-8-1-0"], "sentence": ["Two dogs.", "A cat."], "label": ["True", "False"],
+         "left_image": [Image.new("RGB", (4, 4)), Image.new("RGB", (5, 5))],
+         "right_image": [Image.new("RGB", (6, 6)), Image.new("RGB", (7, 7))]},
+        features=datasets.Features({"identifier": datasets.Value("string"), "sentence": datasets.Value("string"),
+                                    "label": datasets.Value("string"), "left_image": Img, "right_image": Img}))
+    datasets.DatasetDict({"dev": pairs}).save_to_disk(tmp_path / "nlvr2")
+    data = get_task("nlvr2").load("dev", tmp_path / "nlvr2")
+    assert [(ex.id, ex.source, ex.targets) for ex in data.examples] == [
+        ("dev-7-0-1", "nlvr: Two dogs.", ["true"]), ("dev-8-1-0", "nlvr: A cat.", ["false"])]
+    assert [data.images[i].size for i in data.examples[1].image_ids] == [(5, 5), (7, 7)]
+    data.check_images()
+
+    coco = datasets.Dataset.from_dict(
+        {"filepath": ["val2014"], "filename": ["COCO_val2014_000000000042.jpg"], "cocoid": [42], "split": ["test"],
+         "sentences": [["A dog runs.", "A brown dog."]], "image": [Image.new("RGB", (3, 3))]},
+        features=datasets.Features({"filepath": datasets.Value("string"), "filename": datasets.Value("string"),
+                                    "cocoid": datasets.Value("int64"), "split": datasets.Value("string"),
+                                    "sentences": [datasets.Value("string")], "image": Img}))
+    datasets.DatasetDict({"test": coco}).save_to_disk(tmp_path / "coco")
+    data = get_task("caption").load("test", tmp_path / "coco")
+    assert [(ex.id, ex.image_ids, ex.targets) for ex in data.examples] == [
+        ("42", ("COCO_val2014_000000000042",), ["A dog runs.", "A brown dog."])]
+    assert data.images["COCO_val2014_000000000042"].size == (3, 3)
+    datasets.DatasetDict({"test": coco.remove_columns("image")}).save_to_disk(tmp_path / "coco-no-image")
+    with pytest.raises(InputError, match="rows have no column 'image'"):
+        get_task("caption").load("test", tmp_path / "coco-no-image")
+
+
+def test_gqa_from_a_saved_hf_dataset(tmp_path):
+    import datasets
+
+    datasets.DatasetDict({"train": gqa_hf_rows(), "val": gqa_hf_rows().select([1])}).save_to_disk(tmp_path)
+    task = get_task("gqa")
+    data = task.load("train", tmp_path)
+    assert [ex.source for ex in data.examples] == ["gqa: What is it?", "gqa: Is it red?", "gqa: Which color?"]
+    assert [ex.image_ids for ex in data.examples] == [("n1",), ("n2",), ("n1",)]
+    assert sorted(data.images) == ["n1", "n2"] and data.images["n2"].size == (6, 6)
+    data.check_images()
+    assert task.score({"q1": "a cup", "q2": "yes", "q3": "red"}, data.examples) == {
+        "accuracy": 2 / 3, "accuracy/query": 1.0, "accuracy/verify": 0.0}
+    both = task.load("train+val", tmp_path)
+    assert len(both) == 4 and both.examples[3].id == "q2" and len(both.images_for()) == 2
+    datasets.DatasetDict({"train": gqa_hf_rows(image=False)}).save_to_disk(tmp_path / "no-images")
+    with pytest.raises(InputError, match="split 'train': rows have no column 'image'"):
+        task.load("train", tmp_path / "no-images")
+    datasets.DatasetDict({"train": gqa_hf_rows().remove_columns("answer")}).save_to_disk(tmp_path / "no-answers")
+    with pytest.raises(InputError, match="rows have no column 'answer'"):
+        task.load("train", tmp_path / "no-answers")
+
+
+def test_gqa_from_the_hub_layout_joins_questions_and_images(monkeypatch):
+    import datasets
+    from PIL import Image
+
+    pictures = datasets.Dataset.from_dict({"id": ["n2", "n1"], "image": [Image.new("RGB", (6, 6)),
+                                                                      Image.new("RGB", (4, 4))]},
+                                          features=datasets.Features({"id": datasets.Value("string"),
+                                                                      "image": datasets.Image()}))
+    asked = []
+
+    def load_dataset(name, config, split):
+        asked.append((name, config, split))
+        return {"testdev_balanced_instructions": gqa_hf_rows(image=False),
+                "testdev_balanced_images": pictures}[config]
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    data = get_task("gqa").load("testdev", "hf:lmms-lab/GQA")
+    assert asked == [("lmms-lab/GQA", "testdev_balanced_instructions", "testdev"),
+                     ("lmms-lab/GQA", "testdev_balanced_images", "testdev")]
+    assert [ex.id for ex in data.examples] == ["q1", "q2", "q3"] and data.examples[2].targets == ["red"]
+    assert data.images["n1"].size == (4, 4) and data.images["n2"].size == (6, 6)
+    data.check_images()
+
+
+def test_task_data_images_for_and_check_images():
+    from dept_vl.tasks.base import Example, TaskData
+
+    examples = [Example("1", ("a",), "q", ["x"]), Example("2", ("b", "a"), "q", ["y"])]
+    data = TaskData("t", "s", examples, {"a": "/no/such/a.jpg", "b": "/no/such/b.jpg", "c": "/no/c.jpg"})
+    assert list(data.images_for()) == ["a", "b"] and list(data.images_for(examples[:1])) == ["a"]
+    assert data.images_for()["b"] == "/no/such/b.jpg" and "c" not in data.images_for()
+    with pytest.raises(KeyError):
+        data.images_for()["c"]
+    with pytest.raises(InputError, match="example 1: image file /no/such/a.jpg does not exist"):
+        data.check_images()
+    with pytest.raises(InputError, match="example 2 refers to image 'b', which has no image file"):
+        TaskData("t", "s", examples, {"a": __file__}).check_images()
 
 
 def test_bad_data_gives_clear_errors(tmp_path, vl_data):

@@ -6,9 +6,10 @@ import difflib
 import json
 import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import ConfigError, InputError
 
@@ -30,30 +31,58 @@ class Example:
 
 @dataclass
 class TaskData:
-    """A loaded split: its examples and where each image lives (a path, or a PIL image from ``datasets``)."""
+    """A loaded split: its examples and where each image lives (a path, or a PIL image from ``datasets``, which
+    a ``DatasetImages`` mapping decodes only when it is read)."""
 
     task: str
     split: str
     examples: list[Example]
-    images: dict[str, Any]
+    images: Mapping[str, Any]
 
     def __len__(self) -> int:
         return len(self.examples)
 
+    def images_for(self, examples: Sequence[Example] | None = None) -> Mapping[str, Any]:
+        """The images that ``examples`` (default: all) refer to, id -> path or image, read only when asked for."""
+        examples = self.examples if examples is None else examples
+        return ImageView(self.images, (i for ex in examples for i in ex.image_ids))
+
     def check_images(self) -> None:
         """Every example's images are known and their files exist (InputError naming the first that is not)."""
+        paths = isinstance(self.images, dict)  # other mappings hold images from ``datasets``, never paths
         seen = set()
         for ex in self.examples:
             for image_id in ex.image_ids:
                 if image_id in seen:
                     continue
                 seen.add(image_id)
-                image = self.images.get(image_id)
-                if image is None:
+                if image_id not in self.images or (paths and self.images[image_id] is None):
                     raise InputError(f"{self.task} {self.split}: example {ex.id} refers to image {image_id!r}, "
                                      "which has no image file")
+                image = self.images[image_id] if paths else None
                 if isinstance(image, (str, Path)) and not os.path.isfile(image):
                     raise InputError(f"{self.task} {self.split}: example {ex.id}: image file {image} does not exist")
+
+
+class ImageView(Mapping):
+    """``images`` restricted to ``keys``, in their order; nothing is read until an image is asked for."""
+
+    def __init__(self, images: Mapping[str, Any], keys: Iterable[str]):
+        self.images, self.keys_ = images, dict.fromkeys(keys)
+
+    def __getitem__(self, key: str):
+        if key not in self.keys_:
+            raise KeyError(key)
+        return self.images[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys_
+
+    def __iter__(self):
+        return iter(self.keys_)
+
+    def __len__(self) -> int:
+        return len(self.keys_)
 
 
 class Task:
@@ -169,30 +198,3 @@ def check_not_empty(data: TaskData) -> TaskData:
     if not data.examples:
         raise InputError(f"{data.task} split {data.split!r} has no examples")
     return data
-
-
-def open_hf_split(source: str, split: str):
-    """A ``datasets`` split from ``hf:<name>`` (the Hub, or the local HF cache when offline) or from a directory
-    written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
-    import datasets
-
-    if source.startswith("hf:"):
-        try:
-            return datasets.load_dataset(source[3:], split=split)
-        except Exception as err:  # network, unknown name, unknown split: one clear line
-            raise InputError(f"cannot load Hugging Face dataset {source[3:]!r} split {split!r}: {err}") from None
-    loaded = datasets.load_from_disk(source)
-    if isinstance(loaded, datasets.DatasetDict):
-        if split not in loaded:
-            raise ConfigError(f"{source} has no split {split!r}; it has {', '.join(loaded)}")
-        return loaded[split]
-    return loaded
-
-
-def is_hf_source(data_dir: str | Path | None) -> bool:
-    """True for ``hf:<name>`` and for directories written by ``datasets``' ``save_to_disk``."""
-    if data_dir is None:
-        return False
-    text = str(data_dir)
-    path = Path(text)
-    return text.startswith("hf:") or (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()

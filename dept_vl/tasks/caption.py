@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..metrics import caption_metrics
-from .base import (Example, Task, TaskData, check_not_empty, is_hf_source, open_hf_split, read_json_file,
-                   register_task, require)
+from .base import Example, Task, TaskData, check_not_empty, read_json_file, register_task, require
+from .hf_datasets import DatasetImages, is_hf_source, open_hf_split, require_columns
 
 KARPATHY_SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
 
@@ -36,28 +36,30 @@ class COCOCaption(Task):
         root = self.data_dir(data_dir)
         path = root / "dataset_coco.json"
         records = require(read_json_file(path), "images", str(path))
-        return self._examples(split, records, root, str(path))
+        return self._examples(split, records, str(path), root=root)
 
-    def _examples(self, split: str, records, root: Path | None, where: str, image_column: str | None = None):
-        examples, images = [], {}
+    def _examples(self, split: str, records, where: str, root: Path | None = None, images=None) -> TaskData:
+        """Examples of ``split`` from Karpathy-style records; images are files under ``root`` or ``images``."""
+        examples, paths = [], {}
         for i, record in enumerate(records):
             if require(record, "split", f"{where}, image {i}") not in KARPATHY_SPLITS[split]:
                 continue
             filename = str(require(record, "filename", f"{where}, image {i}"))
             key = Path(filename).stem
-            if image_column:
-                images[key] = record[image_column]
-            else:
-                images[key] = str(root / "images" / str(record.get("filepath", "")) / filename)
+            if root is not None:
+                paths[key] = str(root / "images" / str(record.get("filepath", "")) / filename)
             captions = [s["raw"] if isinstance(s, dict) else str(s) for s in require(record, "sentences", where)]
             examples.append(Example(str(record.get("cocoid", key)), (key,), self.source(), captions))
-        return check_not_empty(TaskData(self.name, split, examples, images))
+        return check_not_empty(TaskData(self.name, split, examples, paths if images is None else images))
 
     def _load_hf(self, split: str, source: str) -> TaskData:
-        """yerevann/coco-karpathy-style rows (filepath, filename, sentences, split, cocoid) with an ``image``."""
+        """yerevann/coco-karpathy-style rows (filepath, filename, sentences, split, cocoid) with an ``image``;
+        images decoded only when read."""
         rows = open_hf_split(source, split)
-        rows = [dict(r, split=KARPATHY_SPLITS[split][0]) for r in rows]
-        return self._examples(split, rows, None, source, image_column="image")
+        require_columns(rows, ("filename", "sentences", "image"), f"{source} split {split!r}")
+        images = DatasetImages(rows, (Path(f).stem for f in rows["filename"]))
+        records = (dict(r, split=KARPATHY_SPLITS[split][0]) for r in rows.remove_columns("image"))
+        return self._examples(split, records, source, images=images)
 
     def training_target(self, example: Example, rng: random.Random) -> str:
         return rng.choice(example.targets)

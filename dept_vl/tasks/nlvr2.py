@@ -9,13 +9,14 @@ Layout (``data_scripts/prepare_nlvr2.py`` builds it from the official repository
 from __future__ import annotations
 
 import logging
+from collections import ChainMap
 from pathlib import Path
 from typing import Sequence
 
 from ..errors import InputError
 from ..metrics import exact_match, grouped_mean
-from .base import (Example, Task, TaskData, check_not_empty, is_hf_source, open_hf_split, read_jsonl_file,
-                   register_task, require)
+from .base import Example, Task, TaskData, check_not_empty, read_jsonl_file, register_task, require
+from .hf_datasets import DatasetImages, is_hf_source, open_hf_split, require_columns
 
 LABELS = {"true": "true", "false": "false", "1": "true", "0": "false"}  # ints: ClassLabel rows
 
@@ -60,14 +61,16 @@ class NLVR2(Task):
         return check_not_empty(TaskData(self.name, split, examples, images))
 
     def _load_hf(self, split: str, source: str) -> TaskData:
-        """Rows with ``sentence``, ``label`` and ``left_image`` / ``right_image`` (PIL images)."""
-        examples, images = [], {}
-        for i, row in enumerate(open_hf_split(source, split)):
-            identifier = str(row.get("identifier", f"{split}-{i}"))
-            pair = (f"{identifier}-left", f"{identifier}-right")
-            images[pair[0]], images[pair[1]] = row["left_image"], row["right_image"]
-            examples.append(Example(identifier, pair, self.source(row["sentence"]),
-                                    [label_text(row["label"], f"{source} row {i}")]))
+        """Rows with ``sentence``, ``label`` and ``left_image`` / ``right_image``; images decoded only when read."""
+        rows = open_hf_split(source, split)
+        require_columns(rows, ("sentence", "label", "left_image", "right_image"), f"{source} split {split!r}")
+        names = ([str(i) for i in rows["identifier"]] if "identifier" in rows.column_names
+                 else [f"{split}-{i}" for i in range(len(rows))])
+        images = ChainMap(DatasetImages(rows, (f"{n}-left" for n in names), "left_image"),
+                          DatasetImages(rows, (f"{n}-right" for n in names), "right_image"))
+        examples = [Example(name, (f"{name}-left", f"{name}-right"), self.source(row["sentence"]),
+                            [label_text(row["label"], f"{source} row {i}")])
+                    for i, (name, row) in enumerate(zip(names, rows.remove_columns(["left_image", "right_image"])))]
         return check_not_empty(TaskData(self.name, split, examples, images))
 
     def score(self, predictions: dict[str, str], examples: Sequence[Example]) -> dict[str, float]:

@@ -16,8 +16,8 @@ from typing import Sequence
 
 from ..errors import InputError
 from ..metrics import grouped_mean, vqa_accuracy
-from .base import (Example, Task, TaskData, check_not_empty, is_hf_source, open_hf_split, read_json_file,
-                   register_task, require)
+from .base import Example, Task, TaskData, check_not_empty, read_json_file, register_task, require
+from .hf_datasets import DatasetImages, is_hf_source, open_hf_split, require_columns
 
 SUBTYPES = ("train2014", "val2014")
 
@@ -72,14 +72,13 @@ class VQAv2(Task):
                              "answer": ann.get("multiple_choice_answer", answers[0] if answers else "")})
 
     def _load_hf(self, split: str, source: str) -> TaskData:
-        """HuggingFaceM4/VQAv2-style rows: question, question_id, answers[{answer}], answer_type, image."""
+        """HuggingFaceM4/VQAv2-style rows: question, question_id, image_id, answers[{answer}], answer_type, image;
+        images decoded only when read."""
         rows = open_hf_split(source, split)
-        examples, images = [], {}
-        for row in rows:
-            qid = str(row["question_id"])
-            key = f"coco_{row['image_id']}"
-            images.setdefault(key, row["image"])
-            examples.append(self._example(qid, key, row["question"], row, source))
+        require_columns(rows, ("question_id", "image_id", "question", "answers", "image"), f"{source} split {split!r}")
+        images = DatasetImages(rows, (f"coco_{i}" for i in rows["image_id"]))
+        examples = [self._example(str(row["question_id"]), f"coco_{row['image_id']}", row["question"], row, source)
+                    for row in rows.remove_columns("image")]
         return check_not_empty(TaskData(self.name, split, examples, images))
 
     def training_target(self, example: Example, rng: random.Random) -> str:
