@@ -9,10 +9,12 @@ counted by torch's FlopCounterMode and the rate they are done at.
 Ratios that a target hangs on (dept / pt, dept / bare, padded / dynamic) are also measured *paired*: the two
 models take turns step by step in one process (ABBA order), and the median of the per-pair ratios is reported
 with its quartiles, which cancels the drift of a shared machine that separate runs suffer.
-Memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the peak resident set size above the level before
-the training steps (weights paged in), sampled every millisecond from /proc, each method in a fresh process
-whose malloc returns freed tensors to the system (``steady_rss``), so that the reading follows live memory and
-repeats to 0.1 MB (reported as ``peak_mem_mb``, with ``mem_kind``).
+Memory (the first warm-up + 1 training steps): on CUDA ``torch.cuda.max_memory_allocated``; on CPU the peak
+resident set size above the level before the training steps (weights paged in), sampled every millisecond from
+/proc, each method in a fresh process whose malloc returns freed tensors to the system (``steady_rss``), so that
+the reading follows live memory and repeats to 0.1 MB (reported as ``peak_mem_mb``, with ``mem_kind``). On CPU
+the timings come from another fresh process with the default malloc: ``steady_rss`` makes every large tensor a
+new mapping, and its page faults would slow each step by some 15 %, more for the methods with more activations.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class BenchConfig:
     # against cached features
     image_size: int = 224
     methods: str = ",".join(METHODS)
-    isolate: bool = True  # on CPU, measure each method in a fresh process (clean peak-memory numbers)
+    isolate: bool = True  # on CPU, time and measure each method in fresh processes (clean peak memory)
     paired: int = 10  # step pairs per paired ratio (dept/pt, dept/bare, padded/dynamic); 0: none
 
 
@@ -169,44 +171,60 @@ class GenerateStep:
         return time.perf_counter() - start
 
 
+def page_in(model) -> None:
+    """Read every weight once: weights loaded lazily (memory-mapped files) are paged in now, not during the steps."""
+    with torch.no_grad():
+        sum(float(p.sum()) for p in model.parameters())
+
+
+def measure_memory(cfg: BenchConfig, model, batch: dict) -> dict:
+    """Peak memory of the first ``cfg.warmup + 1`` training steps (gradients and optimizer state included)."""
+    step = train_step(cfg, model, batch)
+    page_in(model)
+    with PeakMemory(torch.device(cfg.device)) as memory:
+        for _ in range(cfg.warmup + 1):
+            step()
+    return {"peak_mem_mb": memory.mb, "mem_kind": memory.kind}
+
+
 def time_method(cfg: BenchConfig, model, batch: dict) -> dict:
-    """Median train-step and generation seconds (after warm-up), peak memory, trainable parameters, counted
-    training FLOPs and the rate they are done at."""
+    """Median train-step and generation seconds (after warm-up), trainable parameters, counted training FLOPs and
+    the rate they are done at."""
     device = torch.device(cfg.device)
     step, generate = train_step(cfg, model, batch), GenerateStep(cfg, model, batch)
-    with torch.no_grad():  # weights loaded lazily (memory-mapped files) are paged in now, not during the steps
-        sum(float(p.sum()) for p in model.parameters())
-    with PeakMemory(device) as memory:
-        seconds = median_time(step, cfg.steps, cfg.warmup)
+    page_in(model)
+    seconds = median_time(step, cfg.steps, cfg.warmup)
     infer, flops = median_time(generate, cfg.steps, cfg.warmup), step.flops()
-    row = {"train_step_s": seconds, "infer_s": infer, "peak_mem_mb": memory.mb,
-           "samples_per_s": cfg.batch_size / seconds, "trainable_params": sum(p.numel() for p in
-                                                                            model.trainable_parameters().values()),
-           "mem_kind": memory.kind, "train_gflops": flops / 1e9, "train_tflops_per_s": flops / seconds / 1e12}
+    row = {"train_step_s": seconds, "infer_s": infer, "samples_per_s": cfg.batch_size / seconds,
+           "trainable_params": sum(p.numel() for p in model.trainable_parameters().values()),
+           "train_gflops": flops / 1e9, "train_tflops_per_s": flops / seconds / 1e12}
     if device.type == "cuda":
         peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in torch.cuda.get_device_name(device)), None)
         row["fraction_of_bf16_peak"] = row["train_tflops_per_s"] / peak if peak else None
     return row
 
 
-def _measure(cfg: BenchConfig, method: str, pad: bool, backbone: str, lora_r: int, queue) -> None:
-    """Child-process body of an isolated measurement."""
-    steady_rss()
+def _measure(cfg: BenchConfig, method: str, pad: bool, backbone: str, lora_r: int, memory: bool, queue) -> None:
+    """Child-process body of an isolated measurement: memory (with ``steady_rss``) or timings (default malloc,
+    whose page faults on re-allocation ``steady_rss`` would add to every step)."""
+    if memory:
+        steady_rss()
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     torch.manual_seed(0)
     text = TextBackbone.from_pretrained(backbone)
     model = make_model(cfg, method, backbone, text, lora_r)
-    queue.put(time_method(cfg, model, synthetic_batch(cfg, text.model.config.vocab_size, cfg.device, pad)))
+    batch = synthetic_batch(cfg, text.model.config.vocab_size, cfg.device, pad)
+    queue.put((measure_memory if memory else time_method)(cfg, model, batch))
 
 
-def _in_fresh_process(cfg: BenchConfig, method: str, pad: bool, backbone: str, lora_r: int) -> dict:
+def _in_fresh_process(cfg: BenchConfig, method: str, pad: bool, backbone: str, lora_r: int, memory: bool) -> dict:
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_measure, args=(cfg, method, pad, backbone, lora_r, queue))
+    process = context.Process(target=_measure, args=(cfg, method, pad, backbone, lora_r, memory, queue))
     process.start()
     try:
         return queue.get(timeout=3600)
@@ -243,11 +261,13 @@ def run_bench(cfg: BenchConfig, workdir: str | Path = ".bench", log=print) -> di
     for method, pad in runs:
         name = run_name(method, pad)
         log(f"bench {name} ...")
-        if cfg.isolate and not cfg.device.startswith("cuda"):
-            results.append({"method": name, **_in_fresh_process(cfg, method, pad, backbone, lora_r)})
+        if cfg.isolate and not cfg.device.startswith("cuda"):  # a fresh process for each: timings, then memory
+            results.append({"method": name, **_in_fresh_process(cfg, method, pad, backbone, lora_r, False),
+                            **_in_fresh_process(cfg, method, pad, backbone, lora_r, True)})
             continue
         model = make_model(cfg, method, backbone, text, lora_r)
-        results.append({"method": name, **time_method(cfg, model, synthetic_batch(cfg, vocab, cfg.device, pad))})
+        batch = synthetic_batch(cfg, vocab, cfg.device, pad)
+        results.append({"method": name, **measure_memory(cfg, model, batch), **time_method(cfg, model, batch)})
         del model
     base = next((r for r in results if r["method"] == "pt"), None)
     for row in results:
