@@ -205,8 +205,8 @@ def time_method(cfg: BenchConfig, model, batch: dict) -> dict:
 
 
 def _measure(cfg: BenchConfig, method: str, pad: bool, backbone: str, lora_r: int, memory: bool, queue) -> None:
-    """Child-process body of an isolated measurement: memory (with ``steady_rss``) or timings (default malloc,
-    whose page faults on re-allocation ``steady_rss`` would add to every step)."""
+    """Child-process body of an isolated measurement: memory (with ``steady_rss``), or timings (with the default
+    malloc: ``steady_rss``'s page faults would slow every step)."""
     if memory:
         steady_rss()
     from transformers.utils import logging as hf_logging

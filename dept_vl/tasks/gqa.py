@@ -48,9 +48,8 @@ class GQA(Task):
 
     def _load_hf(self, split: str, source: str) -> TaskData:
         """Each part of ``split`` (``train+val``: two) from ``datasets``; images decoded only when read."""
-        examples, images = [], []
+        examples, images, hub = [], [], source.startswith("hf:")
         for part in split.split("+"):
-            hub = source.startswith("hf:")
             rows = open_hf_split(source, part, f"{part}_balanced_instructions" if hub else None)
             where = f"{source} split {part!r}"
             require_columns(rows, ("question", "answer", "imageId"), where)
