@@ -64,25 +64,32 @@ class TaskData:
                     raise InputError(f"{self.task} {self.split}: example {ex.id}: image file {image} does not exist")
 
 
-class ImageView(Mapping):
+class KeyedImages(Mapping):
+    """A mapping of image ids whose keys live in ``self.index`` (id -> where to find the image); subclasses read
+    an image only in ``__getitem__``, so building one reads nothing."""
+
+    index: dict[str, Any]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.index
+
+    def __iter__(self):
+        return iter(self.index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+class ImageView(KeyedImages):
     """``images`` restricted to ``keys``, in their order; nothing is read until an image is asked for."""
 
     def __init__(self, images: Mapping[str, Any], keys: Iterable[str]):
-        self.images, self.keys_ = images, dict.fromkeys(keys)
+        self.images, self.index = images, dict.fromkeys(keys)
 
     def __getitem__(self, key: str):
-        if key not in self.keys_:
+        if key not in self.index:
             raise KeyError(key)
         return self.images[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.keys_
-
-    def __iter__(self):
-        return iter(self.keys_)
-
-    def __len__(self) -> int:
-        return len(self.keys_)
 
 
 class Task:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import ConfigError, InputError
+from .base import KeyedImages
 
 
 def is_hf_source(data_dir: str | Path | None) -> bool:
@@ -44,7 +44,7 @@ def require_columns(table, columns: Iterable[str], where: str) -> None:
         raise InputError(f"{where}: rows have no column {missing[0]!r} (columns: {', '.join(table.column_names)})")
 
 
-class DatasetImages(Mapping):
+class DatasetImages(KeyedImages):
     """The ``column`` images of a ``datasets.Dataset`` by key (``keys[i]`` names row i; the first row of a
     repeated key wins). An image is decoded only when it is asked for, so a split of 100k images costs only
     its index until its images are read."""
@@ -52,18 +52,9 @@ class DatasetImages(Mapping):
     def __init__(self, table, keys: Iterable[Any], column: str = "image"):
         self.table = table.select_columns([column])
         self.column = column
-        self.rows: dict[str, int] = {}
+        self.index: dict[str, int] = {}
         for row, key in enumerate(keys):
-            self.rows.setdefault(str(key), row)
+            self.index.setdefault(str(key), row)
 
     def __getitem__(self, key: str):
-        return self.table[self.rows[key]][self.column]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.rows
-
-    def __iter__(self):
-        return iter(self.rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
+        return self.table[self.index[key]][self.column]
