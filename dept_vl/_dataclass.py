@@ -1,12 +1,54 @@
-"""Private helper: build (nested) config dataclasses from dicts, naming unknown keys."""
+"""Private helpers for the config dataclasses: fields with help text, value checks, and building from dicts.
+
+Every config (DePTConfig, ModelConfig's sections, TrainConfig, BenchConfig) declares its fields with ``setting``
+so that the help text lives with the field and reaches ``--help``, checks its values with ``check_int`` /
+``check_number`` / ``check_choice`` in ``__post_init__``, and is built from YAML / JSON with ``from_dict``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import typing
 from difflib import get_close_matches
+from typing import Any, Iterable
 
 from .errors import ConfigError
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory=dataclasses.MISSING):
+    """A dataclass field whose ``metadata["help"]`` documents it (``--help`` shows it)."""
+    return dataclasses.field(default=default, default_factory=factory, metadata={"help": help})
+
+
+def help_of(field: dataclasses.Field) -> str:
+    return field.metadata.get("help", "")
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an integer >= ``minimum`` (booleans are not integers here), else a ConfigError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_number(name: str, value: Any, above: float | None = None, minimum: float | None = None) -> float:
+    """``value`` as a float that is > ``above`` (or >= ``minimum``); booleans are refused."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float))
+    if ok and above is not None:
+        ok = value > above
+    if ok and minimum is not None:
+        ok = value >= minimum
+    if not ok:
+        bound = f"> {above:g}" if above is not None else f">= {minimum:g}" if minimum is not None else "a number"
+        raise ConfigError(f"{name} must be {bound}, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    choices = list(choices)
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def from_dict(cls, data: dict, where: str | None = None):
@@ -23,7 +65,7 @@ def from_dict(cls, data: dict, where: str | None = None):
             close = get_close_matches(str(key), names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (valid keys: {', '.join(names)})"
             raise ConfigError(f"unknown key {where}.{key}{hint}")
-        sub = _dataclass_in(hints[key])
+        sub = dataclass_in(hints[key])
         if sub is not None and isinstance(value, dict):
             value = from_dict(sub, value, f"{where}.{key}")
         kwargs[key] = value
@@ -33,7 +75,7 @@ def from_dict(cls, data: dict, where: str | None = None):
         raise ConfigError(f"{where}: {err}") from None
 
 
-def _dataclass_in(hint):
+def dataclass_in(hint):
     """The dataclass of a ``X`` or ``X | None`` annotation, else None."""
     if dataclasses.is_dataclass(hint):
         return hint

@@ -9,35 +9,58 @@ import argparse
 import dataclasses
 import json
 import sys
+import typing
 from collections import ChainMap
 from pathlib import Path
 
-from . import __version__
-from .errors import DeptVLError, TrainingInterrupted
+import yaml
+
+from ._dataclass import help_of
+from ._version import __version__
+from .bench.quality import QUALITY_METHODS, format_quality, run_quality
+from .bench.speed import BenchConfig, format_table, run_bench, write_report
+from .data.feature_cache import open_feature_cache
+from .data.tasks import get_task
+from .errors import ConfigError, DeptVLError, TrainingInterrupted
+from .method import budget_pairs
+from .models import build_vision_encoder, list_methods
+from .training.evaluate import evaluate_checkpoint
+from .training.loop import train
+from .training.predict import run_predict
+from .training.recipe import TrainConfig, resolve_recipe
+
+
+# ---- flags from config dataclasses (litgpt style) ------------------------------------------------------------
+def add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
+    """One ``--flag`` per field of the config dataclass ``cls``, typed by its annotation, its help text from the
+    field's ``metadata["help"]``; an omitted flag leaves the field to the recipe or the default."""
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        flag = f"--{field.name.replace('_', '-')}"
+        default = field.default if field.default is not dataclasses.MISSING else None
+        text = f"{help_of(field)} (default: {default})".strip().replace("%", "%%")
+        kind = next((t for t in (bool, int, float) if t is hints[field.name] or t in typing.get_args(hints[field.name])),
+                    str)
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            parser.add_argument(flag, type=kind, default=None, help=text)
+
+
+def config_flags(args: argparse.Namespace, cls) -> dict:
+    """The fields of ``cls`` given on the command line."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
 
 
 def cmd_budget(args) -> None:
     """List the (l, r) pairs whose DePT budget fits m vanilla prompt tokens."""
-    from .budget import budget_pairs
-
     print(f"{'l':>5} {'r':>5} {'params':>10}  (budget m*d = {args.m * args.hidden_size:,})")
     for pair in budget_pairs(args.hidden_size, args.max_length, args.m, step=args.step):
         print(f"{pair.prompt_length:>5} {pair.r:>5} {pair.params:>10,}")
 
 
-def _train_overrides(args) -> dict:
-    from .train_config import TrainConfig
-
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-            if getattr(args, f.name, None) is not None}
-
-
 def _model_overrides(args) -> dict:
     """``--method`` and ``--set model.a.b=value`` (value parsed as YAML) as a nested dict."""
-    import yaml
-
-    from .errors import ConfigError
-
     nested: dict = {}
     if args.method:
         nested["method"] = args.method
@@ -55,10 +78,7 @@ def _model_overrides(args) -> dict:
 
 def cmd_train(args) -> None:
     """Train an adapter (DePT by default) on one task or several; everything goes to --output-dir."""
-    from .train import train
-    from .train_config import resolve_recipe
-
-    recipe = resolve_recipe(args.config, _train_overrides(args), args.model, _model_overrides(args))
+    recipe = resolve_recipe(args.config, config_flags(args, TrainConfig), args.model, _model_overrides(args))
     metrics = train(recipe, resume=args.resume, log=lambda msg: print(msg, file=sys.stderr))
     if metrics is not None:  # the main process (under accelerate launch, the others return None)
         print(json.dumps(metrics, indent=2))
@@ -66,8 +86,6 @@ def cmd_train(args) -> None:
 
 def cmd_eval(args) -> None:
     """Evaluate a checkpoint on a task split: writes predictions (JSONL) and metrics (JSON)."""
-    from .evaluate import evaluate_checkpoint
-
     metrics = evaluate_checkpoint(args.checkpoint, args.task, args.split, args.data_dir, args.output_dir,
                                   args.batch_size, args.num_beams, args.limit, not args.no_cache, args.cache_dir,
                                   log=lambda msg: print(msg, file=sys.stderr))
@@ -76,17 +94,11 @@ def cmd_eval(args) -> None:
 
 def cmd_predict(args) -> None:
     """Answer a question about an image (NLVR2: two images), caption an image, or predict a JSONL batch."""
-    from .predict import run_predict
-
     run_predict(args.inputs, args.checkpoint, args.task, args.input, args.num_beams, args.backbone)
 
 
 def cmd_features(args) -> None:
     """Compute the frozen vision encoder's features for every image of a task's splits, into a cache."""
-    from .feature_cache import FeatureCache, default_cache_dir, encoder_signature
-    from .tasks import get_task
-    from .vision import build_vision_encoder
-
     task = get_task(args.task)
     splits = args.split or list(task.splits)
     views = []
@@ -97,9 +109,7 @@ def cmd_features(args) -> None:
     images = ChainMap(*views)
     encoder = build_vision_encoder(args.encoder, image_size=args.image_size, pool_tokens=args.pool_tokens)
     encoder = encoder.to(args.device)
-    signature = encoder_signature(args.encoder, encoder)
-    cache = FeatureCache(args.cache_dir or default_cache_dir(task.name, signature), signature,
-                         fmt=args.format, dtype=args.dtype)
+    cache = open_feature_cache(task.name, args.encoder, encoder, args.cache_dir, fmt=args.format, dtype=args.dtype)
     print(f"{len(images)} images in {', '.join(splits)}; {len(images) - len(cache.missing(list(images)))} "
           f"already cached in {cache.root}", file=sys.stderr)
     new = cache.build(images, encoder, batch_size=args.batch_size, shard_size=args.shard_size)
@@ -128,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="the task's data directory (not needed for easyvqa)")
     p.add_argument("--image-size", type=int, help="encoder input size in pixels (default: the encoder's)")
     p.add_argument("--pool-tokens", type=int, help="average-pool each image to this many tokens (a square)")
-    p.add_argument("--cache-dir", help="default: $DEPT_VL_CACHE/features/<task>/<encoder>-<size>px-<tokens>tok")
+    p.add_argument("--cache-dir", help="the cache directory (train / eval --cache-dir read it); default: "
+                   "$DEPT_VL_CACHE/features/<task>/<encoder>-<size>px-<tokens>tok")
     p.add_argument("--format", default="safetensors", choices=["safetensors", "numpy"])
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--batch-size", type=int, default=64)
@@ -149,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-beams", type=int, default=1, help="1 = greedy; >1 = beam search")
     p.add_argument("--limit", type=int, default=0, help="evaluate the first N examples only")
     p.add_argument("--no-cache", action="store_true", help="run the vision encoder instead of the feature cache")
-    p.add_argument("--cache-dir", help="feature cache root (default: $DEPT_VL_CACHE)")
+    p.add_argument("--cache-dir", help="the feature cache directory, as for `dept-vl features` (default: "
+                   "$DEPT_VL_CACHE/features/<task>/...)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help=cmd_predict.__doc__, description=cmd_predict.__doc__)
@@ -166,70 +178,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_bench(args) -> None:
     """Speed and memory of pt / dept / lora / full / the bare backbone side by side (--quality: accuracy)."""
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     if args.quality:
-        from .bench_quality import format_quality, run_quality
-
-        report = run_quality(args.output_dir, args.quality_steps, args.quality_methods,
-                             log=lambda msg: print(msg, file=sys.stderr))
+        report = run_quality(args.output_dir, args.quality_steps, args.quality_methods, log=log)
         print(format_quality(report))
     else:
-        from .bench import BenchConfig, format_table, run_bench
-
-        cfg = BenchConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(BenchConfig)
-                             if getattr(args, f.name) is not None})
-        report = run_bench(cfg, Path(args.output_dir) / "backbones", log=lambda msg: print(msg, file=sys.stderr))
+        report = run_bench(BenchConfig(**config_flags(args, BenchConfig)), Path(args.output_dir) / "backbones", log=log)
         print(format_table(report))
-    from .bench import write_report
-
     write_report(report, args.json or Path(args.output_dir) / "bench.json",
                  None if args.quality else (args.png or Path(args.output_dir) / "bench.png"))
 
 
 def _add_bench_parser(sub) -> None:
-    import typing
-
-    from .bench import BenchConfig
-
     p = sub.add_parser("bench", help=cmd_bench.__doc__, description=cmd_bench.__doc__)
-    hints = typing.get_type_hints(BenchConfig)
-    for field in dataclasses.fields(BenchConfig):
-        flag = f"--{field.name.replace('_', '-')}"
-        if hints[field.name] is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"(default: {field.default})")
-        else:
-            kind = int if hints[field.name] is int else str
-            p.add_argument(flag, type=kind, default=None, help=f"(default: {field.default})")
+    add_config_flags(p, BenchConfig)
     p.add_argument("--output-dir", default="runs/bench", help="bench.json, bench.png and the built backbones")
     p.add_argument("--json", help="write the report here (default: OUTPUT/bench.json)")
     p.add_argument("--png", help="write the bar chart here (default: OUTPUT/bench.png)")
     p.add_argument("--quality", action="store_true", help="train every method on easy-vqa and compare accuracy")
-    p.add_argument("--quality-steps", type=int, default=3000)
-    p.add_argument("--quality-methods", default="pt,dept,lora,full")
+    p.add_argument("--quality-steps", type=int, default=3000, help="training steps per method (default: 3000)")
+    p.add_argument("--quality-methods", default=",".join(QUALITY_METHODS), help="methods to train (default: all)")
     p.set_defaults(func=cmd_bench)
 
 
 def _add_train_parser(sub) -> None:
     """``dept-vl train``: one option per TrainConfig field (litgpt style), plus recipe / model / method."""
-    import typing
-
-    from .train_config import TrainConfig
-
     p = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
     p.add_argument("--config", help="recipe YAML (model: + train:), e.g. configs/vqa_t5-base_clip.yaml")
-    p.add_argument("--model", help="named model config (dept_vl/model_configs) or a JSON/YAML file")
-    p.add_argument("--method", choices=["dept", "pt", "lora", "full"], help="what to train (default: dept)")
+    p.add_argument("--model", help="named model config (dept_vl/models/configs) or a JSON/YAML file")
+    p.add_argument("--method", choices=list_methods(), help="what to train (default: dept)")
     p.add_argument("--set", action="append", metavar="model.KEY=VALUE", help="override a model setting")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
-    hints = typing.get_type_hints(TrainConfig)
-    for field in dataclasses.fields(TrainConfig):
-        flag = f"--{field.name.replace('_', '-')}"
-        kind = next((t for t in (bool, int, float) if t is hints[field.name] or t in typing.get_args(hints[field.name])), str)
-        if kind is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"(default: {field.default})")
-        else:
-            p.add_argument(flag, type=kind, default=None, help=f"(default: {field.default})")
+    add_config_flags(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 
 

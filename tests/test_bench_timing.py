@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from dept_vl.bench_timing import PeakMemory, TrainStep, median_time, paired_ratio
+from dept_vl.bench.timing import PeakMemory, TrainStep, median_time, paired_ratio
 
 
 class Steps:
@@ -62,7 +62,7 @@ def test_peak_memory_sees_a_temporary_allocation():
 def test_steady_rss_returns_freed_blocks_to_the_system():
     import platform
 
-    from dept_vl.bench_timing import _rss, steady_rss
+    from dept_vl.bench.timing import _rss, steady_rss
 
     assert steady_rss() == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
     before = _rss()

@@ -129,7 +129,7 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     assert proc.returncode == 130
     last = err.strip().splitlines()[-1]
     assert "SIGTERM at step" in last and "--resume" in last and "Traceback" not in err
-    from dept_vl.train_state import latest_checkpoint, load_state
+    from dept_vl.training.state import latest_checkpoint, load_state
 
     step = load_state(latest_checkpoint(run_dir / "checkpoints"))["step"]
     assert step >= 1

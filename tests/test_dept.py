@@ -114,12 +114,12 @@ def test_gradients_reach_p_a_b_only():
     assert frozen.weight.grad is None
 
 
-def test_prompt_init_from_text_repeats_tokens(t5_tokenizer):
-    emb = nn.Embedding(len(t5_tokenizer), 8)
+def test_prompt_init_from_text_repeats_tokens(word_tokenizer):
+    emb = nn.Embedding(len(word_tokenizer), 8)
     dept = DePT(DePTConfig(prompt_length=7, r=2, max_length=8, prompt_init="text", prompt_init_text="yes or no"),
                 hidden_size=8)
-    dept.initialize_prompt(t5_tokenizer, emb)
-    ids = t5_tokenizer("yes or no")["input_ids"]  # includes </s>, as in the official code
+    dept.initialize_prompt(word_tokenizer, emb)
+    ids = word_tokenizer("yes or no")["input_ids"]  # includes </s>, as in the official code
     expected_ids = (ids * 7)[:7]
     torch.testing.assert_close(dept.prompt_embeddings.data, emb.weight[expected_ids].detach())
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from dept_vl.errors import CheckpointError, InputError
-from dept_vl.feature_cache import FeatureCache, cached_features, default_cache_dir, encoder_signature
-from dept_vl.vision import build_vision_encoder
+from dept_vl.data.feature_cache import FeatureCache, cached_features, default_cache_dir, encoder_signature
+from dept_vl.models import build_vision_encoder
 
 from conftest import write_image
 

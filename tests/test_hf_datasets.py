@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from dept_vl.errors import ConfigError, InputError
-from dept_vl.tasks.hf_datasets import DatasetImages, is_hf_source, open_hf_split, require_columns
+from dept_vl.data.tasks.hf_datasets import DatasetImages, is_hf_source, open_hf_split, require_columns
 
 
 def image_table(ids, sizes):

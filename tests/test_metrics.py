@@ -2,7 +2,7 @@
 
 import pytest
 
-from dept_vl.metrics import caption_metrics, exact_match, grouped_mean, normalize_answer, tokenize_caption, vqa_accuracy
+from dept_vl.data.metrics import caption_metrics, exact_match, grouped_mean, normalize_answer, tokenize_caption, vqa_accuracy
 
 
 @pytest.mark.parametrize("prediction, answers, expected", [

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from dept_vl.errors import ConfigError, InputError
-from dept_vl.tasks import get_task, list_tasks
+from dept_vl.data.tasks import get_task, list_tasks
 
 from conftest import gqa_hf_rows
 
@@ -196,7 +196,7 @@ def test_gqa_from_the_hub_layout_joins_questions_and_images(monkeypatch):
 
 
 def test_task_data_images_for_and_check_images():
-    from dept_vl.tasks.base import Example, TaskData
+    from dept_vl.data.tasks.base import Example, TaskData
 
     examples = [Example("1", ("a",), "q", ["x"]), Example("2", ("b", "a"), "q", ["y"])]
     data = TaskData("t", "s", examples, {"a": "/no/such/a.jpg", "b": "/no/such/b.jpg", "c": "/no/c.jpg"})

@@ -12,14 +12,28 @@ def test_seq2seq_backbone_from_path(tiny_t5_dir):
     assert not text.model.training
 
 
-def test_real_t5_tokenizer(tiny_t5_dir):
-    text = TextBackbone.from_pretrained(tiny_t5_dir)
-    assert len(text.tokenizer) == 32100
+def check_tokenize(text: TextBackbone) -> None:
     batch = text.tokenize(["vqa: what is the color of the cat?", "hi"], max_length=8)
     assert batch["input_ids"].shape == (2, 8)
     assert batch["input_ids"][0, -1].item() == 1  # truncated, still ends with </s>
     assert batch["attention_mask"][1].tolist() == [1, 1, 0, 0, 0, 0, 0, 0]  # "hi" -> [hi, </s>] + pads
     assert text.decode(text.tokenizer(["a red circle"], return_tensors="pt")["input_ids"]) == ["a red circle"]
+
+
+def test_tokenize_truncates_keeps_eos_and_pads(tiny_t5_dir):
+    text = TextBackbone.from_pretrained(tiny_t5_dir)  # the T5-style tokenizer the tests build
+    assert len(text.tokenizer) == 32100
+    check_tokenize(text)
+
+
+def test_real_t5_tokenizer(tiny_t5_dir, real_t5_tokenizer, tmp_path):
+    from transformers import AutoModelForSeq2SeqLM
+
+    AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir).save_pretrained(tmp_path)
+    real_t5_tokenizer.save_pretrained(tmp_path)
+    text = TextBackbone.from_pretrained(str(tmp_path))
+    assert len(text.tokenizer) == 32100
+    check_tokenize(text)
 
 
 def test_causal_backbone_gets_a_pad_token_and_eos_targets(tiny_llama_dir):

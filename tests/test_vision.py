@@ -3,8 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dept_vl import ConfigError, InputError, build_vision_encoder, register_vision_encoder
-from dept_vl.vision import VisionEncoder, load_image, to_rgb
+from dept_vl import ConfigError, build_vision_encoder, register_vision_encoder
+from dept_vl.models.vision import VisionEncoder
 
 
 @pytest.fixture(scope="module")
@@ -80,26 +80,3 @@ def test_unknown_encoder_and_bad_pooling():
         build_vision_encoder("resnet9000")
     with pytest.raises(ConfigError, match="square number"):
         build_vision_encoder("efficientnet-lite0", pool_tokens=5, pretrained=False)
-
-
-@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "1"])
-def test_any_image_mode_becomes_rgb(mode):
-    base = Image.fromarray(np.random.default_rng(0).integers(0, 255, (10, 12, 3), dtype=np.uint8))
-    img = base.convert(mode) if mode not in ("I;16", "I") else Image.fromarray(
-        np.random.default_rng(0).integers(0, 60000, (10, 12)).astype(np.uint16 if mode == "I;16" else np.int32))
-    out = to_rgb(img)
-    assert out.mode == "RGB" and out.size == (12, 10)
-
-
-def test_load_image_errors(tmp_path):
-    with pytest.raises(InputError, match="image not found"):
-        load_image(tmp_path / "missing.jpg")
-    with pytest.raises(InputError, match="is a directory"):
-        load_image(tmp_path)
-    bad = tmp_path / "bad.jpg"
-    bad.write_bytes(b"not an image at all")
-    with pytest.raises(InputError, match="cannot read image"):
-        load_image(bad)
-    good = tmp_path / "good.png"
-    Image.new("RGBA", (4, 4), (255, 0, 0, 0)).save(good)
-    assert load_image(good).getpixel((0, 0)) == (255, 255, 255)  # transparent -> white

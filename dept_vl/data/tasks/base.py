@@ -1,0 +1,164 @@
+"""What every task shares: the Example record, the Task interface, the registry, and lazy image mappings."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..._registry import Registry
+from ...errors import ConfigError, InputError
+
+
+@dataclass
+class Example:
+    """One training / evaluation example.
+
+    ``image_ids`` name images in ``TaskData.images`` (two for NLVR2); ``source`` is the model input text with the
+    task prefix; ``targets`` are all reference outputs (ten human answers for VQAv2, five captions for COCO).
+    """
+
+    id: str
+    image_ids: tuple[str, ...]
+    source: str
+    targets: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskData:
+    """A loaded split: its examples and where each image lives (a path, or a PIL image from ``datasets``, which
+    a ``DatasetImages`` mapping decodes only when it is read)."""
+
+    task: str
+    split: str
+    examples: list[Example]
+    images: Mapping[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def images_for(self, examples: Sequence[Example] | None = None) -> Mapping[str, Any]:
+        """The images that ``examples`` (default: all) refer to, id -> path or image, read only when asked for."""
+        examples = self.examples if examples is None else examples
+        return ImageView(self.images, (i for ex in examples for i in ex.image_ids))
+
+    def check_images(self) -> None:
+        """Every example's images are known and their files exist (InputError naming the first that is not)."""
+        paths = isinstance(self.images, dict)  # other mappings hold images from ``datasets``, never paths
+        seen = set()
+        for ex in self.examples:
+            for image_id in ex.image_ids:
+                if image_id in seen:
+                    continue
+                seen.add(image_id)
+                if image_id not in self.images or (paths and self.images[image_id] is None):
+                    raise InputError(f"{self.task} {self.split}: example {ex.id} refers to image {image_id!r}, "
+                                     "which has no image file")
+                image = self.images[image_id] if paths else None
+                if isinstance(image, (str, Path)) and not os.path.isfile(image):
+                    raise InputError(f"{self.task} {self.split}: example {ex.id}: image file {image} does not exist")
+
+
+class KeyedImages(Mapping):
+    """A mapping of image ids whose keys live in ``self.index`` (id -> where to find the image); subclasses read
+    an image only in ``__getitem__``, so building one reads nothing."""
+
+    index: dict[str, Any]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.index
+
+    def __iter__(self):
+        return iter(self.index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+class ImageView(KeyedImages):
+    """``images`` restricted to ``keys``, in their order; nothing is read until an image is asked for."""
+
+    def __init__(self, images: Mapping[str, Any], keys: Iterable[str]):
+        self.images, self.index = images, dict.fromkeys(keys)
+
+    def __getitem__(self, key: str):
+        if key not in self.index:
+            raise KeyError(key)
+        return self.images[key]
+
+
+class Task:
+    """A vision-language task: reads its data, picks training targets, and computes its metric.
+
+    Subclasses set ``name``, ``prefix`` (prepended to every source text), ``num_images`` and ``splits``, and
+    implement ``load`` and ``score``.
+    """
+
+    name: str = ""
+    prefix: str = ""
+    num_images: int = 1
+    splits: tuple[str, ...] = ()
+    metric: str = "accuracy"  # the number "best checkpoint" selection looks at
+    default_splits: tuple[str, str | None, str] = ("train", "val", "test")  # train, validation, test
+    default_model: str = "t5-base_clip-vit-b32"  # the named model config `dept-vl train` uses by default
+    skip_bad_lines: bool = False  # JSONL readers skip (and count) malformed lines instead of stopping
+
+    def load(self, split: str, data_dir: str | Path | None = None) -> TaskData:
+        raise NotImplementedError
+
+    def training_target(self, example: Example, rng: random.Random) -> str:
+        """The target text one training step sees (default: the first reference)."""
+        return example.targets[0]
+
+    def score(self, predictions: dict[str, str], examples: Sequence[Example]) -> dict[str, float]:
+        """The task metric(s) of ``predictions`` (example id -> text) over ``examples``."""
+        raise NotImplementedError
+
+    def source(self, text: str) -> str:
+        return f"{self.prefix}{text.strip()}"
+
+    def check_split(self, split: str) -> str:
+        if split not in self.splits:
+            raise ConfigError(f"task {self.name!r} has no split {split!r}; choose from {', '.join(self.splits)}")
+        return split
+
+    def data_dir(self, data_dir: str | Path | None) -> Path:
+        if data_dir is None:
+            raise ConfigError(f"task {self.name!r} needs --data-dir (see data_scripts/README.md for the layout)")
+        path = Path(data_dir).expanduser()
+        if not path.is_dir():
+            raise InputError(f"data directory {path} does not exist")
+        return path
+
+
+_TASKS: Registry[type[Task]] = Registry("task")
+
+
+def register_task(cls):
+    """Class decorator: make a Task subclass available by its ``name``."""
+    return _TASKS.add(cls.name, cls)
+
+
+def list_tasks() -> list[str]:
+    return sorted(_TASKS.names())
+
+
+def get_task(name: str) -> Task:
+    return _TASKS.get(name)()
+
+
+def require(record: dict, key: str, where: str) -> Any:
+    """``record[key]``, or an InputError naming the record and the missing field."""
+    if key not in record:
+        raise InputError(f"{where}: record has no field {key!r}")
+    return record[key]
+
+
+def check_not_empty(data: TaskData) -> TaskData:
+    if not data.examples:
+        raise InputError(f"{data.task} split {data.split!r} has no examples")
+    return data

@@ -1,0 +1,70 @@
+"""COCO captions on the Karpathy split; BLEU-4 and CIDEr-D as pycocoevalcap computes them.
+
+Layout (``data_scripts/prepare_coco.py`` builds it)::
+
+    DATA/dataset_coco.json      Karpathy's split file: images[{filepath, filename, cocoid, split, sentences}]
+    DATA/images/{train2014,val2014}/COCO_<subtype>_<12-digit id>.jpg
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Sequence
+
+from ...io import read_data_json
+from ..metrics import caption_metrics
+from .base import Example, Task, TaskData, check_not_empty, register_task, require
+from .hf_datasets import DatasetImages, is_hf_source, open_hf_split, require_columns
+
+KARPATHY_SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
+
+
+@register_task
+class COCOCaption(Task):
+    name = "caption"
+    prefix = "caption:"
+    splits = tuple(KARPATHY_SPLITS)
+    metric = "CIDEr"
+
+    def source(self, text: str = "") -> str:
+        return self.prefix if not text.strip() else f"{self.prefix} {text.strip()}"
+
+    def load(self, split: str, data_dir: str | Path | None = None) -> TaskData:
+        if is_hf_source(data_dir):
+            return self._load_hf(split, str(data_dir))
+        self.check_split(split)
+        root = self.data_dir(data_dir)
+        path = root / "dataset_coco.json"
+        records = require(read_data_json(path), "images", str(path))
+        return self._examples(split, records, str(path), root=root)
+
+    def _examples(self, split: str, records, where: str, root: Path | None = None, images=None) -> TaskData:
+        """Examples of ``split`` from Karpathy-style records; images are files under ``root`` or ``images``."""
+        examples, paths = [], {}
+        for i, record in enumerate(records):
+            if require(record, "split", f"{where}, image {i}") not in KARPATHY_SPLITS[split]:
+                continue
+            filename = str(require(record, "filename", f"{where}, image {i}"))
+            key = Path(filename).stem
+            if root is not None:
+                paths[key] = str(root / "images" / str(record.get("filepath", "")) / filename)
+            captions = [s["raw"] if isinstance(s, dict) else str(s) for s in require(record, "sentences", where)]
+            examples.append(Example(str(record.get("cocoid", key)), (key,), self.source(), captions))
+        return check_not_empty(TaskData(self.name, split, examples, paths if images is None else images))
+
+    def _load_hf(self, split: str, source: str) -> TaskData:
+        """yerevann/coco-karpathy-style rows (filepath, filename, sentences, split, cocoid) with an ``image``;
+        images decoded only when read."""
+        rows = open_hf_split(source, split)
+        require_columns(rows, ("filename", "sentences", "image"), f"{source} split {split!r}")
+        images = DatasetImages(rows, (Path(f).stem for f in rows["filename"]))
+        records = (dict(r, split=KARPATHY_SPLITS[split][0]) for r in rows.remove_columns("image"))
+        return self._examples(split, records, source, images=images)
+
+    def training_target(self, example: Example, rng: random.Random) -> str:
+        return rng.choice(example.targets)
+
+    def score(self, predictions: dict[str, str], examples: Sequence[Example]) -> dict[str, float]:
+        return caption_metrics({ex.id: predictions.get(ex.id, "") for ex in examples},
+                               {ex.id: ex.targets for ex in examples})

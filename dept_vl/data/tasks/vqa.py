@@ -1,0 +1,94 @@
+"""VQAv2 on the Karpathy split (as VL-T5 / VL-Adapter) or the official splits; the official VQA accuracy.
+
+Layout (``data_scripts/prepare_vqav2.py`` builds it)::
+
+    DATA/v2_OpenEnded_mscoco_{train2014,val2014}_questions.json
+    DATA/v2_mscoco_{train2014,val2014}_annotations.json
+    DATA/karpathy_split.json            {"train": [coco image ids], "val": [...], "test": [...]}
+    DATA/images/{train2014,val2014}/COCO_<subtype>_<12-digit id>.jpg
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Sequence
+
+from ...errors import InputError
+from ...io import read_data_json
+from ..metrics import grouped_mean, vqa_accuracy
+from .base import Example, Task, TaskData, check_not_empty, register_task, require
+from .hf_datasets import DatasetImages, is_hf_source, open_hf_split, require_columns
+
+SUBTYPES = ("train2014", "val2014")
+
+
+def coco_image_key(subtype: str, image_id: int) -> str:
+    """The COCO file stem, e.g. ``COCO_val2014_000000391895``: VQAv2's image key. COCO captions key an image by the
+    stem of its Karpathy file name, which is the same string, so the two tasks share cached features."""
+    return f"COCO_{subtype}_{int(image_id):012d}"
+
+
+@register_task
+class VQAv2(Task):
+    name = "vqa"
+    prefix = "vqa: "
+    splits = ("train", "val", "test", "train2014", "val2014")
+    target_sampling = "frequency"  # or "most_common": always the annotators' most frequent answer
+
+    def load(self, split: str, data_dir: str | Path | None = None) -> TaskData:
+        if is_hf_source(data_dir):
+            return self._load_hf(split, str(data_dir))
+        self.check_split(split)
+        root = self.data_dir(data_dir)
+        if split in SUBTYPES:
+            subtypes, keep = (split,), None
+        else:
+            karpathy = read_data_json(root / "karpathy_split.json")
+            keep = {int(i) for i in require(karpathy, split, str(root / "karpathy_split.json"))}
+            subtypes = SUBTYPES
+        examples, images = [], {}
+        for subtype in subtypes:
+            q_path = root / f"v2_OpenEnded_mscoco_{subtype}_questions.json"
+            a_path = root / f"v2_mscoco_{subtype}_annotations.json"
+            questions = require(read_data_json(q_path), "questions", str(q_path))
+            annotations = {a["question_id"]: a for a in require(read_data_json(a_path), "annotations", str(a_path))}
+            for q in questions:
+                where = f"{q_path}, question {q.get('question_id', '?')}"
+                image_id = require(q, "image_id", where)
+                if keep is not None and int(image_id) not in keep:
+                    continue
+                qid = require(q, "question_id", where)
+                if qid not in annotations:
+                    raise InputError(f"{a_path}: no annotation for question {qid}")
+                ann = annotations[qid]
+                key = coco_image_key(subtype, image_id)
+                images[key] = str(root / "images" / subtype / f"{key}.jpg")
+                examples.append(self._example(str(qid), key, require(q, "question", where), ann, str(a_path)))
+        return check_not_empty(TaskData(self.name, split, examples, images))
+
+    def _example(self, qid: str, image_key: str, question: str, ann: dict, where: str) -> Example:
+        answers = [require(a, "answer", f"{where}, question {qid}") for a in require(ann, "answers", where)]
+        return Example(qid, (image_key,), self.source(question), answers,
+                       meta={"answer_type": ann.get("answer_type"), "question_type": ann.get("question_type"),
+                             "answer": ann.get("multiple_choice_answer", answers[0] if answers else "")})
+
+    def _load_hf(self, split: str, source: str) -> TaskData:
+        """HuggingFaceM4/VQAv2-style rows: question, question_id, image_id, answers[{answer}], answer_type, image;
+        images decoded only when read."""
+        rows = open_hf_split(source, split)
+        require_columns(rows, ("question_id", "image_id", "question", "answers", "image"), f"{source} split {split!r}")
+        images = DatasetImages(rows, (f"coco_{i}" for i in rows["image_id"]))
+        examples = [self._example(str(row["question_id"]), f"coco_{row['image_id']}", row["question"], row, source)
+                    for row in rows.remove_columns("image")]
+        return check_not_empty(TaskData(self.name, split, examples, images))
+
+    def training_target(self, example: Example, rng: random.Random) -> str:
+        if self.target_sampling == "most_common" or not example.targets:
+            return example.meta["answer"]
+        return rng.choice(example.targets)  # uniform over the ten answers = sampling by frequency
+
+    def score(self, predictions: dict[str, str], examples: Sequence[Example]) -> dict[str, float]:
+        scores = [vqa_accuracy(predictions.get(ex.id, ""), ex.targets) for ex in examples]
+        return grouped_mean(scores, [ex.meta.get("answer_type") for ex in examples])
+

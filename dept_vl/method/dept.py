@@ -1,0 +1,170 @@
+"""The DePT module: a soft prompt P plus a position-wise low-rank update A @ B of the input embeddings.
+
+This is the only place in dept-vl where ``scaling * (A @ B)`` is computed.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, InputError
+from ..io import load_state_checked
+from .checkpoint import read_adapter, save_adapter
+from .config import DePTConfig
+
+
+class DePT(nn.Module):
+    """Decomposed Prompt Tuning on any ``(batch, length, dim)`` input embeddings.
+
+    ``forward(X, mask)`` returns ``[P ; X + scaling * (A @ B)[:n]]`` and the mask extended by ones for P.
+    Inputs are never padded to ``max_length``: A is sliced to the real length ``n``.
+
+    Parameters (trainable): ``prompt_embeddings`` (l x d), ``lora_embedding_A`` (s x r),
+    ``lora_embedding_B`` (r x d). With ``r = 0`` it is plain prompt tuning and A, B are absent.
+    """
+
+    def __init__(self, config: DePTConfig, hidden_size: int | None = None):
+        super().__init__()
+        d = hidden_size or config.hidden_size
+        if d is None:
+            raise ConfigError("DePT needs hidden_size (argument or DePTConfig.hidden_size)")
+        if config.hidden_size is not None and hidden_size is not None and config.hidden_size != hidden_size:
+            raise ConfigError(f"DePTConfig.hidden_size={config.hidden_size} but hidden_size={hidden_size} was passed")
+        config = DePTConfig.from_dict({**config.to_dict(), "hidden_size": int(d)})
+        self.config = config
+        self.prompt_embeddings = nn.Parameter(torch.empty(config.prompt_length, d))
+        if config.r > 0:
+            self.lora_embedding_A = nn.Parameter(torch.empty(config.max_length, config.r))
+            self.lora_embedding_B = nn.Parameter(torch.empty(config.r, d))
+        else:
+            self.register_parameter("lora_embedding_A", None)
+            self.register_parameter("lora_embedding_B", None)
+        self._warned_truncation = False
+        self.reset_parameters()
+
+    @property
+    def hidden_size(self) -> int:
+        return self.prompt_embeddings.shape[1]
+
+    @property
+    def scaling(self) -> float:
+        return self.config.scaling
+
+    def reset_parameters(self) -> None:
+        """P ~ N(0, prompt_init_std); A Kaiming-uniform (a = sqrt 5); B zeros, so A @ B = 0 at step 0."""
+        nn.init.normal_(self.prompt_embeddings, std=self.config.prompt_init_std)
+        if self.lora_embedding_A is not None:
+            nn.init.kaiming_uniform_(self.lora_embedding_A, a=math.sqrt(5))
+            nn.init.zeros_(self.lora_embedding_B)
+
+    # ---- prompt initialisation from the backbone's vocabulary -------------------------------------
+    @torch.no_grad()
+    def init_prompt_from_text(self, text: str, tokenizer, embeddings: nn.Module) -> None:
+        """Initialise P from the token embeddings of ``text``, repeated / trimmed to l (as the official code)."""
+        ids = tokenizer(text)["input_ids"]
+        if not ids:
+            raise ConfigError(f"prompt_init_text {text!r} tokenises to nothing")
+        ids = (ids * math.ceil(self.config.prompt_length / len(ids)))[: self.config.prompt_length]
+        self._copy_embeddings(ids, embeddings)
+
+    @torch.no_grad()
+    def init_prompt_from_vocab(self, embeddings: nn.Module, generator: torch.Generator | None = None) -> None:
+        """Initialise P from the embeddings of l token ids sampled from the first ``prompt_init_vocab_top_k``."""
+        vocab = embeddings.weight.shape[0]
+        top_k = min(self.config.prompt_init_vocab_top_k, vocab)
+        ids = torch.randint(0, top_k, (self.config.prompt_length,), generator=generator).tolist()
+        self._copy_embeddings(ids, embeddings)
+
+    def _copy_embeddings(self, ids: list[int], embeddings: nn.Module) -> None:
+        weight = embeddings(torch.tensor(ids, device=embeddings.weight.device))
+        if weight.shape[-1] != self.hidden_size:
+            raise ConfigError(f"embedding width {weight.shape[-1]} does not match DePT hidden_size {self.hidden_size}")
+        self.prompt_embeddings.copy_(weight.to(self.prompt_embeddings))
+
+    def initialize_prompt(self, tokenizer=None, embeddings: nn.Module | None = None) -> None:
+        """Apply ``config.prompt_init`` ("random" needs nothing; "text" and "vocab" need the backbone)."""
+        if self.config.prompt_init == "random":
+            return
+        if embeddings is None or (self.config.prompt_init == "text" and tokenizer is None):
+            raise ConfigError(f"prompt_init={self.config.prompt_init!r} needs the backbone's tokenizer and embeddings")
+        if self.config.prompt_init == "text":
+            self.init_prompt_from_text(self.config.prompt_init_text, tokenizer, embeddings)
+        else:
+            self.init_prompt_from_vocab(embeddings)
+
+    # ---- the method ---------------------------------------------------------------------------
+    def low_rank_update(self, length: int, position_ids: torch.Tensor | None = None) -> torch.Tensor | None:
+        """``scaling * (A @ B)`` for positions ``0..length-1`` (shape (length, d)), or for the given
+        ``position_ids`` (shape (batch, length, d)). None when r = 0."""
+        if self.lora_embedding_A is None:
+            return None
+        if position_ids is None:
+            return (self.lora_embedding_A[:length] @ self.lora_embedding_B) * self.scaling
+        rows = self.lora_embedding_A[position_ids.clamp(0, self.config.max_length - 1)]
+        return (rows @ self.lora_embedding_B) * self.scaling
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``([P ; X + scaling * (A @ B)[:n]], [1...1 ; mask])``.
+
+        ``position_ids`` (batch, n): the index into A of each token. Leave it None for right-padded or
+        unpadded input (row i of A is position i). For left-padded batches pass the real positions,
+        e.g. ``position_ids_from_mask(mask)``, so A is applied by each sequence's real positions.
+        """
+        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.hidden_size:
+            raise InputError(
+                f"DePT expects inputs_embeds of shape (batch, length, {self.hidden_size}), got {tuple(inputs_embeds.shape)}"
+            )
+        batch, n, _ = inputs_embeds.shape
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, n, dtype=torch.long, device=inputs_embeds.device)
+        if n > self.config.max_length:
+            if not self.config.truncate:
+                raise InputError(
+                    f"input length {n} exceeds DePT max_length {self.config.max_length} "
+                    "(raise max_length, shorten the input, or set truncate=True)"
+                )
+            if not self._warned_truncation:
+                warnings.warn(f"truncating inputs of length {n} to DePT max_length {self.config.max_length}")
+                self._warned_truncation = True
+            n = self.config.max_length
+            inputs_embeds, attention_mask = inputs_embeds[:, :n], attention_mask[:, :n]
+            position_ids = None if position_ids is None else position_ids[:, :n]
+        update = self.low_rank_update(n, position_ids)
+        if update is not None:
+            inputs_embeds = inputs_embeds + update.to(inputs_embeds.dtype)
+        prompt = self.prompt_embeddings.to(inputs_embeds.dtype).unsqueeze(0).expand(batch, -1, -1)
+        prompt_mask = attention_mask.new_ones(batch, self.config.prompt_length)
+        return torch.cat([prompt, inputs_embeds], dim=1), torch.cat([prompt_mask, attention_mask], dim=1)
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``adapter_config.json`` + ``adapter_model.safetensors`` (atomically)."""
+        save_adapter(directory, self.config, self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, hidden_size: int | None = None) -> "DePT":
+        """Load a dept-vl DePT checkpoint, or an official ZhengxiangShi/DePT one (``PROMPT_TUNING_LORA``).
+        ``hidden_size``: the width of the model it is meant for (a checkpoint of another width is refused)."""
+        config, state = read_adapter(directory, hidden_size=hidden_size)
+        dept = cls(config)
+        load_state_checked(dept, state, str(directory))
+        return dept
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"prompt_length={c.prompt_length}, r={c.r}, max_length={c.max_length}, d={self.hidden_size}, scaling={c.scaling:.4g}"
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Real position of each token: 0 at the first non-pad token of each row (handles left padding)."""
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)

@@ -1,0 +1,195 @@
+"""The vision-language model: frozen vision encoder -> trainable projection -> [visual ; text] -> DePT
+-> frozen text backbone.
+
+``VisionLanguageModel.encoder_inputs`` is the ONE place where the input sequence is assembled;
+``forward`` (loss) and ``generate`` (text) both go through it.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .._version import __version__
+from ..errors import CheckpointError, ConfigError, InputError
+from ..io import load_state_checked, read_json, read_safetensors, write_json, write_safetensors
+from ..method import position_ids_from_mask
+from ..method.checkpoint import ADAPTER_WEIGHTS
+from .config import FEATURES, ModelConfig
+from .methods import get_method
+from .projection import VisualProjection
+from .text import TextBackbone
+from .vision import VisionEncoder, build_vision_encoder
+
+MODEL_CONFIG_FILE = "dept_vl_config.json"
+
+
+class VisionLanguageModel(nn.Module):
+    """DePT on a frozen vision-language model. Trainable: ``dept`` (P, A, B) and ``projection``
+    (``config.method`` picks prompt tuning, LoRA or full fine-tuning instead; see ``models/methods.py``).
+
+    Images arrive as ``pixel_values`` (B, 3, H, W) / (B, images, 3, H, W) or as precomputed
+    ``image_features`` (B, tokens, dim) / (B, images, tokens, dim); visual tokens come first so that
+    each row of A always addresses the same kind of position.
+    """
+
+    def __init__(self, config: ModelConfig, vision: VisionEncoder | None = None, text: TextBackbone | None = None):
+        super().__init__()
+        self.config = config = copy.deepcopy(config)
+        v = config.vision
+        if vision is None and v.encoder != FEATURES:
+            vision = build_vision_encoder(v.encoder, image_size=v.image_size, pool_tokens=v.pool_tokens,
+                                          pretrained=v.pretrained)
+        self.vision = vision
+        self.text = text or TextBackbone.from_config(config.text)
+        feature_dim = vision.out_dim if vision is not None else v.feature_dim
+        self.tokens_per_image = vision.num_tokens() if vision is not None else v.num_tokens
+        self.projection = VisualProjection(feature_dim, self.text.hidden_size, config.max_images)
+        self.dept = None  # the prompt methods (dept, pt) attach one; lora and full train the backbone instead
+        get_method(config.method).setup(self)
+        longest = self.tokens_per_image * config.max_images + config.text.max_length
+        if longest > config.dept.max_length and not config.dept.truncate:
+            raise ConfigError(
+                f"{config.max_images} image(s) x {self.tokens_per_image} visual tokens + {config.text.max_length} "
+                f"text tokens = {longest} exceeds dept.max_length {config.dept.max_length}; raise dept.max_length, "
+                "pool the visual tokens (vision.pool_tokens) or shorten text.max_length"
+            )
+
+    # ---- frozen parts stay frozen ------------------------------------------------------------------
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
+    # ---- inputs ----------------------------------------------------------------------------------
+    def visual_tokens(self, pixel_values=None, image_features=None) -> torch.Tensor:
+        """(B, images * tokens, d): frozen encoder (unless features are given), then the projection."""
+        if image_features is None:
+            if pixel_values is None:
+                raise InputError("give pixel_values or image_features")
+            if self.vision is None:
+                raise InputError("this model was built for precomputed image_features (vision.encoder='features')")
+            pixels = pixel_values if pixel_values.dim() == 5 else pixel_values.unsqueeze(1)
+            feats = self.vision(pixels.flatten(0, 1)).unflatten(0, pixels.shape[:2])
+        else:
+            feats = image_features if image_features.dim() == 4 else image_features.unsqueeze(1)
+            if feats.shape[-1] != self.projection.in_dim:
+                raise InputError(f"image_features have width {feats.shape[-1]}, the projection expects "
+                                 f"{self.projection.in_dim}")
+        return self.projection(feats.to(self.projection.linear.weight.device))
+
+    def encoder_inputs(self, input_ids, attention_mask, pixel_values=None, image_features=None):
+        """THE assembly: ``DePT([visual tokens ; text embeddings])``, returning (embeds, mask).
+
+        For decoder-only backbones the sequence is left-aligned (pads first) and DePT is applied by
+        each sequence's real positions, so row i of A always meets the i-th real token.
+        """
+        text = self.text.embed(input_ids)
+        visual = self.visual_tokens(pixel_values, image_features).to(text.dtype)
+        embeds = torch.cat([visual, text], dim=1)
+        mask = torch.cat([attention_mask.new_ones(visual.shape[:2]), attention_mask], dim=1)
+        position_ids = None
+        if self.text.kind == "causal":
+            embeds, mask = left_align(embeds, mask)
+            position_ids = position_ids_from_mask(mask)
+        if self.dept is None:  # lora / full
+            return embeds, mask
+        return self.dept(embeds, mask, position_ids=position_ids)
+
+    # ---- training and generation -----------------------------------------------------------------
+    def forward(self, input_ids, attention_mask, labels, pixel_values=None, image_features=None):
+        """Hugging Face output whose ``.loss`` is the mean cross-entropy on ``labels`` (-100 = pad)."""
+        embeds, mask = self.encoder_inputs(input_ids, attention_mask, pixel_values, image_features)
+        if self.text.kind == "seq2seq":
+            return self.text.loss(embeds, mask, labels)
+        target = labels != -100
+        embeds = torch.cat([embeds, self.text.embed(labels.clamp(min=0)).to(embeds.dtype)], dim=1)
+        mask = torch.cat([mask, target.to(mask.dtype)], dim=1)
+        full_labels = torch.cat([labels.new_full(mask[:, : -labels.shape[1]].shape, -100), labels], dim=1)
+        return self.text.loss(embeds, mask, full_labels, position_ids=position_ids_from_mask(mask))
+
+    @torch.no_grad()
+    def generate(self, input_ids, attention_mask, pixel_values=None, image_features=None,
+                 max_new_tokens: int | None = None, num_beams: int = 1) -> list[str]:
+        """Greedy (``num_beams=1``) or beam-search answers as text, with the KV cache."""
+        embeds, mask = self.encoder_inputs(input_ids, attention_mask, pixel_values, image_features)
+        ids = self.text.generate(embeds, mask, max_new_tokens=max_new_tokens or self.config.text.max_target_length,
+                                 num_beams=num_beams)
+        return self.text.decode(ids)
+
+    # ---- convenience: raw images and strings in -------------------------------------------------
+    def prepare(self, texts: Sequence[str], images=None, image_features=None, targets: Sequence[str] | None = None,
+                device=None):
+        """Tokenise ``texts`` (and ``targets``), preprocess ``images`` (PIL images or paths; a list per
+        example for several images) into the keyword arguments of ``forward`` / ``generate``, on ``device``
+        (default: the model's)."""
+        device = self.text.device if device is None else device
+        batch = self.text.tokenize(list(texts), self.config.text.max_length, device=device)
+        if images is not None:
+            if self.vision is None:
+                raise InputError("this model takes precomputed image_features, not images")
+            per_example = [list(im) if isinstance(im, (list, tuple)) else [im] for im in images]
+            if len({len(ims) for ims in per_example}) != 1:
+                raise InputError("every example needs the same number of images")
+            flat = self.vision.preprocess([im for ims in per_example for im in ims])
+            batch["pixel_values"] = flat.unflatten(0, (len(per_example), len(per_example[0]))).to(device)
+        elif image_features is not None:
+            batch["image_features"] = image_features.to(device)
+        else:
+            raise InputError("give images or image_features")
+        if targets is not None:
+            enc = self.text.tokenize(list(targets), self.config.text.max_target_length,
+                                     add_eos=self.text.kind == "causal", device=device)
+            batch["labels"] = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        return batch
+
+    def predict(self, texts: Sequence[str], images=None, image_features=None, num_beams: int = 1) -> list[str]:
+        """Answer ``texts`` about ``images``: ``model.predict(["what shape is this?"], [Image.open(p)])``."""
+        return self.generate(**self.prepare(texts, images, image_features), num_beams=num_beams)
+
+    # ---- checkpoints: trainable weights only -------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``adapter_model.safetensors`` (DePT + projection) then ``dept_vl_config.json``."""
+        directory = Path(directory)
+        write_safetensors(directory / ADAPTER_WEIGHTS, self.trainable_parameters())
+        write_json(directory / MODEL_CONFIG_FILE, {
+            "format": "dept-vl", "version": __version__, "model": self.config.to_dict(),
+            "hidden_size": self.text.hidden_size, "projection": self.projection.shape_dict(),
+            "tokens_per_image": self.tokens_per_image,
+        })
+
+    def load_trainable(self, directory: str | Path) -> None:
+        """Put the trainable weights saved in ``directory`` (``save_pretrained``, or a training checkpoint) into
+        this model, naming any weight that is missing or does not fit; the frozen parts stay as they are."""
+        directory = Path(directory)
+        load_state_checked(self, read_safetensors(directory / ADAPTER_WEIGHTS), str(directory),
+                           expected=set(self.trainable_parameters()))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, text: TextBackbone | None = None,
+                        vision: VisionEncoder | None = None, backbone: str | None = None) -> "VisionLanguageModel":
+        """Rebuild the model from the saved config (loading the named backbones, in the saved ``text.dtype``) and
+        restore the trainable weights. ``backbone`` / ``text`` / ``vision`` override the saved backbones."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise CheckpointError(f"checkpoint directory {directory} does not exist")
+        meta = read_json(directory / MODEL_CONFIG_FILE)
+        config = ModelConfig.from_dict(meta["model"])
+        if backbone:
+            config.text.backbone = backbone
+        text = text or TextBackbone.from_config(config.text)
+        if text.hidden_size != meta["hidden_size"]:
+            raise CheckpointError(f"checkpoint {directory} was trained for text width {meta['hidden_size']}, "
+                                  f"but backbone {text.name_or_path!r} has width {text.hidden_size}")
+        model = cls(config, vision=vision, text=text)
+        model.load_trainable(directory)
+        return model
+
+def left_align(embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move each row's padding to the front (right-padded -> left-padded), keeping token order."""
+    n = mask.shape[1]
+    shift = n - mask.long().sum(dim=1, keepdim=True)  # pads per row
+    index = (torch.arange(n, device=mask.device).unsqueeze(0) - shift) % n
+    return embeds.gather(1, index.unsqueeze(-1).expand_as(embeds)), mask.gather(1, index)

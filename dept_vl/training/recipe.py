@@ -1,0 +1,146 @@
+"""Training recipes: a ``model:`` section (ModelConfig) and a ``train:`` section (TrainConfig), as YAML.
+
+Precedence: TrainConfig defaults < the task's default model < the recipe file < command-line flags.
+``dept-vl train --task easyvqa`` with no file runs the built-in offline default. Every TrainConfig field is also a
+``dept-vl train`` flag, with the field's help text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .._dataclass import check_choice, check_int, check_number, from_dict, setting
+from ..errors import ConfigError
+from ..data.tasks import get_task
+from ..io import read_config, write_text
+from ..models import ModelConfig
+
+SCHEDULES = ("linear", "constant")
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    task: str = setting("easyvqa", "one task, or several joined by commas (multi-task, one task per batch)")
+    data_dir: Any = setting(None, "the task's data directory; for several tasks a mapping task -> directory")
+    train_split: str | None = setting(None, "training split (default: the task's own)")
+    eval_split: str | None = setting(None, "validation split for --eval-every and the best checkpoint")
+    test_split: str | None = setting(None, "split scored once at the end with the chosen weights")
+    output_dir: str = setting("runs/{task}-{method}", "where the run's files go ({task} and {method} are filled in)")
+    max_steps: int = setting(3000, "optimizer steps; 0 = use --epochs")
+    epochs: float = setting(0.0, "epochs to train when --max-steps is 0")
+    batch_size: int = setting(32, "examples per process per micro-step")
+    grad_accum: int = setting(1, "micro-steps per optimizer step")
+    prompt_lr: float = setting(0.3, "learning rate of DePT's prompt P")
+    lowrank_lr: float = setting(5e-3, "learning rate of DePT's A and B")
+    projection_lr: float = setting(1e-3, "learning rate of the visual projection")
+    lr: float = setting(1e-4, "learning rate of backbone weights under --method lora / full")
+    weight_decay: float = setting(0.0, "AdamW weight decay (never on the prompt, biases or norms)")
+    max_grad_norm: float = setting(1.0, "gradient clipping norm; 0 = no clipping")
+    warmup_steps: int = setting(0, "steps of linear warmup")
+    lr_schedule: str = setting("linear", "linear (warmup, then linear decay to 0) | constant (after warmup)")
+    mixed_precision: str = setting("no", "no | bf16 | fp16")
+    eval_every: int = setting(0, "optimizer steps between validations (0 = none); keeps the best checkpoint")
+    eval_examples: int = setting(0, "validate on the first N examples of the eval split (0 = all)")
+    test_examples: int = setting(0, "test on the first N examples of the test split (0 = all)")
+    eval_batch_size: int = setting(128, "examples per generation batch in validation and test")
+    save_every: int = setting(0, "optimizer steps between resumable checkpoints (0 = only at the end)")
+    keep_checkpoints: int = setting(2, "newest resumable checkpoints kept (the best one is kept besides)")
+    log_every: int = setting(20, "optimizer steps between loss logs")
+    seed: int = setting(0, "seed of the initialisation and of the data order")
+    k_shot: int = setting(0, "train on K examples per task (0 = all)")
+    num_beams: int = setting(1, "beams in validation and test generation (1 = greedy)")
+    cache_features: bool = setting(True, "read the frozen encoder's outputs from the feature cache")
+    cache_dir: str | None = setting(None, "the feature cache directory (default: $DEPT_VL_CACHE/features/<task>/...)")
+    tensorboard: bool = setting(True, "write TensorBoard logs to OUTPUT/logs")
+    skip_nan: bool = setting(False, "skip a step whose loss is NaN / inf instead of stopping")
+    skip_bad_lines: bool = setting(False, "skip malformed JSONL lines in the data (and count them)")
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_lr", "lowrank_lr", "projection_lr", "lr"):
+            check_number(f"train.{name}", getattr(self, name), above=0)
+        for name in ("epochs", "weight_decay", "max_grad_norm"):
+            check_number(f"train.{name}", getattr(self, name), minimum=0)
+        for name in ("batch_size", "grad_accum", "eval_batch_size", "keep_checkpoints", "log_every", "num_beams"):
+            check_int(f"train.{name}", getattr(self, name), 1)
+        for name in ("max_steps", "eval_every", "eval_examples", "test_examples", "save_every", "warmup_steps",
+                     "k_shot", "seed"):
+            check_int(f"train.{name}", getattr(self, name), 0)
+        if self.max_steps == 0 and not self.epochs > 0:
+            raise ConfigError("set train.max_steps or train.epochs")
+        check_choice("train.lr_schedule", self.lr_schedule, SCHEDULES)
+        check_choice("train.mixed_precision", self.mixed_precision, PRECISIONS)
+
+    @property
+    def tasks(self) -> list[str]:
+        return [t.strip() for t in self.task.split(",") if t.strip()]
+
+    def data_dir_for(self, task: str) -> str | None:
+        if isinstance(self.data_dir, dict):
+            return self.data_dir.get(task)
+        if self.data_dir is not None and len(self.tasks) > 1:
+            raise ConfigError("several tasks need train.data_dir as a mapping task -> directory")
+        return self.data_dir
+
+
+@dataclass
+class Recipe:
+    model: ModelConfig = setting(factory=ModelConfig, help="the model (ModelConfig)")
+    train: TrainConfig = setting(factory=TrainConfig, help="the training run (TrainConfig)")
+
+    def to_dict(self) -> dict:
+        return {"model": self.model.to_dict(), "train": dataclasses.asdict(self.train)}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> None:
+        write_text(path, self.to_yaml())
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Recipe":
+        """A saved recipe (``recipe.yaml`` of a run), every key checked."""
+        return from_dict(cls, read_yaml(path), "recipe")
+
+
+def read_yaml(path: str | Path) -> dict:
+    """The sections of a recipe file: a mapping with ``model:`` and ``train:`` only."""
+    data = read_config(path) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping with model: and train: sections")
+    unknown = sorted(set(data) - {"model", "train"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown section {unknown[0]!r} (a recipe has model: and train:)")
+    return data
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def resolve_recipe(config_file: str | Path | None = None, train_overrides: dict | None = None,
+                   model: str | None = None, model_overrides: dict | None = None) -> Recipe:
+    """Build the Recipe: defaults, then the task's default model, the file, ``model`` (a named model config or a
+    file), then the overrides (``train_overrides``: TrainConfig fields; ``model_overrides``: nested dict)."""
+    data = read_yaml(config_file) if config_file else {}
+    train_data = _merge(data.get("train") or {}, train_overrides or {})
+    train = from_dict(TrainConfig, train_data, "train")
+    if model:
+        model_data = (ModelConfig.from_file(model) if Path(model).suffix in (".json", ".yaml", ".yml")
+                      else ModelConfig.from_name(model)).to_dict()
+    elif "model" in data:
+        model_data = data["model"]
+    else:
+        tasks = [get_task(t) for t in train.tasks]
+        model_data = ModelConfig.from_name(tasks[0].default_model).to_dict()
+        if any(t.num_images > 1 for t in tasks):
+            model_data["max_images"] = max(t.num_images for t in tasks)
+    return Recipe(from_dict(ModelConfig, _merge(model_data, model_overrides or {}), "model"), train)

@@ -1,0 +1,182 @@
+"""A training run's session: everything ``fit`` needs, set up from a recipe.
+
+``setup`` loads the data, builds the model (and the random backbone of an offline run, and the feature caches),
+the optimizer and the schedule; ``restore`` puts back the latest checkpoint on --resume; ``begin`` writes the
+resolved recipe and starts the trackers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import ChainMap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..data.batches import BatchOrder, ImageInputs, TaskSplit, k_shot
+from ..data.feature_cache import open_feature_cache
+from ..data.tasks import get_task
+from ..errors import CheckpointError
+from ..method import param_groups
+from ..models import VisionLanguageModel, build_vision_encoder
+from ..models.config import FEATURES
+from ..models.random_t5 import materialize_random_backbone
+from .recipe import Recipe
+from .run_dir import RunDir
+from .state import latest_checkpoint, load_state, restore_rng
+
+
+@dataclass
+class Session:
+    """What one training run holds while it runs."""
+
+    recipe: Recipe
+    run: RunDir
+    accelerator: Any
+    splits: dict[str, list[TaskSplit | None]]
+    images: ImageInputs
+    raw: VisionLanguageModel  # the model itself
+    model: Any  # the model as accelerate prepared it (wrapped for DDP on several processes)
+    optimizer: Any
+    scheduler: Any
+    order: BatchOrder
+    total: int  # optimizer steps of the whole run
+    say: Callable[[str], None]
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+    best: dict | None = None
+    started: float = 0.0  # time.time() when setup began
+
+    @property
+    def cfg(self):
+        return self.recipe.train
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def params(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.raw.parameters() if p.requires_grad]
+
+
+def output_dir(recipe: Recipe) -> Path:
+    return Path(recipe.train.output_dir.format(task="+".join(recipe.train.tasks), method=recipe.model.method))
+
+
+# ---- setup --------------------------------------------------------------------------------------------------
+def setup(recipe: Recipe, log=print) -> Session:
+    """The accelerator, the data, the model (and its feature caches), the optimizer and the schedule."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    started, cfg, run = time.time(), recipe.train, RunDir(output_dir(recipe))
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, log_with="tensorboard" if cfg.tensorboard else None,
+                              project_dir=str(run.logs))
+    say = log if accelerator.is_main_process else (lambda *_: None)
+    set_seed(cfg.seed)
+    splits = load_splits(recipe, say)
+    raw = build_model(recipe, splits, run, accelerator)
+    images = build_images(recipe, splits, raw.vision, accelerator, say)
+    optimizer = torch.optim.AdamW(param_groups(raw, cfg.prompt_lr, cfg.lowrank_lr, cfg.weight_decay,
+                                               other_lr=cfg.projection_lr, backbone_lr=cfg.lr),
+                                  fused=accelerator.device.type == "cuda" or None)
+    order = BatchOrder([len(s.data) for s in splits["train"]], cfg.batch_size * accelerator.num_processes, cfg.seed,
+                       accelerator.process_index, accelerator.num_processes)
+    total = cfg.max_steps or math.ceil(cfg.epochs * order.steps_per_epoch / cfg.grad_accum)
+    scheduler = _schedule(cfg, optimizer, total)
+    model, optimizer = accelerator.prepare(raw, optimizer)
+    return Session(recipe, run, accelerator, splits, images, raw, model, optimizer, scheduler, order, total, say,
+                   started=started)
+
+
+def _schedule(cfg, optimizer, total: int):
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    if cfg.lr_schedule == "linear":
+        return get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, total)
+    return get_constant_schedule_with_warmup(optimizer, cfg.warmup_steps)
+
+
+def load_splits(recipe: Recipe, log) -> dict[str, list[TaskSplit | None]]:
+    """Train (k-shot when asked), validation and test splits of every task."""
+    cfg = recipe.train
+    out = {"train": [], "eval": [], "test": []}
+    for name in cfg.tasks:
+        task = get_task(name)
+        task.skip_bad_lines = cfg.skip_bad_lines
+        default = dict(zip(("train", "eval", "test"), task.default_splits))
+        for role, chosen in (("train", cfg.train_split), ("eval", cfg.eval_split), ("test", cfg.test_split)):
+            split = chosen or default[role]
+            if not split:  # e.g. easy-vqa has no validation split
+                out[role].append(None)
+                continue
+            data = task.load(split, cfg.data_dir_for(name))
+            if role == "train":
+                data = k_shot(data, cfg.k_shot, cfg.seed)
+            data.check_images()
+            out[role].append(TaskSplit(task, data))
+            log(f"{name} {role}: {split}, {len(data)} examples")
+    return out
+
+
+def build_model(recipe: Recipe, splits: dict, run: RunDir, accelerator) -> VisionLanguageModel:
+    """The model of the recipe (the random backbone of an offline run written first, by the main process), its
+    vision encoder on the accelerator's device. Built before the caches: a bad backbone fails fast."""
+    texts = [t for s in splits["train"] for ex in s.data.examples for t in (ex.source, *ex.targets)]
+    with accelerator.main_process_first():  # the main process writes the random backbone; the others read it
+        recipe.model = materialize_random_backbone(recipe.model, texts, run.backbone,
+                                                   write=accelerator.is_main_process)
+    v = recipe.model.vision
+    vision = None if v.encoder == FEATURES else build_vision_encoder(v.encoder, image_size=v.image_size,
+                                                                     pool_tokens=v.pool_tokens, pretrained=v.pretrained)
+    return VisionLanguageModel(recipe.model, vision=None if vision is None else vision.to(accelerator.device))
+
+
+def build_images(recipe: Recipe, splits: dict, vision, accelerator, log) -> ImageInputs:
+    """Per task, a feature cache holding every image of its splits (built by the main process), or raw images."""
+    cfg = recipe.train
+    caches = []
+    for t, name in enumerate(cfg.tasks):
+        if not cfg.cache_features or vision is None:
+            caches.append(None)
+            continue
+        views = []
+        for role, limit in (("train", 0), ("eval", cfg.eval_examples), ("test", cfg.test_examples)):
+            split = splits[role][t]
+            if split is not None:
+                views.append(split.data.images_for(split.data.examples[: limit or None]))
+        images = ChainMap(*views)
+        with accelerator.main_process_first():
+            cache = open_feature_cache(name, recipe.model.vision.encoder, vision, cfg.cache_dir)
+            if cache.missing(list(images)):
+                log(f"{name}: caching image features in {cache.root}")
+            cache.build(images, vision, progress=accelerator.is_main_process)
+        caches.append(cache)
+    return ImageInputs(caches)
+
+
+def restore(s: Session) -> None:
+    """--resume: weights, optimizer, scheduler, RNG, step, history and best score of the latest checkpoint."""
+    directory = latest_checkpoint(s.run.checkpoints)
+    if directory is None:
+        raise CheckpointError(f"--resume: no complete checkpoint in {s.run.checkpoints}")
+    state = load_state(directory)
+    s.raw.load_trainable(directory)
+    s.optimizer.load_state_dict(state["optimizer"])
+    s.scheduler.load_state_dict(state["scheduler"])
+    restore_rng(state["rng"])
+    s.step, s.history, s.best = state["step"], state["history"], state["best"]
+    s.say(f"resumed from {directory} at step {s.step}")
+
+
+def begin(s: Session) -> None:
+    """The resolved recipe into the run directory; TensorBoard on."""
+    if s.main:
+        s.run.root.mkdir(parents=True, exist_ok=True)
+        s.run.save_recipe(s.recipe)
+    if s.cfg.tensorboard:
+        s.accelerator.init_trackers("dept-vl")

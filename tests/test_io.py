@@ -1,0 +1,75 @@
+"""Atomic writes with the user's file mode, and readers whose errors name the file."""
+
+import json
+import os
+import stat
+
+import pytest
+import torch
+
+from dept_vl.errors import CheckpointError, ConfigError, InputError
+from dept_vl.io import (FILE_MODE, atomic_write, iter_jsonl, read_config, read_data_json, read_json,
+                        read_safetensors, write_dir_atomically, write_json, write_safetensors)
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "f.json"
+    write_json(target, {"v": 1})
+
+    def failing(tmp):
+        with open(tmp, "w") as fh:
+            fh.write("partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, failing)
+    assert json.loads(target.read_text()) == {"v": 1}
+    assert os.listdir(tmp_path) == ["f.json"]  # no temp file left behind
+
+
+def test_files_get_the_mode_open_would_give(tmp_path):
+    write_json(tmp_path / "a.json", {})
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == FILE_MODE
+
+
+def test_write_dir_atomically_replaces_a_whole_directory(tmp_path):
+    final = tmp_path / "model"
+    write_dir_atomically(final, lambda d: write_json(d / "v.json", {"v": 1}))
+    write_dir_atomically(final, lambda d: write_json(d / "w.json", {"w": 2}))
+    assert sorted(os.listdir(final)) == ["w.json"] and sorted(os.listdir(tmp_path)) == ["model"]
+    with pytest.raises(ZeroDivisionError):
+        write_dir_atomically(final, lambda d: (write_json(d / "x.json", {}), 1 / 0))
+    assert sorted(os.listdir(final)) == ["w.json"] and sorted(os.listdir(tmp_path)) == ["model"]
+
+
+def test_checkpoint_readers_name_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match="no c.json in"):
+        read_json(tmp_path / "c.json")
+    (tmp_path / "c.json").write_text("{")
+    with pytest.raises(CheckpointError, match="c.json is not valid JSON"):
+        read_json(tmp_path / "c.json")
+    write_safetensors(tmp_path / "w.safetensors", {"x": torch.arange(4.0)})
+    assert torch.equal(read_safetensors(tmp_path / "w.safetensors")["x"], torch.arange(4.0))
+    (tmp_path / "w.safetensors").write_bytes((tmp_path / "w.safetensors").read_bytes()[:20])
+    with pytest.raises(CheckpointError, match="w.safetensors is corrupt or truncated"):
+        read_safetensors(tmp_path / "w.safetensors")
+
+
+def test_config_and_data_readers(tmp_path):
+    with pytest.raises(ConfigError, match="recipe not found"):
+        read_config(tmp_path / "r.yaml", "recipe")
+    (tmp_path / "r.yaml").write_text("a: [1")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        read_config(tmp_path / "r.yaml")
+    (tmp_path / "d.json").write_text('{"a": ')
+    with pytest.raises(InputError, match=r"d.json: malformed JSON at line 1"):
+        read_data_json(tmp_path / "d.json")
+    (tmp_path / "d.jsonl").write_text('{"a": 1}\n\n[2]\n{"a": 3}\n')
+    with pytest.raises(InputError, match=r"d.jsonl, line 3: malformed JSON"):
+        list(iter_jsonl(tmp_path / "d.jsonl"))
+    said = []
+    assert list(iter_jsonl(tmp_path / "d.jsonl", skip_bad_lines=True, log=said.append)) == [(1, {"a": 1}),
+                                                                                             (4, {"a": 3})]
+    assert said == [f"{tmp_path / 'd.jsonl'}: skipped 1 malformed line(s)"]

@@ -1,0 +1,51 @@
+"""Recipes: every shipped YAML validates, precedence of defaults, file and flags, clear errors."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dept_vl.data.tasks import get_task
+from dept_vl.errors import ConfigError
+from dept_vl.training.recipe import Recipe, TrainConfig, resolve_recipe
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_yaml_recipes_validate(path):
+    data = yaml.safe_load(path.read_text())
+    assert set(data) == {"model", "train"}
+    recipe = resolve_recipe(path)  # every key known, every value valid
+    tasks = [get_task(t) for t in recipe.train.tasks]
+    assert recipe.model.max_images >= max(t.num_images for t in tasks)
+    assert recipe.model.dept.max_length >= recipe.model.text.max_length
+
+
+def test_paper_recipes_use_the_paper_setting():
+    for name in ("vqa", "gqa", "nlvr2", "caption", "multitask"):
+        model = resolve_recipe(CONFIGS / f"{name}_t5-base_clip.yaml").model
+        assert (model.text.backbone, model.vision.encoder) == ("t5-base", "openai/clip-vit-base-patch32")
+        assert (model.dept.prompt_length, model.dept.r, model.dept.num_parameters(768)) == (60, 30, 100 * 768)
+        # CLIP ViT-B/32 at 224 px: 49 patches + CLS = 50 visual tokens per image, plus the text
+        assert 50 * model.max_images + model.text.max_length <= model.dept.max_length
+
+
+def test_offline_recipe_file_is_the_builtin_default():
+    assert resolve_recipe(CONFIGS / "easyvqa_offline.yaml") == resolve_recipe(None, {"task": "easyvqa"})
+
+
+def test_recipe_precedence_and_errors(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("train:\n  max_steps: 7\n  batch_size: 4\nmodel:\n  dept: {prompt_length: 5, r: 1, max_length: 64}\n"
+                    "  text: {backbone: random}\n")
+    recipe = resolve_recipe(path, {"batch_size": 2}, model_overrides={"method": "pt"})
+    assert (recipe.train.max_steps, recipe.train.batch_size, recipe.model.method) == (7, 2, "pt")
+    assert recipe.model.dept.prompt_length == 5
+    default = resolve_recipe(None, {"task": "nlvr2"})
+    assert default.model.max_images == 2 and default.model.text.backbone == "t5-base"
+    path.write_text("train:\n  max_step: 7\n")
+    with pytest.raises(ConfigError, match=r"unknown key train.max_step \(did you mean 'max_steps'"):
+        resolve_recipe(path)
+    with pytest.raises(ConfigError, match="prompt_lr must be > 0"):
+        TrainConfig(prompt_lr=0)
