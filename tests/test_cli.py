@@ -21,6 +21,14 @@ def test_version_and_help():
     assert out.returncode == 0 and all(c in out.stdout for c in ("budget", "features", "train", "eval", "predict"))
 
 
+def test_flags_carry_the_help_of_their_config_fields():
+    train = run("train", "--help").stdout
+    assert "--prompt-lr PROMPT_LR" in train and "learning rate of DePT's prompt P (default: 0.3)" in " ".join(train.split())
+    assert "--no-cache-features" in train and "--method {pt,dept,lora,full}" in train
+    bench = " ".join(run("bench", "--help").stdout.split())
+    assert "--pad-to-max-length, --no-pad-to-max-length" in bench and "DePT's rank (default: 30)" in bench
+
+
 def test_budget_lists_paper_pairs(capsys):
     assert main(["budget", "--hidden-size", "768", "--max-length", "256", "--m", "100", "--step", "20"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
@@ -44,6 +52,22 @@ def test_features_command_builds_and_resumes_cache(tmp_path, vl_data, capsys):
     assert json.loads(capsys.readouterr().out)["computed"] == 0  # everything already cached
     out = run(*[a if a != "32" else "64" for a in args])  # same cache, other image size: refused
     assert out.returncode == 2 and "was made with" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_training_reads_the_cache_that_features_built(tmp_path, vl_data, capsys):
+    """``--cache-dir D`` names the same cache for ``features`` and ``train``: nothing is computed twice."""
+    cache = tmp_path / "cache"
+    assert main(["features", "--task", "gqa", "--data-dir", str(vl_data["gqa"]), "--image-size", "32",
+                 "--pool-tokens", "1", "--cache-dir", str(cache)]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert built["computed"] == built["images"] > 0 and built["cache_dir"] == str(cache)
+    shards = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    (tmp_path / "tiny.yaml").write_text(TINY_RECIPE)
+    assert main(["train", "--config", str(tmp_path / "tiny.yaml"), "--task", "gqa", "--data-dir", str(vl_data["gqa"]),
+                 "--k-shot", "0", "--batch-size", "2", "--max-steps", "1", "--cache-dir", str(cache),
+                 "--output-dir", str(tmp_path / "run")]) == 0
+    assert "caching image features" not in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == shards  # not one shard written or touched
 
 
 def test_features_command_reads_hf_datasets_lazily(tmp_path, capsys):

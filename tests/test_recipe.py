@@ -49,3 +49,15 @@ def test_recipe_precedence_and_errors(tmp_path):
         resolve_recipe(path)
     with pytest.raises(ConfigError, match="prompt_lr must be > 0"):
         TrainConfig(prompt_lr=0)
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("batch_size", True, "train.batch_size must be an integer >= 1, got True"),
+    ("max_steps", 2.5, "train.max_steps must be an integer >= 0, got 2.5"),
+    ("prompt_lr", False, "train.prompt_lr must be > 0, got False"),
+    ("weight_decay", -0.1, "train.weight_decay must be >= 0"),
+    ("mixed_precision", "fp8", "train.mixed_precision must be one of no, bf16, fp16"),
+])
+def test_train_values_are_checked_booleans_included(field, value, needle):
+    with pytest.raises(ConfigError, match=needle):
+        TrainConfig(**{field: value})

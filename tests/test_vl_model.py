@@ -143,6 +143,14 @@ def test_bf16_backbone(tiny_clip_dir, tiny_t5_dir):
     assert model.dept.prompt_embeddings.dtype == torch.float32  # adapter stays fp32 (master weights)
 
 
+def test_a_bf16_checkpoint_reloads_in_bf16(tiny_clip_dir, tiny_t5_dir, tmp_path):
+    model = VisionLanguageModel(tiny_model_config(tiny_clip_dir, tiny_t5_dir, text={"dtype": "bfloat16"}))
+    model.save_pretrained(tmp_path)
+    loaded = VisionLanguageModel.from_pretrained(tmp_path)
+    assert loaded.config.text.dtype == "bfloat16" and loaded.text.dtype == torch.bfloat16
+    assert torch.equal(loaded.projection.linear.weight, model.projection.linear.weight)
+
+
 # ---- decoder-only backbones --------------------------------------------------------------------------
 def test_left_align():
     embeds = torch.arange(8.0).view(2, 4, 1)

@@ -230,6 +230,7 @@ def finish(s: Session) -> dict | None:
     if s.main:
         s.run.save_metrics(metrics)
         plot_curves(s.history, s.run.curves)
+    s.accelerator.wait_for_everyone()  # end_training destroys the process group: no process may leave early
     s.accelerator.end_training()
     _release_accelerator_state()
     return metrics if s.main else None
@@ -254,7 +255,7 @@ def _weights_agree(accelerator, params) -> bool:
 
 def _release_accelerator_state() -> None:
     """Forget this run's accelerate settings (mixed precision, ...) so that a later ``train`` in the same process
-    (a benchmark, a notebook) may use others; the process group itself stays."""
+    (a benchmark, a notebook) may use others."""
     from accelerate.state import AcceleratorState, GradientState
 
     AcceleratorState._reset_state(reset_partial_state=False)

@@ -1,0 +1,117 @@
+"""The architecture the folders show is the one the imports follow: layers, no cycles, imports at module top,
+modules and functions of a readable size; the 0.1 module paths the README documented still import."""
+
+import ast
+import importlib
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "dept_vl"
+BASE = {"_version", "errors", "_dataclass", "_registry", "io", "_moved"}
+# what each part may import besides BASE (and itself)
+LAYERS = {
+    "method": set(),
+    "models": {"method"},
+    "data": set(),
+    "training": {"method", "models", "data"},
+    "bench": {"method", "models", "data", "training"},
+}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def imports(module: str) -> list[tuple[str, bool]]:
+    """(imported dept_vl module, imported at module top) for every import statement of ``module``."""
+    path = MODULES[module]
+    tree = ast.parse(path.read_text())
+    top = {id(node) for node in tree.body}
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else [])) \
+                if node.level else node.module
+            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        for name in names:
+            if name == "dept_vl" or name.startswith("dept_vl."):
+                while name not in MODULES:
+                    name = name.rsplit(".", 1)[0]
+                found.append((name, id(node) in top))
+    return found
+
+
+def part(module: str) -> str:
+    return module.split(".")[1] if "." in module else ""
+
+
+def test_no_module_imports_the_package_root_or_imports_inside_functions():
+    bad = [(m, t) for m in MODULES if m != "dept_vl" for t, at_top in imports(m) if t == "dept_vl" or not at_top]
+    assert bad == []
+
+
+def test_layers():
+    wrong = []
+    for module in MODULES:
+        layer = part(module)
+        if layer not in LAYERS:
+            continue
+        allowed = LAYERS[layer] | BASE | {layer}
+        wrong += [(module, target) for target, _ in imports(module) if part(target) not in allowed]
+    assert wrong == []
+    assert all(part(t) in BASE for m in MODULES if part(m) in BASE for t, _ in imports(m))
+
+
+def test_no_import_cycles():
+    graph = {m: {t for t, _ in imports(m)} for m in MODULES}
+    state, cycles = {}, []
+
+    def visit(node, path):
+        state[node] = "open"
+        for target in graph[node]:
+            if state.get(target) == "open":
+                cycles.append(path[path.index(target):] + [target])
+            elif target not in state:
+                visit(target, path + [target])
+        state[node] = "done"
+
+    for module in graph:
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []
+
+
+def test_modules_and_functions_stay_readable():
+    long_files = [m for m, p in MODULES.items() if len(p.read_text().splitlines()) > 400]
+    long_functions = [f"{m}.{node.name}" for m, p in MODULES.items() for node in ast.walk(ast.parse(p.read_text()))
+                      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                      and node.end_lineno - node.lineno + 1 > 60]
+    assert long_files == [] and long_functions == []
+
+
+@pytest.mark.parametrize("old,new", [("dept_vl.tasks", "dept_vl.data.tasks"), ("dept_vl.metrics", "dept_vl.data.metrics"),
+                                     ("dept_vl.feature_cache", "dept_vl.data.feature_cache"),
+                                     ("dept_vl.train", "dept_vl.training.loop"),
+                                     ("dept_vl.train_config", "dept_vl.training.recipe"),
+                                     ("dept_vl.tasks.base", "dept_vl.data.tasks.base")])
+def test_the_readme_0_1_module_paths_still_import(old, new, monkeypatch):
+    for name in [n for n in sys.modules if n == old or n.startswith(old + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}"):
+        moved = importlib.import_module(old)
+    assert moved is importlib.import_module(new)  # the same module object: nothing is loaded twice
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        importlib.import_module(old)  # said once per process
