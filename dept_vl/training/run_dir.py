@@ -41,6 +41,11 @@ class RunDir:
         self.metrics = self.root / "metrics.json"
         self.recipe = self.root / RECIPE_FILE
 
+    @classmethod
+    def for_recipe(cls, recipe: Recipe) -> "RunDir":
+        """The run directory ``train.output_dir`` names, its ``{task}`` and ``{method}`` filled in."""
+        return cls(recipe.train.output_dir.format(task="+".join(recipe.train.tasks), method=recipe.model.method))
+
     def predictions(self, task: str, split: str) -> Path:
         return self.root / f"predictions-{task}-{split}.jsonl"
 

@@ -11,7 +11,6 @@ import math
 import time
 from collections import ChainMap
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -45,6 +44,7 @@ class Session:
     order: BatchOrder
     total: int  # optimizer steps of the whole run
     say: Callable[[str], None]
+    params: list[torch.nn.Parameter] = field(default_factory=list)  # the trainable ones
     step: int = 0
     history: list[dict] = field(default_factory=list)
     best: dict | None = None
@@ -58,13 +58,6 @@ class Session:
     def main(self) -> bool:
         return self.accelerator.is_main_process
 
-    @property
-    def params(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.raw.parameters() if p.requires_grad]
-
-
-def output_dir(recipe: Recipe) -> Path:
-    return Path(recipe.train.output_dir.format(task="+".join(recipe.train.tasks), method=recipe.model.method))
 
 
 # ---- setup --------------------------------------------------------------------------------------------------
@@ -73,7 +66,7 @@ def setup(recipe: Recipe, log=print) -> Session:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    started, cfg, run = time.time(), recipe.train, RunDir(output_dir(recipe))
+    started, cfg, run = time.time(), recipe.train, RunDir.for_recipe(recipe)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, log_with="tensorboard" if cfg.tensorboard else None,
                               project_dir=str(run.logs))
     say = log if accelerator.is_main_process else (lambda *_: None)
@@ -90,7 +83,7 @@ def setup(recipe: Recipe, log=print) -> Session:
     scheduler = _schedule(cfg, optimizer, total)
     model, optimizer = accelerator.prepare(raw, optimizer)
     return Session(recipe, run, accelerator, splits, images, raw, model, optimizer, scheduler, order, total, say,
-                   started=started)
+                   params=[p for p in raw.parameters() if p.requires_grad], started=started)
 
 
 def _schedule(cfg, optimizer, total: int):
