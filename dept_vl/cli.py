@@ -20,7 +20,7 @@ from ._version import __version__
 from .bench.quality import QUALITY_METHODS, format_quality, run_quality
 from .bench.speed import BenchConfig, format_table, run_bench, write_report
 from .data.feature_cache import open_feature_cache
-from .data.tasks import get_task
+from .data.tasks import get_task, list_tasks
 from .errors import ConfigError, DeptVLError, TrainingInterrupted
 from .method import budget_pairs
 from .models import build_vision_encoder, list_methods
@@ -79,7 +79,7 @@ def _model_overrides(args) -> dict:
 def cmd_train(args) -> None:
     """Train an adapter (DePT by default) on one task or several; everything goes to --output-dir."""
     recipe = resolve_recipe(args.config, config_flags(args, TrainConfig), args.model, _model_overrides(args))
-    metrics = train(recipe, resume=args.resume, log=lambda msg: print(msg, file=sys.stderr))
+    metrics = train(recipe, resume=args.resume, overwrite=args.overwrite, log=lambda msg: print(msg, file=sys.stderr))
     if metrics is not None:  # the main process (under accelerate launch, the others return None)
         print(json.dumps(metrics, indent=2))
 
@@ -88,33 +88,46 @@ def cmd_eval(args) -> None:
     """Evaluate a checkpoint on a task split: writes predictions (JSONL) and metrics (JSON)."""
     metrics = evaluate_checkpoint(args.checkpoint, args.task, args.split, args.data_dir, args.output_dir,
                                   args.batch_size, args.num_beams, args.limit, not args.no_cache, args.cache_dir,
-                                  log=lambda msg: print(msg, file=sys.stderr))
+                                  args.overwrite, args.backbone, log=lambda msg: print(msg, file=sys.stderr))
     print(json.dumps(metrics, indent=2))
 
 
 def cmd_predict(args) -> None:
     """Answer a question about an image (NLVR2: two images), caption an image, or predict a JSONL batch."""
-    run_predict(args.inputs, args.checkpoint, args.task, args.input, args.num_beams, args.backbone)
+    run_predict(args.inputs, args.checkpoint, args.task, args.input, args.num_beams, args.backbone,
+                args.skip_bad_lines)
 
 
 def cmd_features(args) -> None:
-    """Compute the frozen vision encoder's features for every image of a task's splits, into a cache."""
-    task = get_task(args.task)
-    splits = args.split or list(task.splits)
-    views = []
-    for split in splits:
-        data = task.load(split, args.data_dir)
-        data.check_images()
-        views.append(data.images_for())
-    images = ChainMap(*views)
-    encoder = build_vision_encoder(args.encoder, image_size=args.image_size, pool_tokens=args.pool_tokens)
+    """Compute the frozen vision encoder's features for every image of a task's splits, into the cache that
+    `dept-vl train` with the same recipe reads."""
+    recipe = resolve_recipe(args.config, {"task": args.task} if args.task else {}, args.model)
+    jobs = []  # the data is read and checked first: its errors come before the encoder's download or build
+    for task_name in recipe.train.tasks:
+        task = get_task(task_name)
+        task.skip_bad_lines = recipe.train.skip_bad_lines
+        splits = args.split or list(task.splits)
+        data_dir = args.data_dir or recipe.train.data_dir_for(task_name)
+        jobs.append((task, splits, ChainMap(*(_split_images(task, split, data_dir) for split in splits))))
+    vision = recipe.model.vision
+    name = args.encoder or vision.encoder
+    encoder = build_vision_encoder(name, image_size=args.image_size or (None if args.encoder else vision.image_size),
+                                   pool_tokens=args.pool_tokens or (None if args.encoder else vision.pool_tokens))
     encoder = encoder.to(args.device)
-    cache = open_feature_cache(task.name, args.encoder, encoder, args.cache_dir, fmt=args.format, dtype=args.dtype)
-    print(f"{len(images)} images in {', '.join(splits)}; {len(images) - len(cache.missing(list(images)))} "
-          f"already cached in {cache.root}", file=sys.stderr)
-    new = cache.build(images, encoder, batch_size=args.batch_size, shard_size=args.shard_size)
-    print(json.dumps({"cache_dir": str(cache.root), "images": len(images), "computed": new,
-                      "shards": len(cache.shards()), **cache.config["signature"]}, indent=2))
+    for task, splits, images in jobs:
+        cache = open_feature_cache(task.name, name, encoder, args.cache_dir or recipe.train.cache_dir,
+                                   fmt=args.format, dtype=args.dtype)
+        print(f"{task.name}: {len(images)} images in {', '.join(splits)}; "
+              f"{len(images) - len(cache.missing(list(images)))} already cached in {cache.root}", file=sys.stderr)
+        new = cache.build(images, encoder, batch_size=args.batch_size, shard_size=args.shard_size)
+        print(json.dumps({"task": task.name, "cache_dir": str(cache.root), "images": len(images), "computed": new,
+                          "shards": len(cache.shards()), **cache.config["signature"]}, indent=2))
+
+
+def _split_images(task, split: str, data_dir):
+    data = task.load(split, data_dir)
+    data.check_images()
+    return data.images_for()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,13 +144,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, default=10, help="show every step-th prompt length")
     p.set_defaults(func=cmd_budget)
 
+    _add_features_parser(sub)
+    _add_train_parser(sub)
+    _add_bench_parser(sub)
+    _add_eval_parser(sub)
+    _add_predict_parser(sub)
+    return parser
+
+
+def _add_features_parser(sub) -> None:
     p = sub.add_parser("features", help=cmd_features.__doc__, description=cmd_features.__doc__)
-    p.add_argument("--task", required=True, help="vqa | gqa | nlvr2 | caption | easyvqa")
-    p.add_argument("--encoder", default="efficientnet-lite0", help="registered name, timm:<name>, HF name or path")
+    p.add_argument("--task", help=f"{' | '.join(list_tasks())} (default: the recipe's tasks)")
+    p.add_argument("--config", help="the recipe whose encoder, data and cache to use (default: the task's, as for "
+                   "`dept-vl train --task TASK`)")
+    p.add_argument("--model", help="named model config or a JSON/YAML file (as for train)")
+    p.add_argument("--encoder", help="registered name, timm:<name>, HF name or path (default: the recipe's)")
     p.add_argument("--split", action="append", help="split to cache (repeatable; default: every split)")
-    p.add_argument("--data-dir", help="the task's data directory (not needed for easyvqa)")
-    p.add_argument("--image-size", type=int, help="encoder input size in pixels (default: the encoder's)")
-    p.add_argument("--pool-tokens", type=int, help="average-pool each image to this many tokens (a square)")
+    p.add_argument("--data-dir", help="the task's data directory (default: the recipe's; none for easyvqa)")
+    p.add_argument("--image-size", type=int, help="encoder input size in pixels (default: the recipe's)")
+    p.add_argument("--pool-tokens", type=int, help="average-pool each image to this many tokens, a square "
+                   "(default: the recipe's)")
     p.add_argument("--cache-dir", help="the cache directory (train / eval --cache-dir read it); default: "
                    "$DEPT_VL_CACHE/features/<task>/<encoder>-<size>px-<tokens>tok")
     p.add_argument("--format", default="safetensors", choices=["safetensors", "numpy"])
@@ -147,15 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_features)
 
-    _add_train_parser(sub)
-    _add_bench_parser(sub)
 
+def _add_eval_parser(sub) -> None:
     p = sub.add_parser("eval", help=cmd_eval.__doc__, description=cmd_eval.__doc__)
     p.add_argument("--checkpoint", required=True, help="a run's output dir, its model/ dir, or a step checkpoint")
     p.add_argument("--task", help="default: the task the checkpoint was trained on")
     p.add_argument("--split", help="default: the task's test split")
     p.add_argument("--data-dir", help="default: the one the checkpoint was trained with")
-    p.add_argument("--output-dir", help="where predictions and metrics go (default: the checkpoint dir)")
+    p.add_argument("--output-dir", help="where predictions and metrics go (default: RUN/eval)")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier eval outputs of the same name")
+    p.add_argument("--backbone", help="load the text backbone from here instead of the saved path or name")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--num-beams", type=int, default=1, help="1 = greedy; >1 = beam search")
     p.add_argument("--limit", type=int, default=0, help="evaluate the first N examples only")
@@ -164,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "$DEPT_VL_CACHE/features/<task>/...)")
     p.set_defaults(func=cmd_eval)
 
+
+def _add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help=cmd_predict.__doc__, description=cmd_predict.__doc__)
     p.add_argument("inputs", nargs="*", metavar="IMAGE [IMAGE2] [QUESTION]",
                    help="image path(s), then the question (none for a caption checkpoint)")
@@ -171,9 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="default: the task the checkpoint was trained on")
     p.add_argument("--input", help="JSONL file: {\"image\" or \"images\", \"question\"} per line")
     p.add_argument("--num-beams", type=int, default=1, help="1 = greedy; >1 = beam search")
-    p.add_argument("--backbone", help="load the text backbone from here instead of the saved name")
+    p.add_argument("--backbone", help="load the text backbone from here instead of the saved path or name")
+    p.add_argument("--skip-bad-lines", action="store_true", help="with --input: report bad lines and answer the rest")
     p.set_defaults(func=cmd_predict)
-    return parser
 
 
 def cmd_bench(args) -> None:
@@ -209,6 +238,7 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--method", choices=list_methods(), help="what to train (default: dept)")
     p.add_argument("--set", action="append", metavar="model.KEY=VALUE", help="override a model setting")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
+    p.add_argument("--overwrite", action="store_true", help="replace the run that --output-dir holds")
     add_config_flags(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 
@@ -227,15 +257,22 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as err:  # a checkpoint was saved: say how to resume
         print(f"dept-vl: {err}", file=sys.stderr)
         return 130
-    except DeptVLError as err:
+    except (DeptVLError, OSError) as err:  # OSError: the file system refused (permissions, a file for a folder, ...)
         if args.debug:
             raise
-        print(f"dept-vl: error: {' '.join(str(err).split())}", file=sys.stderr)  # one line, always
+        print(f"dept-vl: error: {' '.join(_message(err).split())}", file=sys.stderr)  # one line, always
         return 2
     except KeyboardInterrupt:
         print("dept-vl: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _message(err: Exception) -> str:
+    if isinstance(err, OSError) and not isinstance(err, DeptVLError):
+        where = f"{err.filename}" + (f" -> {err.filename2}" if err.filename2 else "") if err.filename else "a file"
+        return f"cannot use {where}: {err.strerror or err}"
+    return str(err)
 
 
 if __name__ == "__main__":

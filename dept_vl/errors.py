@@ -17,6 +17,11 @@ class InputError(DeptVLError, ValueError):
     """Input data (image, text, tensor) that cannot be used as given."""
 
 
+class OutputError(DeptVLError):
+    """A place to write that cannot be used as asked: a run directory that holds another run or is in use, a path
+    that is a file, a directory that is not writable."""
+
+
 class TrainingError(DeptVLError):
     """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
 

@@ -8,6 +8,9 @@ runs and caches, ``InputError`` for data files, ``ConfigError`` for configs.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -17,10 +20,10 @@ from typing import Any, Callable, Iterator
 
 import torch
 import yaml
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .errors import CheckpointError, ConfigError, InputError
+from .errors import CheckpointError, ConfigError, InputError, OutputError
 
 
 def _umask() -> int:
@@ -62,15 +65,46 @@ def write_json(path: str | Path, data: dict) -> None:
 
 
 def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+    """The tensors and ``metadata``, plus their checksum (``read_safetensors`` verifies it)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt", **(metadata or {})}))
+    metadata = {"format": "pt", **(metadata or {}), CHECKSUM: tensor_checksum(tensors)}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def _fsync_tree(directory: Path) -> None:
+CHECKSUM = "dept_vl_sha256"
+
+
+def tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the tensors' names, dtypes, shapes and bytes: what was written is what is read."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        tensor = tensors[key].detach().contiguous().cpu()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+def check_tensors(path: Path, tensors: dict[str, torch.Tensor], checksum: str | None, finite: bool,
+                  remedy: str) -> None:
+    """CheckpointError naming ``path`` and ``remedy`` if the tensors fail their checksum (when one was stored), or,
+    with ``finite``, hold NaN or inf."""
+    if checksum is not None and tensor_checksum(tensors) != checksum:
+        raise CheckpointError(f"{path} fails its checksum: it changed after it was written; {remedy}")
+    for key, tensor in tensors.items() if finite else ():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path} holds NaN or inf values (in {key}); {remedy}")
+
+
+def _settle_tree(directory: Path) -> None:
+    """Every file under ``directory`` synced to disk, with the mode ``open()`` / ``mkdir()`` would have given it
+    (libraries that write through temp files leave 0600 behind)."""
     for path in directory.rglob("*"):
         if path.is_file():
+            os.chmod(path, FILE_MODE)
             with open(path, "rb") as fh:
                 os.fsync(fh.fileno())
+        elif path.is_dir():
+            os.chmod(path, DIR_MODE)
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -85,7 +119,7 @@ def write_dir_atomically(final: Path, write: Callable[[Path], Any]) -> None:
     os.chmod(tmp, DIR_MODE)
     try:
         write(tmp)
-        _fsync_tree(tmp)
+        _settle_tree(tmp)
         if final.exists():
             old = final.with_name(f".{final.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -99,25 +133,54 @@ def write_dir_atomically(final: Path, write: Callable[[Path], Any]) -> None:
         raise
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created, holding this process's pid) while the block runs.
+    Another process asking for it gets an OutputError at once, naming ``what`` and the holder. The system drops
+    the lock when its holder dies, so the lock of a killed process is simply taken over."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            raise OutputError(f"{what} is in use by another dept-vl process{f' (pid {holder})' if holder else ''}; "
+                              "wait for it to end, or use another directory") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays (removing it could let two processes lock two files)
+
+
 # ---- checkpoints, runs and caches: CheckpointError ---------------------------------------------------------
 def read_json(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no {path.name} in {path.parent} (is this a dept-vl checkpoint directory?)")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        return json.loads(path.read_bytes())
+    except ValueError as err:  # malformed JSON, or bytes that are no Unicode text
         raise CheckpointError(f"{path} is not valid JSON: {err}") from None
 
 
-def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+def read_safetensors(path: str | Path, finite: bool = False, remedy: str = "replace it with a good copy"
+                     ) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, checked against the checksum written with them (files without one are
+    read as they are) and, with ``finite``, for NaN / inf; errors name the file and ``remedy``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no {path.name} in {path.parent}")
     try:
-        return load_file(str(path), device="cpu")
+        tensors = load_file(str(path), device="cpu")
+        with safe_open(str(path), framework="pt") as fh:
+            checksum = (fh.metadata() or {}).get(CHECKSUM)
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path} is corrupt or truncated ({err})") from None
+    check_tensors(path, tensors, checksum, finite, remedy)
+    return tensors
 
 
 def load_state_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
@@ -148,8 +211,10 @@ def read_config(path: str | Path, what: str = "config file") -> Any:
     if not path.is_file():
         raise ConfigError(f"{what} not found: {path}")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")
         return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         raise ConfigError(f"cannot parse {path}: {err}") from None
 
@@ -161,32 +226,45 @@ def read_data_json(path: str | Path) -> Any:
     if not path.is_file():
         raise InputError(f"missing data file {path}")
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:  # a byte-order mark is allowed
             return json.load(fh)
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
 
 
 def iter_jsonl(path: str | Path, skip_bad_lines: bool = False, log=None) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, record)``; a malformed line raises InputError naming it, or is skipped and counted."""
+    """Yield ``(line_number, record)`` for each JSON object line; a line that is not UTF-8 text or not a JSON object
+    raises InputError naming the file and line, or with ``skip_bad_lines`` is skipped: ``log`` names the first ten
+    skipped and then counts them all."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"missing data file {path}")
     bad = 0
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
             try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                if not line.strip():
+                    continue
                 record = json.loads(line)
                 if not isinstance(record, dict):
                     raise json.JSONDecodeError("expected a JSON object", line, 0)
-            except json.JSONDecodeError as err:
+            except ValueError as err:  # JSONDecodeError and UnicodeDecodeError both are
                 if not skip_bad_lines:
-                    raise InputError(f"{path}, line {number}: malformed JSON ({err.msg}); "
-                                     "pass --skip-bad-lines to skip such lines") from None
+                    raise InputError(f"{path}, line {number}: {bad_line_reason(err)}; pass --skip-bad-lines to skip "
+                                     "such lines") from None
                 bad += 1
+                if log is not None and bad <= 10:
+                    log(f"skipped {path}, line {number}: {bad_line_reason(err)}")
                 continue
             yield number, record
     if bad and log is not None:
         log(f"{path}: skipped {bad} malformed line(s)")
+
+
+def bad_line_reason(err: ValueError) -> str:
+    if isinstance(err, UnicodeDecodeError):
+        return f"not UTF-8 text ({err.reason} at byte {err.start})"
+    return f"malformed JSON ({getattr(err, 'msg', err)})"

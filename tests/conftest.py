@@ -5,10 +5,16 @@ which skip with a reason starting "needs ../shared/assets" where the folder is a
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+
+for _offline in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):  # the tests never download
+    os.environ.setdefault(_offline, "1")
 
 TINY_RECIPE = """
 model:
@@ -240,3 +246,29 @@ def vl_data(tmp_path_factory) -> dict[str, Path]:
     load_data_script("prepare_gqa").convert(raw["gqa"], out["gqa"])
     load_data_script("prepare_nlvr2").convert(raw["nlvr2"], raw["nlvr2-images"], out["nlvr2"])
     return out
+
+
+@contextlib.contextmanager
+def unwritable(path: Path):
+    """``path`` (a directory, created) that this process cannot write in: mode 0555, and for root, who ignores
+    modes, the immutable attribute (``chattr +i``); restored afterwards."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o555)
+    immutable = _writable(path) and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
+    try:
+        if _writable(path):
+            pytest.skip("cannot make a directory unwritable here (root, and no chattr +i on this file system)")
+        yield path
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        os.chmod(path, 0o755)
+
+
+def _writable(path: Path) -> bool:
+    try:
+        (path / ".probe").touch()
+    except OSError:
+        return False
+    (path / ".probe").unlink()
+    return True

@@ -43,8 +43,9 @@ def test_user_error_is_one_line_and_exit_2():
 
 
 def test_features_command_builds_and_resumes_cache(tmp_path, vl_data, capsys):
-    args = ["features", "--task", "gqa", "--data-dir", str(vl_data["gqa"]), "--split", "testdev", "--image-size",
-            "32", "--pool-tokens", "1", "--cache-dir", str(tmp_path / "cache"), "--shard-size", "1"]
+    args = ["features", "--task", "gqa", "--data-dir", str(vl_data["gqa"]), "--split", "testdev", "--encoder",
+            "efficientnet-lite0", "--image-size", "32", "--pool-tokens", "1", "--cache-dir", str(tmp_path / "cache"),
+            "--shard-size", "1"]
     assert main(args) == 0
     first = json.loads(capsys.readouterr().out)
     assert first["images"] == 2 and first["computed"] == 2 and first["shards"] == 2 and first["num_tokens"] == 1
@@ -57,12 +58,12 @@ def test_features_command_builds_and_resumes_cache(tmp_path, vl_data, capsys):
 def test_training_reads_the_cache_that_features_built(tmp_path, vl_data, capsys):
     """``--cache-dir D`` names the same cache for ``features`` and ``train``: nothing is computed twice."""
     cache = tmp_path / "cache"
-    assert main(["features", "--task", "gqa", "--data-dir", str(vl_data["gqa"]), "--image-size", "32",
-                 "--pool-tokens", "1", "--cache-dir", str(cache)]) == 0
+    (tmp_path / "tiny.yaml").write_text(TINY_RECIPE)
+    assert main(["features", "--config", str(tmp_path / "tiny.yaml"), "--task", "gqa", "--data-dir",
+                 str(vl_data["gqa"]), "--cache-dir", str(cache)]) == 0  # the recipe's encoder: 32 px, 1 token
     built = json.loads(capsys.readouterr().out)
     assert built["computed"] == built["images"] > 0 and built["cache_dir"] == str(cache)
     shards = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
-    (tmp_path / "tiny.yaml").write_text(TINY_RECIPE)
     assert main(["train", "--config", str(tmp_path / "tiny.yaml"), "--task", "gqa", "--data-dir", str(vl_data["gqa"]),
                  "--k-shot", "0", "--batch-size", "2", "--max-steps", "1", "--cache-dir", str(cache),
                  "--output-dir", str(tmp_path / "run")]) == 0
@@ -74,8 +75,9 @@ def test_features_command_reads_hf_datasets_lazily(tmp_path, capsys):
     import datasets
 
     datasets.DatasetDict({"testdev": gqa_hf_rows()}).save_to_disk(tmp_path / "gqa")
-    assert main(["features", "--task", "gqa", "--data-dir", str(tmp_path / "gqa"), "--split", "testdev",
-                 "--image-size", "32", "--pool-tokens", "1", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert main(["features", "--task", "gqa", "--data-dir", str(tmp_path / "gqa"), "--split", "testdev", "--encoder",
+                 "efficientnet-lite0", "--image-size", "32", "--pool-tokens", "1", "--cache-dir",
+                 str(tmp_path / "cache")]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["images"] == 2 and report["computed"] == 2  # two distinct images behind three questions
 
@@ -97,14 +99,20 @@ def test_train_cli_applies_flags_over_the_recipe(trained_run):
     assert "max_steps: 3" in (trained_run / "run" / "recipe.yaml").read_text()
 
 
-def test_eval_cli_writes_predictions_and_metrics(trained_run, capsys):
+def test_eval_cli_writes_its_own_files_and_never_the_runs(trained_run, capsys):
     run = trained_run / "run"
-    assert main(["eval", "--checkpoint", str(run), "--limit", "10", "--output-dir", str(trained_run / "ev"),
-                 "--cache-dir", str(trained_run / "cache")]) == 0
+    trained = (run / "predictions-easyvqa-test.jsonl").read_bytes()
+    args = ["eval", "--checkpoint", str(run), "--limit", "10", "--cache-dir", str(trained_run / "cache")]
+    assert main(args) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
-    assert json.loads((trained_run / "ev" / "metrics-easyvqa-test.json").read_text()) == metrics
-    assert len((trained_run / "ev" / "predictions-easyvqa-test.jsonl").read_text().splitlines()) == 10
+    assert json.loads((run / "eval" / "metrics-easyvqa-test-first10.json").read_text()) == metrics
+    assert len((run / "eval" / "predictions-easyvqa-test-first10.jsonl").read_text().splitlines()) == 10
+    assert (run / "predictions-easyvqa-test.jsonl").read_bytes() == trained  # training's outputs untouched
+    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err  # nothing replaced unasked
+    assert main(args + ["--overwrite"]) == 0
+    assert main(args + ["--output-dir", str(trained_run / "ev")]) == 0
+    assert len((trained_run / "ev" / "predictions-easyvqa-test-first10.jsonl").read_text().splitlines()) == 10
 
 
 def test_predict_cli_prints_only_the_answer(trained_run, tmp_path):
@@ -161,3 +169,99 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resumed from {run_dir / 'checkpoints'}" in resumed.stderr
     assert json.loads(resumed.stdout)["train"]["steps"] == step + 2
+
+
+def test_one_run_per_directory_locked_and_taken_over_after_a_kill(tmp_path):
+    import signal
+    import time
+
+    (tmp_path / "tiny.yaml").write_text(TINY_RECIPE)
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "dept_vl.cli", "train", "--config", str(tmp_path / "tiny.yaml"), "--output-dir",
+            str(run_dir), "--cache-dir", str(tmp_path / "cache")]
+    first = subprocess.Popen(args + ["--max-steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (run_dir / "recipe.yaml").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    started = time.time()
+    second = run(*args[3:], "--max-steps", "2")
+    assert time.time() - started < 60 and second.returncode == 2 and "Traceback" not in second.stderr
+    assert f"is in use by another dept-vl process (pid {first.pid})" in second.stderr
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    again = run(*args[3:], "--max-steps", "2")
+    assert again.returncode == 2 and "already holds a run" in again.stderr  # killed, but its run is still there
+    replaced = run(*args[3:], "--max-steps", "2", "--overwrite")  # the dead process's lock is taken over
+    assert replaced.returncode == 0, replaced.stderr[-2000:]
+    assert json.loads(replaced.stdout)["train"]["steps"] == 2
+
+
+def test_a_moved_run_still_predicts_and_evaluates(trained_run, tmp_path, capsys):
+    import shutil
+
+    import easy_vqa
+
+    moved = tmp_path / "elsewhere" / "run2"
+    shutil.copytree(trained_run / "run", moved)
+    shutil.move(str(trained_run / "run" / "backbone"), tmp_path / "hidden")  # the original backbone path is gone
+    try:
+        image = easy_vqa.get_test_image_paths()[0]
+        assert main(["predict", image, "what color is the shape?", "--checkpoint", str(moved)]) == 0
+        assert capsys.readouterr().out.count("\n") == 1
+        assert main(["eval", "--checkpoint", str(moved), "--limit", "4", "--cache-dir",
+                     str(trained_run / "cache")]) == 0
+        assert (moved / "eval" / "metrics-easyvqa-test-first4.json").is_file()
+    finally:
+        shutil.move(str(tmp_path / "hidden"), trained_run / "run" / "backbone")
+
+
+def test_predict_input_skips_bad_lines_with_their_numbers(trained_run, tmp_path):
+    import easy_vqa
+
+    image = easy_vqa.get_test_image_paths()[0]
+    lines = [json.dumps({"image": image, "question": "what color is the shape?"}), "{broken",
+             json.dumps({"image": str(tmp_path / "missing.png"), "question": "what?"}),
+             json.dumps({"images": [image], "question": "is there a circle?"}), json.dumps({"question": "no image"})]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    out = run("predict", "--input", str(tmp_path / "in.jsonl"), "--checkpoint", str(trained_run / "run"),
+              "--skip-bad-lines")
+    assert out.returncode == 0, out.stderr
+    answered = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [a["question"] for a in answered] == ["what color is the shape?", "is there a circle?"]
+    for number, why in ((2, "malformed JSON"), (3, "image not found"), (5, 'no "image" or "images" field')):
+        assert f"line {number}" in out.stderr and why in out.stderr
+    assert "skipped 1 malformed line(s)" in out.stderr and "skipped 2 bad line(s)" in out.stderr
+
+
+def test_logs_are_plain_lines_in_a_file_and_end_with_the_run(tmp_path):
+    import os
+
+    (tmp_path / "tiny.yaml").write_text(TINY_RECIPE)
+    out = subprocess.run([sys.executable, "-m", "dept_vl.cli", "train", "--config", str(tmp_path / "tiny.yaml"),
+                          "--output-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")],
+                         capture_output=True, text=True, env={**os.environ, "DEPT_VL_LOG_SECONDS": "0"})
+    assert out.returncode == 0 and "\r" not in out.stderr
+    lines = out.stderr.splitlines()
+    steps = [line for line in lines if line.startswith("train dept: step ")]
+    assert steps[0].startswith("train dept: step 1/4 (25%)") and "ETA" in steps[0]
+    assert steps[-1].startswith("train dept: step 4/4 (100%)") and "loss=" in steps[-1] and "lr=" in steps[-1]
+    assert lines[-1].startswith(f"run saved in {tmp_path / 'run'}: test accuracy ")
+
+
+def test_questions_in_unknown_words_are_answered_with_a_warning(trained_run):
+    import easy_vqa
+
+    image = easy_vqa.get_test_image_paths()[0]
+    out = run("predict", image, "zorblat quixt vemm?", "--checkpoint", str(trained_run / "run"))
+    assert out.returncode == 0 and out.stdout.count("\n") == 1
+    assert "3 of the 4 words of 'zorblat quixt vemm?' are unknown to the model's tokenizer" in out.stderr
+    known = run("predict", image, "what color is the shape?", "--checkpoint", str(trained_run / "run"))
+    assert "unknown" not in known.stderr
+
+
+def test_features_builds_the_cache_the_default_training_reads(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DEPT_VL_CACHE", str(tmp_path))
+    assert main(["features", "--task", "easyvqa", "--split", "test"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert (built["encoder"], built["image_size"], built["num_tokens"]) == ("efficientnet-lite0", 96, 9)
+    assert built["cache_dir"] == str(tmp_path / "features" / "easyvqa" / "efficientnet-lite0-96px-9tok")

@@ -1,6 +1,7 @@
 """Every failure a user can cause: one clear line on stderr and exit code 2 (no traceback), or it just works."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from PIL import Image
 
 from dept_vl.cli import main
 
-from conftest import TINY_RECIPE, write_image
+from conftest import TINY_RECIPE, unwritable, write_image
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +172,140 @@ def test_bad_checkpoints(capsys, run_dir, tmp_path, tiny_t5_wide_dir):
     fails(capsys, predict(other, image), "lora_embedding_A", "(24, 2)", "(48, 2)")
     fails(capsys, predict(run_dir, image) + ["--backbone", tiny_t5_wide_dir], "trained for text width 32",
           "has width 48")
+
+
+# ---- the table: each case makes its bad input and names what the one-line error must say ----------------------
+def _tamper(path, pattern: bytes):
+    """Overwrite a safetensors file's tensor bytes (its header kept, its size unchanged) with ``pattern``."""
+    raw = bytearray(path.read_bytes())
+    start = 8 + int.from_bytes(raw[:8], "little")
+    raw[start:] = (pattern * len(raw))[: len(raw) - start]
+    path.write_bytes(bytes(raw))
+
+
+def _copy_model(run_dir, to):
+    import shutil
+
+    shutil.copytree(run_dir / "model", to)
+    return to
+
+
+def _jsonl(tmp, lines: list[bytes]):
+    path = tmp / "in.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def _predict_input(run_dir, path):
+    return ["predict", "--input", str(path), "--checkpoint", str(run_dir)]
+
+
+def case_jsonl_not_utf8(tmp, run_dir, image, stack):
+    path = _jsonl(tmp, [json.dumps({"image": str(image), "question": "what?"}).encode(), b'{"question": "caf\xe9"}'])
+    return _predict_input(run_dir, path), ["in.jsonl, line 2", "not UTF-8"]
+
+
+def case_question_not_a_string(tmp, run_dir, image, stack):
+    path = _jsonl(tmp, [json.dumps({"image": str(image), "question": 42}).encode()])
+    return _predict_input(run_dir, path), ["in.jsonl, line 1", "'question' must be a string, got an integer 42"]
+
+
+def case_line_without_question(tmp, run_dir, image, stack):
+    path = _jsonl(tmp, [json.dumps({"image": str(image), "question": "what?"}).encode(),
+                        json.dumps({"image": str(image)}).encode()])
+    return _predict_input(run_dir, path), ["in.jsonl, line 2", "needs a question", "--skip-bad-lines"]
+
+
+def case_image_url(tmp, run_dir, image, stack):
+    return predict(run_dir, "https://example.com/cat.jpg"), ["https://example.com/cat.jpg", "download it first"]
+
+
+def case_output_dir_is_a_file(tmp, run_dir, image, stack):
+    (tmp / "file").write_text("x")
+    return _train(tmp, tmp / "file"), [str(tmp / "file"), "is a file"]
+
+
+def case_output_dir_unwritable(tmp, run_dir, image, stack):
+    locked = stack.enter_context(unwritable(tmp / "locked"))
+    return _train(tmp, locked / "run"), [str(locked / "run"), "cannot write", "--output-dir"]
+
+
+def case_eval_run_unwritable(tmp, run_dir, image, stack):
+    model = stack.enter_context(unwritable(_copy_model(run_dir, tmp / "shared-with-me")))  # a save_pretrained dir
+    return ["eval", "--checkpoint", str(model), "--limit", "2"], [str(model / "eval"), "--output-dir"]
+
+
+def case_home_unwritable(tmp, run_dir, image, stack):
+    home = stack.enter_context(unwritable(tmp / "home"))
+    stack.enter_context(pytest.MonkeyPatch.context()).setenv("HOME", str(home))
+    os.environ.pop("DEPT_VL_CACHE", None)
+    return _train(tmp, tmp / "run", cache=False), [str(home / ".cache" / "dept-vl"), "DEPT_VL_CACHE"]
+
+
+def case_recipe_not_utf8(tmp, run_dir, image, stack):
+    (tmp / "r.yaml").write_bytes(b"train: {max_steps: 3}\n# r\xe9sum\xe9\n")
+    return ["train", "--config", str(tmp / "r.yaml")], ["r.yaml", "not UTF-8"]
+
+
+def case_data_json_not_utf8(tmp, run_dir, image, stack):
+    (tmp / "gqa").mkdir()
+    (tmp / "gqa" / "testdev_balanced_questions.json").write_bytes(b'{"q1": {"question": "caf\xe9"}}')
+    return (["features", "--task", "gqa", "--data-dir", str(tmp / "gqa"), "--split", "testdev"],
+            ["testdev_balanced_questions.json", "not UTF-8"])
+
+
+def case_run_already_there(tmp, run_dir, image, stack):
+    return _train(tmp, run_dir), [str(run_dir), "already holds a run", "--resume", "--overwrite"]
+
+
+def case_adapter_nan(tmp, run_dir, image, stack):
+    from safetensors.torch import load_file, save_file
+
+    model = _copy_model(run_dir, tmp / "nan")
+    weights = {k: v.fill_(float("nan")) for k, v in load_file(model / "adapter_model.safetensors").items()}
+    save_file(weights, model / "adapter_model.safetensors")  # well formed, no checksum: as another tool writes it
+    return predict(model, image), ["adapter_model.safetensors", "NaN", "checkpoints/"]
+
+
+def case_adapter_changed(tmp, run_dir, image, stack):
+    model = _copy_model(run_dir, tmp / "changed")
+    _tamper(model / "adapter_model.safetensors", b"\0")
+    return predict(model, image), ["adapter_model.safetensors", "fails its checksum"]
+
+
+def case_cache_shard_nan(tmp, run_dir, image, stack):
+    import shutil
+
+    shutil.copytree(run_dir.parent / "cache", tmp / "cache")
+    shard = sorted((tmp / "cache").glob("shard-*.safetensors"))[0]
+    _tamper(shard, np.float32("nan").tobytes())
+    return (["eval", "--checkpoint", str(run_dir), "--cache-dir", str(tmp / "cache"), "--output-dir", str(tmp / "ev")],
+            [shard.name, "dept-vl features"])
+
+
+def case_backbone_gone(tmp, run_dir, image, stack):
+    model = _copy_model(run_dir, tmp / "moved")
+    config = json.loads((model / "dept_vl_config.json").read_text())
+    config["model"]["text"]["backbone"] = str(tmp / "was-here" / "backbone")
+    (model / "dept_vl_config.json").write_text(json.dumps(config))
+    return predict(model, image), ["backbone is missing", str(tmp / "was-here" / "backbone"), "--backbone"]
+
+
+def _train(tmp, output_dir, cache=True):
+    (tmp / "tiny.yaml").write_text(TINY_RECIPE)
+    return (["train", "--config", str(tmp / "tiny.yaml"), "--output-dir", str(output_dir), "--max-steps", "1"]
+            + (["--cache-dir", str(tmp / "c")] if cache else []))
+
+
+CASES = {name.removeprefix("case_"): f for name, f in list(globals().items()) if name.startswith("case_")}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_user_error_is_one_line_naming_the_culprit(case, capsys, run_dir, tmp_path, monkeypatch):
+    import contextlib
+
+    monkeypatch.setenv("DEPT_VL_CACHE", str(tmp_path / "default-cache"))
+    image = write_image(tmp_path / "im.png", 3)
+    with contextlib.ExitStack() as stack:
+        argv, needles = CASES[case](tmp_path, run_dir, image, stack)
+        fails(capsys, argv, *needles)

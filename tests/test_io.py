@@ -72,4 +72,9 @@ def test_config_and_data_readers(tmp_path):
     said = []
     assert list(iter_jsonl(tmp_path / "d.jsonl", skip_bad_lines=True, log=said.append)) == [(1, {"a": 1}),
                                                                                              (4, {"a": 3})]
-    assert said == [f"{tmp_path / 'd.jsonl'}: skipped 1 malformed line(s)"]
+    assert said == [f"skipped {tmp_path / 'd.jsonl'}, line 3: malformed JSON (expected a JSON object)",
+                    f"{tmp_path / 'd.jsonl'}: skipped 1 malformed line(s)"]
+    (tmp_path / "e.jsonl").write_bytes(b'\xef\xbb\xbf{"a": 1}\n{"a": "caf\xe9"}\n')  # a byte-order mark, then Latin-1
+    assert list(iter_jsonl(tmp_path / "e.jsonl", skip_bad_lines=True)) == [(1, {"a": 1})]
+    with pytest.raises(InputError, match=r"e.jsonl, line 2: not UTF-8 text \(invalid continuation byte at byte 10\)"):
+        list(iter_jsonl(tmp_path / "e.jsonl"))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dept_vl"
-BASE = {"_version", "errors", "_dataclass", "_registry", "io", "_moved"}
+BASE = {"_version", "errors", "_dataclass", "_registry", "io", "_moved", "progress"}
 # what each part may import besides BASE (and itself)
 LAYERS = {
     "method": set(),

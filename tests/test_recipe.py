@@ -1,15 +1,13 @@
 """Recipes: every shipped YAML validates, precedence of defaults, file and flags, clear errors."""
 
-from pathlib import Path
-
 import pytest
 import yaml
 
 from dept_vl.data.tasks import get_task
 from dept_vl.errors import ConfigError
-from dept_vl.training.recipe import Recipe, TrainConfig, resolve_recipe
+from dept_vl.training.recipe import RECIPE_DIR as CONFIGS
+from dept_vl.training.recipe import Recipe, TrainConfig, find_recipe, list_recipes, resolve_recipe
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
@@ -61,3 +59,14 @@ def test_recipe_precedence_and_errors(tmp_path):
 def test_train_values_are_checked_booleans_included(field, value, needle):
     with pytest.raises(ConfigError, match=needle):
         TrainConfig(**{field: value})
+
+
+def test_packaged_recipes_resolve_by_name_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert "vqa_t5-base_clip" in list_recipes() and "easyvqa_offline" in list_recipes()
+    assert find_recipe("vqa_t5-base_clip") == CONFIGS / "vqa_t5-base_clip.yaml"
+    assert find_recipe("configs/vqa_t5-base_clip.yaml") == CONFIGS / "vqa_t5-base_clip.yaml"  # 0.1's path
+    (tmp_path / "vqa_t5-base_clip.yaml").write_text("train: {max_steps: 7}\n")
+    assert resolve_recipe("vqa_t5-base_clip.yaml").train.max_steps == 7  # a file that exists wins
+    with pytest.raises(ConfigError, match="config file not found: nope.yaml .*easyvqa_offline"):
+        find_recipe("nope.yaml")

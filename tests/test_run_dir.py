@@ -11,7 +11,9 @@ def test_layout(tmp_path):
     run = RunDir(tmp_path / "r")
     assert run.model == tmp_path / "r" / "model" and run.checkpoints == tmp_path / "r" / "checkpoints"
     assert run.predictions("vqa", "val") == tmp_path / "r" / "predictions-vqa-val.jsonl"
-    assert run.eval_metrics("vqa", "val") == tmp_path / "r" / "metrics-vqa-val.json"
+    assert run.eval_outputs("vqa", "val") == (tmp_path / "r" / "eval" / "predictions-vqa-val.jsonl",
+                                              tmp_path / "r" / "eval" / "metrics-vqa-val.json")
+    assert run.eval_outputs("vqa", "val", limit=5, directory=tmp_path / "x")[1] == tmp_path / "x" / "metrics-vqa-val-first5.json"
     recipe = resolve_recipe(None, {"task": "vqa,gqa", "data_dir": {"vqa": "/d/vqa", "gqa": "/d/gqa"}})
     run.save_recipe(recipe)
     run.save_model(lambda directory: (directory / "weights").write_text("w"), recipe.to_yaml())

@@ -20,10 +20,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from tqdm.auto import tqdm
 
-from ..errors import CheckpointError, ConfigError, InputError
-from ..io import atomic_write, read_json, write_json, write_safetensors
+from ..errors import CheckpointError, ConfigError, InputError, OutputError
+from ..io import (CHECKSUM, atomic_write, check_tensors, read_json, tensor_checksum, write_json,
+                  write_safetensors)
+from ..progress import progress as progress_bar
 
 CACHE_CONFIG = "cache_config.json"
 FORMATS = {"safetensors": ".safetensors", "numpy": ".npz"}
@@ -33,9 +34,16 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 _UNREADABLE = (SafetensorError, OSError, ValueError, KeyError)
 
 
+REBUILD = "delete it and rerun `dept-vl features` (or the training) to recompute it"
+
+
 def _corrupt(path: Path, err: Exception) -> CheckpointError:
-    return CheckpointError(f"feature cache shard {path} is corrupt ({err}); delete it and rerun `dept-vl features` "
-                           "to recompute it")
+    return CheckpointError(f"feature cache shard {path} is corrupt ({err}); {REBUILD}")
+
+
+def _unwritable(root: Path, err: OSError) -> OutputError:
+    return OutputError(f"cannot write the feature cache in {root} ({err.strerror or err}); set DEPT_VL_CACHE to a "
+                       "writable directory, or pass --cache-dir")
 
 
 def encoder_signature(name: str, encoder) -> dict[str, Any]:
@@ -72,7 +80,10 @@ class FeatureCache:
             if dtype not in DTYPES:
                 raise ConfigError(f"unknown cache dtype {dtype!r}; choose from {', '.join(DTYPES)}")
             self.config = {"signature": dict(signature), "format": fmt, "dtype": dtype}
-            write_json(config_path, self.config)
+            try:
+                write_json(config_path, self.config)
+            except OSError as err:
+                raise _unwritable(self.root, err) from None
         self.suffix = FORMATS[self.config["format"]]
         self._index: dict[str, tuple[Path, int]] = {}
         self._loaded: dict[Path, torch.Tensor] = {}
@@ -113,16 +124,20 @@ class FeatureCache:
         return torch.stack(rows).float()
 
     def _shard(self, path: Path) -> torch.Tensor:
+        """A shard's features, checked against the checksum written with them and for NaN / inf."""
         if path not in self._loaded:
             try:
                 if self.suffix == ".npz":
                     with np.load(path, allow_pickle=False) as data:
-                        self._loaded[path] = torch.from_numpy(data["features"])
+                        features = torch.from_numpy(data["features"])
+                        checksum = str(data[CHECKSUM]) if CHECKSUM in data.files else None
                 else:
                     with safe_open(str(path), framework="pt") as fh:
-                        self._loaded[path] = fh.get_tensor("features")
+                        features, checksum = fh.get_tensor("features"), (fh.metadata() or {}).get(CHECKSUM)
             except _UNREADABLE as err:
                 raise _corrupt(path, err) from None
+            check_tensors(path, {"features": features}, checksum, finite=True, remedy=REBUILD)
+            self._loaded[path] = features
         return self._loaded[path]
 
     def _read_ids(self, path: Path) -> list[str]:
@@ -144,20 +159,28 @@ class FeatureCache:
         number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
         path = self.root / f"shard-{number:05d}{self.suffix}"
         features = features.detach().to("cpu", DTYPES[self.config["dtype"]]).contiguous()
-        if self.suffix == ".npz":
-            array = features.float().numpy() if features.dtype == torch.bfloat16 else features.numpy()
-
-            def write(tmp: str) -> None:
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, features=array, ids=np.array(list(image_ids), dtype=str))
-
-            atomic_write(path, write)
-        else:
-            write_safetensors(path, {"features": features}, metadata={"ids": json.dumps(list(image_ids))})
+        try:
+            if self.suffix == ".npz":
+                self._write_npz(path, features, image_ids)
+            else:
+                write_safetensors(path, {"features": features}, metadata={"ids": json.dumps(list(image_ids))})
+        except OSError as err:
+            raise _unwritable(self.root, err) from None
         self._loaded[path] = features
         for row, image_id in enumerate(image_ids):
             self._index[image_id] = (path, row)
         return path
+
+    @staticmethod
+    def _write_npz(path: Path, features: torch.Tensor, image_ids: Sequence[str]) -> None:
+        array = features.float().numpy() if features.dtype == torch.bfloat16 else features.numpy()
+        checksum = tensor_checksum({"features": torch.from_numpy(array)})
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, features=array, ids=np.array(list(image_ids), dtype=str), **{CHECKSUM: np.array(checksum)})
+
+        atomic_write(path, write)
 
     @torch.no_grad()
     def build(self, images: Mapping[str, Any], encoder: Callable, batch_size: int = 64, shard_size: int = 1024,
@@ -168,8 +191,8 @@ class FeatureCache:
         """
         remove_stale_temp_files(self.root)
         todo = [i for i in sorted(images) if i not in self._index]
-        bar = tqdm(total=len(images), initial=len(images) - len(todo), desc="image features", unit="img",
-                   disable=not progress)
+        bar = progress_bar(total=len(images), initial=len(images) - len(todo), desc="image features", unit="img",
+                           disable=not progress)
         device = next((b.device for b in encoder.buffers()), torch.device("cpu"))
         for start in range(0, len(todo), shard_size):
             ids = todo[start : start + shard_size]

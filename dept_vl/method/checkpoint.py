@@ -41,7 +41,8 @@ def read_adapter(directory: str | Path, hidden_size: int | None = None) -> tuple
     if peft_type == OFFICIAL_PEFT_TYPE:
         config, state = _read_official(directory, raw)
     elif peft_type == DEPT_PEFT_TYPE:
-        config, state = DePTConfig.from_dict(raw), read_safetensors(directory / ADAPTER_WEIGHTS)
+        config, state = DePTConfig.from_dict(raw), read_safetensors(directory / ADAPTER_WEIGHTS, finite=True,
+                                                                    remedy="save or train the adapter again")
     else:
         raise CheckpointError(f"{directory / ADAPTER_CONFIG} has peft_type {peft_type!r}; expected "
                               f"{DEPT_PEFT_TYPE!r} or the official {OFFICIAL_PEFT_TYPE!r}")

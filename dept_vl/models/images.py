@@ -15,7 +15,11 @@ from ..errors import InputError
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """Open an image file as RGB, with a clear error for a missing, unreadable or corrupt file."""
+    """Open an image file as RGB, with a clear error for a missing, unreadable or corrupt file, or a URL (dept-vl
+    never touches the network)."""
+    if str(path).startswith(("http://", "https://")):
+        raise InputError(f"{path} is a URL; dept-vl reads local image files only: download it first "
+                         "(e.g. curl -O URL) and pass the file")
     path = Path(path)
     if not path.exists():
         raise InputError(f"image not found: {path}")

@@ -16,6 +16,7 @@ from typing import Iterable
 
 import torch
 
+from ..io import write_dir_atomically
 from .config import RANDOM, ModelConfig, RandomTextConfig
 
 SPECIALS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2 (T5's pad / eos / unk convention)
@@ -48,13 +49,11 @@ def save_random_t5(directory: str | Path, shape: RandomTextConfig, tokenizer) ->
                       num_layers=shape.num_layers, num_decoder_layers=shape.num_layers, num_heads=shape.num_heads,
                       d_kv=shape.d_model // shape.num_heads, decoder_start_token_id=0, pad_token_id=0,
                       eos_token_id=1)
-    tmp = directory.with_name(directory.name + ".tmp")
     with torch.random.fork_rng():  # the run's own random state (prompt init, ...) must not depend on this
         torch.manual_seed(shape.seed)
         model = T5ForConditionalGeneration(config)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.replace(directory)  # complete or absent: a killed run never leaves half a backbone
+    # complete or absent: a killed run never leaves half a backbone
+    write_dir_atomically(directory, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
     return directory
 
 

@@ -101,6 +101,11 @@ class TextBackbone(nn.Module):
                 "a text of %d tokens was truncated to max_length %d (said once; raise text.max_length to keep "
                 "more)", max(lengths), max_length)
 
+    def unknown_words(self, text: str) -> tuple[int, int]:
+        """(tokens the tokenizer does not know, tokens) of ``text``, special tokens not counted."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return sum(i == self.tokenizer.unk_token_id for i in ids), len(ids)
+
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embeddings(input_ids)
 

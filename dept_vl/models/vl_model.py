@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -151,21 +152,26 @@ class VisionLanguageModel(nn.Module):
 
     # ---- checkpoints: trainable weights only -------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``adapter_model.safetensors`` (DePT + projection) then ``dept_vl_config.json``."""
+        """Write ``adapter_model.safetensors`` (DePT + projection) then ``dept_vl_config.json``. A local backbone is
+        recorded by its path and by its path relative to ``directory``, so that a run moved or copied together
+        with its ``backbone/`` still loads."""
         directory = Path(directory)
+        meta = {"format": "dept-vl", "version": __version__, "model": self.config.to_dict(),
+                "hidden_size": self.text.hidden_size, "projection": self.projection.shape_dict(),
+                "tokens_per_image": self.tokens_per_image}
+        if Path(self.config.text.backbone).is_dir():  # a local backbone: also where it lies seen from here
+            meta["text_backbone_relative"] = os.path.relpath(Path(self.config.text.backbone).resolve(),
+                                                             directory.resolve())
         write_safetensors(directory / ADAPTER_WEIGHTS, self.trainable_parameters())
-        write_json(directory / MODEL_CONFIG_FILE, {
-            "format": "dept-vl", "version": __version__, "model": self.config.to_dict(),
-            "hidden_size": self.text.hidden_size, "projection": self.projection.shape_dict(),
-            "tokens_per_image": self.tokens_per_image,
-        })
+        write_json(directory / MODEL_CONFIG_FILE, meta)
 
     def load_trainable(self, directory: str | Path) -> None:
         """Put the trainable weights saved in ``directory`` (``save_pretrained``, or a training checkpoint) into
         this model, naming any weight that is missing or does not fit; the frozen parts stay as they are."""
         directory = Path(directory)
-        load_state_checked(self, read_safetensors(directory / ADAPTER_WEIGHTS), str(directory),
-                           expected=set(self.trainable_parameters()))
+        weights = read_safetensors(directory / ADAPTER_WEIGHTS, finite=True,
+                                   remedy="load an earlier checkpoint of the run (checkpoints/) or train it again")
+        load_state_checked(self, weights, str(directory), expected=set(self.trainable_parameters()))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, text: TextBackbone | None = None,
@@ -177,8 +183,8 @@ class VisionLanguageModel(nn.Module):
             raise CheckpointError(f"checkpoint directory {directory} does not exist")
         meta = read_json(directory / MODEL_CONFIG_FILE)
         config = ModelConfig.from_dict(meta["model"])
-        if backbone:
-            config.text.backbone = backbone
+        config.text.backbone = backbone or saved_backbone(config.text.backbone, meta.get("text_backbone_relative"),
+                                                          directory)
         text = text or TextBackbone.from_config(config.text)
         if text.hidden_size != meta["hidden_size"]:
             raise CheckpointError(f"checkpoint {directory} was trained for text width {meta['hidden_size']}, "
@@ -186,6 +192,18 @@ class VisionLanguageModel(nn.Module):
         model = cls(config, vision=vision, text=text)
         model.load_trainable(directory)
         return model
+
+def saved_backbone(path: str, relative: str | None, directory: Path) -> str:
+    """The text backbone a checkpoint names: its saved path or hub name, or else, for a local backbone that is no
+    longer there (the run was moved or copied elsewhere), the same directory seen from the checkpoint."""
+    if relative is None or Path(path).is_dir():
+        return path
+    moved = Path(os.path.normpath(directory.resolve() / relative))
+    if moved.is_dir():
+        return str(moved)
+    raise CheckpointError(f"{directory}: its text backbone is missing: neither {path} nor {moved} exists; copy the "
+                          "run's backbone/ back beside it, or pass --backbone PATH")
+
 
 def left_align(embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Move each row's padding to the front (right-padded -> left-padded), keeping token order."""

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from ..data.batches import ImageInputs, TaskSplit
 from ..data.feature_cache import cached_features
 from ..data.tasks import Example, get_task
 from ..io import write_json, write_text
+from ..progress import progress as progress_bar
 from .run_dir import RunDir, SavedModel
 
 
@@ -25,11 +25,14 @@ def predict_examples(model, images: ImageInputs, task_index: int, data, examples
     was_training = model.training
     model.eval()
     predictions = {}
-    for start in tqdm(range(0, len(mine), batch_size), desc=desc, unit="batch", disable=not progress or rank != 0,
-                      leave=False):
+    bar = progress_bar(total=-(-len(mine) // batch_size), desc=desc, unit="batch", disable=not progress or rank != 0,
+                       leave=False)
+    for start in range(0, len(mine), batch_size):
         chunk = mine[start : start + batch_size]
         batch = model.prepare([ex.source for ex in chunk], **images.inputs(task_index, data, chunk))
         predictions.update(zip([ex.id for ex in chunk], model.generate(**batch, num_beams=num_beams)))
+        bar.update(1)
+    bar.close()
     model.train(was_training)
     if world > 1:
         from accelerate.utils import gather_object
@@ -58,14 +61,16 @@ def write_predictions(path: str | Path, examples: Sequence[Example], predictions
 def evaluate_checkpoint(checkpoint: str | Path, task_name: str | None = None, split: str | None = None,
                         data_dir: str | None = None, output_dir: str | Path | None = None, batch_size: int = 128,
                         num_beams: int = 1, limit: int = 0, use_cache: bool = True, cache_dir: str | None = None,
-                        log=print) -> dict:
-    """Generate for every example of ``split``, write predictions JSONL + metrics JSON, return the metrics."""
+                        overwrite: bool = False, backbone: str | None = None, log=print) -> dict:
+    """Generate for every example of ``split`` (its first ``limit``), write predictions JSONL + metrics JSON into
+    ``output_dir`` (default: the run's ``eval/``; never the files training wrote), return the metrics."""
     saved = SavedModel.find(checkpoint)
     task = get_task(saved.task(task_name))
-    model = saved.load()
-    data_dir = data_dir if data_dir is not None else saved.data_dir(task.name)
     split = split or task.default_splits[2]
-    data = task.load(split, data_dir)
+    predictions_path, metrics_path = RunDir(saved.run_root).eval_outputs(task.name, split, limit, output_dir,
+                                                                          overwrite)
+    model = saved.load(backbone)
+    data = task.load(split, data_dir if data_dir is not None else saved.data_dir(task.name))
     data.check_images()
     cache = None
     if use_cache and model.vision is not None:
@@ -73,9 +78,8 @@ def evaluate_checkpoint(checkpoint: str | Path, task_name: str | None = None, sp
                                 cache_dir=cache_dir)
     scores, predictions = evaluate_split(model, TaskSplit(task, data), ImageInputs([cache]), 0, limit=limit,
                                          batch_size=batch_size, num_beams=num_beams)
-    out = RunDir(output_dir or (checkpoint if Path(checkpoint).is_dir() else "."))
-    write_predictions(out.predictions(task.name, split), data.examples[: limit or None], predictions)
+    write_predictions(predictions_path, data.examples[: limit or None], predictions)
     metrics = {split: scores}
-    write_json(out.eval_metrics(task.name, split), metrics)
-    log(f"wrote {out.predictions(task.name, split)}")
+    write_json(metrics_path, metrics)
+    log(f"wrote {predictions_path} and {metrics_path}")
     return metrics

@@ -16,27 +16,31 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ..data.batches import Prefetcher, TaskSplit, make_batch
 from ..errors import TrainingError, TrainingInterrupted
+from ..progress import progress
 from .curves import plot_curves
 from .evaluate import evaluate_split, write_predictions
 from .recipe import Recipe
-from .run_dir import RECIPE_FILE
-from .session import Session, begin, restore, setup
+from .run_dir import RECIPE_FILE, RunDir
+from .session import Session, begin, make_accelerator, restore, setup
 from .state import best_checkpoint, latest_checkpoint, rng_state, save_checkpoint
 
 
-def train(recipe: Recipe, resume: bool = False, log=print) -> dict | None:
+def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=print) -> dict | None:
     """Run ``recipe`` to the end; return the metrics written to ``OUTPUT/metrics.json`` (on the main process;
-    None on the others)."""
-    session = setup(recipe, log)
-    if resume:
-        restore(session)
-    begin(session)
-    fit(session)
-    return finish(session)
+    None on the others). An output directory that holds a run is continued (``resume``), replaced
+    (``overwrite``) or refused; it is locked while the run lasts."""
+    run = RunDir.for_recipe(recipe)
+    accelerator = make_accelerator(recipe, run)  # it knows which process is the main one; it writes nothing yet
+    with run.claim(resume, overwrite) if accelerator.is_main_process else contextlib.nullcontext():
+        session = setup(recipe, run, accelerator, log)
+        if resume:
+            restore(session)
+        begin(session)
+        fit(session)
+        return finish(session)
 
 
 # ---- fit --------------------------------------------------------------------------------------------------
@@ -100,7 +104,8 @@ def fit(s: Session) -> None:
     """Optimizer steps until ``s.total``: validation, checkpoints and the Ctrl-C check at their points."""
     cfg = s.cfg
     s.model.train()
-    bar = tqdm(total=s.total, initial=s.step, desc=f"train {s.recipe.model.method}", unit="step", disable=not s.main)
+    bar = progress(total=s.total, initial=s.step, desc=f"train {s.recipe.model.method}", unit="step",
+                   disable=not s.main)
     meter = LossMeter(s.accelerator.device)
     prefetch = Prefetcher(lambda ms: make_batch(s.raw, s.splits["train"], s.images, s.order.batch(ms), cfg.seed, ms,
                                                 device="cpu"), s.accelerator.device)
@@ -230,6 +235,7 @@ def finish(s: Session) -> dict | None:
     if s.main:
         s.run.save_metrics(metrics)
         plot_curves(s.history, s.run.curves)
+        s.say(f"run saved in {s.run.root}" + (f": test {_summary(s, test_scores)}" if test_scores else ""))
     s.accelerator.wait_for_everyone()  # end_training destroys the process group: no process may leave early
     s.accelerator.end_training()
     _release_accelerator_state()
@@ -238,6 +244,12 @@ def finish(s: Session) -> dict | None:
 
 def _key(s: Session, split: TaskSplit, metric: str) -> str:
     return metric if len(s.cfg.tasks) == 1 else f"{split.task.name}/{metric}"
+
+
+def _summary(s: Session, scores: dict) -> str:
+    """Each task's own metric, e.g. ``accuracy 0.9874`` or ``vqa/accuracy 0.55, caption/CIDEr 1.02``."""
+    keys = [_key(s, split, split.task.metric) for split in s.splits["test"] if split is not None]
+    return ", ".join(f"{key} {scores[key]:.4f}" for key in keys if key in scores)
 
 
 def _primary(s: Session, scores: dict) -> float:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from ..data.tasks import get_task
+from ..data.tasks.base import require
 from ..errors import ConfigError, InputError
 from ..io import iter_jsonl
+from ..models.images import load_image
 from .run_dir import SavedModel
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
+LOG = logging.getLogger("dept_vl")
 
 
 def _looks_like_image(arg: str) -> bool:
@@ -40,30 +44,77 @@ class Predictor:
         if self.model.vision is None:
             raise ConfigError("this checkpoint takes precomputed features, not images")
 
-    def __call__(self, images: Sequence[str], question: str | None) -> str:
+    def request(self, images: Sequence, question: str | None) -> tuple[str, list]:
+        """(source text, RGB images) of one question, checked: the task's number of images, a question unless
+        it is a caption task. Warns (on stderr) when most of the question's words are unknown to the model."""
         if len(images) != self.task.num_images:
             raise InputError(f"task {self.task.name!r} takes {self.task.num_images} image(s), got {len(images)}")
         if question is None or not question.strip():
             if self.task.name != "caption":
                 raise InputError(f"task {self.task.name!r} needs a question (only caption checkpoints take none)")
             question = ""
-        return self.model.predict([self.task.source(question)], [list(images)], num_beams=self.num_beams)[0]
+        unknown, words = self.model.text.unknown_words(question)
+        if words and unknown > words / 2:
+            LOG.warning("%d of the %d words of %r are unknown to the model's tokenizer: the answer is a guess",
+                        unknown, words, question)
+        return self.task.source(question), [load_image(im) if isinstance(im, (str, Path)) else im for im in images]
 
-    def batch(self, path: str, skip_bad_lines: bool = False) -> Iterator[dict]:
-        """Each JSONL line ``{"image": p | "images": [p, q], "question": q}`` -> the line plus ``prediction``."""
-        for number, record in iter_jsonl(path, skip_bad_lines):
-            images = record.get("images") or ([record["image"]] if "image" in record else [])
-            if not images:
-                raise InputError(f"{path}, line {number}: no \"image\" or \"images\" field")
-            question = record.get("question", record.get("text"))
-            yield {**record, "prediction": self(images, question)}
+    def answer(self, requests: Sequence[tuple[str, list]]) -> list[str]:
+        """The answers to checked ``request(...)``s, generated together."""
+        texts, images = zip(*requests)
+        return self.model.predict(list(texts), list(images), num_beams=self.num_beams)
+
+    def __call__(self, images: Sequence, question: str | None) -> str:
+        return self.answer([self.request(images, question)])[0]
+
+    def batch(self, path: str, skip_bad_lines: bool = False, batch_size: int = 32,
+              log: Callable[[str], None] = LOG.warning) -> Iterator[dict]:
+        """Each JSONL line ``{"image": p | "images": [p, q], "question": q}`` -> the line plus ``prediction``, in
+        order, answered ``batch_size`` at a time. A bad line (not JSON, a missing or mistyped field, an image that
+        cannot be read) is an InputError naming its number, or with ``skip_bad_lines`` is reported and skipped."""
+        pending, bad = [], 0
+        for number, record in iter_jsonl(path, skip_bad_lines, log=log):
+            try:
+                pending.append((record, self.request(*_fields(record, f"{path}, line {number}"))))
+            except InputError as err:
+                message = str(err) if f"line {number}" in str(err) else f"{path}, line {number}: {err}"
+                if not skip_bad_lines:
+                    raise InputError(f"{message} (pass --skip-bad-lines to answer the other lines)") from None
+                log(f"skipped {message}")
+                bad += 1
+            if len(pending) == batch_size:
+                yield from _answered(self, pending)
+                pending = []
+        yield from _answered(self, pending)
+        if bad:
+            log(f"{path}: skipped {bad} bad line(s)")
+
+
+def _fields(record: dict, where: str) -> tuple[list, str | None]:
+    """The images and question of one JSONL record, type-checked."""
+    if "images" in record:
+        images = require(record, "images", where, list)
+        for i, image in enumerate(images):
+            require({"images": image}, "images", f"{where}, image {i}", str)
+    elif "image" in record:
+        images = [require(record, "image", where, str)]
+    else:
+        raise InputError(f"{where}: no \"image\" or \"images\" field")
+    key = "question" if "question" in record else "text" if "text" in record else None
+    return images, (require(record, key, where, str) if key else None)
+
+
+def _answered(predictor: Predictor, pending: list) -> Iterator[dict]:
+    if pending:
+        answers = predictor.answer([request for _, request in pending])
+        yield from ({**record, "prediction": answer} for (record, _), answer in zip(pending, answers))
 
 
 def run_predict(inputs: Sequence[str], checkpoint: str, task: str | None = None, input_file: str | None = None,
-                num_beams: int = 1, backbone: str | None = None, out=print) -> None:
+                num_beams: int = 1, backbone: str | None = None, skip_bad_lines: bool = False, out=print) -> None:
     predictor = Predictor(checkpoint, task, num_beams, backbone)
     if input_file:
-        for record in predictor.batch(input_file):
+        for record in predictor.batch(input_file, skip_bad_lines):
             out(json.dumps(record))
         return
     images, question = split_inputs(inputs)

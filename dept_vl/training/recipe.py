@@ -1,8 +1,9 @@
 """Training recipes: a ``model:`` section (ModelConfig) and a ``train:`` section (TrainConfig), as YAML.
 
 Precedence: TrainConfig defaults < the task's default model < the recipe file < command-line flags.
-``dept-vl train --task easyvqa`` with no file runs the built-in offline default. Every TrainConfig field is also a
-``dept-vl train`` flag, with the field's help text.
+``dept-vl train --task easyvqa`` with no file runs the built-in offline default. Recipes ship in ``recipes/`` and are
+named without their suffix (``--config vqa_t5-base_clip``). Every TrainConfig field is also a ``dept-vl train`` flag,
+with the field's help text.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..data.tasks import get_task
 from ..io import read_config, write_text
 from ..models import ModelConfig
 
+RECIPE_DIR = Path(__file__).parent / "recipes"  # the recipes that ship with dept-vl, by name
 SCHEDULES = ("linear", "constant")
 PRECISIONS = ("no", "bf16", "fp16")
 
@@ -108,6 +110,22 @@ class Recipe:
         return from_dict(cls, read_yaml(path), "recipe")
 
 
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """A recipe file: the path as given if it exists, else the packaged recipe of that name (``vqa_t5-base_clip``;
+    ``configs/vqa_t5-base_clip.yaml``, the path in a checkout of dept-vl 0.1, names it too)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = RECIPE_DIR / f"{path.name.removesuffix('.yaml').removesuffix('.yml')}.yaml"
+    if packaged.is_file():
+        return packaged
+    raise ConfigError(f"config file not found: {path} (nor a packaged recipe of that name: {', '.join(list_recipes())})")
+
+
 def read_yaml(path: str | Path) -> dict:
     """The sections of a recipe file: a mapping with ``model:`` and ``train:`` only."""
     data = read_config(path) or {}
@@ -130,7 +148,7 @@ def resolve_recipe(config_file: str | Path | None = None, train_overrides: dict 
                    model: str | None = None, model_overrides: dict | None = None) -> Recipe:
     """Build the Recipe: defaults, then the task's default model, the file, ``model`` (a named model config or a
     file), then the overrides (``train_overrides``: TrainConfig fields; ``model_overrides``: nested dict)."""
-    data = read_yaml(config_file) if config_file else {}
+    data = read_yaml(find_recipe(config_file)) if config_file else {}
     train_data = _merge(data.get("train") or {}, train_overrides or {})
     train = from_dict(TrainConfig, train_data, "train")
     if model:

@@ -6,8 +6,13 @@
     OUTPUT/backbone/                       the random T5 of an offline run (text.backbone: random)
     OUTPUT/metrics.json                    train / val / test metrics
     OUTPUT/predictions-<task>-<split>.jsonl
-    OUTPUT/metrics-<task>-<split>.json     written by ``dept-vl eval``
     OUTPUT/curves.png, OUTPUT/logs/        learning curves, TensorBoard
+    OUTPUT/eval/                           what ``dept-vl eval`` writes: metrics-<task>-<split>[-first<N>].json and
+                                           predictions-<task>-<split>[-first<N>].jsonl; never the files above
+    OUTPUT/.lock                           held by the training process that owns the directory
+
+One run owns a directory: ``claim`` refuses a directory that holds a run unless told to continue it (--resume) or
+to replace it (--overwrite), and locks it for the run's lifetime.
 
 ``SavedModel.find(path)`` turns whatever a user points ``--checkpoint`` at (a run directory, its ``model/``, a step
 checkpoint, or a directory written by ``save_pretrained``) into the model directory and the recipe saved beside it.
@@ -15,17 +20,21 @@ checkpoint, or a directory written by ``save_pretrained``) into the model direct
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from ..errors import CheckpointError, ConfigError
-from ..io import write_dir_atomically, write_json, write_text
+from ..errors import CheckpointError, ConfigError, OutputError
+from ..io import exclusive_lock, write_dir_atomically, write_json, write_text
 from ..models import VisionLanguageModel
 from ..models.vl_model import MODEL_CONFIG_FILE
 from .recipe import Recipe
 
 RECIPE_FILE = "recipe.yaml"
+RUN_MARKERS = (RECIPE_FILE, "model", "checkpoints", "metrics.json")  # any of them: the directory holds a run
 
 
 class RunDir:
@@ -49,8 +58,45 @@ class RunDir:
     def predictions(self, task: str, split: str) -> Path:
         return self.root / f"predictions-{task}-{split}.jsonl"
 
-    def eval_metrics(self, task: str, split: str) -> Path:
-        return self.root / f"metrics-{task}-{split}.json"
+    def eval_outputs(self, task: str, split: str, limit: int = 0, directory: str | Path | None = None,
+                     overwrite: bool = False) -> tuple[Path, Path]:
+        """(predictions, metrics) paths of ``dept-vl eval`` in ``directory`` (default ``OUTPUT/eval``), named by task,
+        split and limit. Files already there are replaced only with ``overwrite``."""
+        directory = Path(directory) if directory is not None else self.root / "eval"
+        name = f"{task}-{split}" + (f"-first{limit}" if limit else "")
+        paths = directory / f"predictions-{name}.jsonl", directory / f"metrics-{name}.json"
+        there = [p for p in paths if p.exists()]
+        if there and not overwrite:
+            raise OutputError(f"{there[0]} exists; pass --overwrite to replace it, or --output-dir to write elsewhere")
+        _writable_dir(directory, "pass --output-dir to write elsewhere")
+        return paths
+
+    # ---- owning the directory ------------------------------------------------------------------------------
+    def holds_run(self) -> bool:
+        return any((self.root / name).exists() for name in RUN_MARKERS)
+
+    @contextlib.contextmanager
+    def claim(self, resume: bool = False, overwrite: bool = False) -> Iterator["RunDir"]:
+        """Own the directory for a training run: locked while the block runs; a directory holding a run is
+        continued (``resume``), emptied of that run's files (``overwrite``), or refused."""
+        if self.root.exists() and not self.root.is_dir():
+            raise OutputError(f"--output-dir {self.root} is a file, not a directory")
+        _writable_dir(self.root, "pass another --output-dir")
+        with exclusive_lock(self.root / ".lock", f"run directory {self.root}"):
+            if self.holds_run() and not resume:
+                if not overwrite:
+                    raise OutputError(f"{self.root} already holds a run; pass --resume to continue it or --overwrite "
+                                      "to replace it")
+                self.clear()
+            yield self
+
+    def clear(self) -> None:
+        """Remove a run's own files (and nothing else the directory holds)."""
+        for name in ("model", "checkpoints", "backbone", "logs", "eval"):
+            shutil.rmtree(self.root / name, ignore_errors=True)
+        for pattern in (RECIPE_FILE, "metrics.json", "curves.png", "predictions-*.jsonl", ".*.tmp"):
+            for path in self.root.glob(pattern):
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
     def save_recipe(self, recipe: Recipe) -> None:
         recipe.save(self.recipe)
@@ -61,6 +107,17 @@ class RunDir:
 
     def save_metrics(self, metrics: dict) -> None:
         write_json(self.metrics, metrics)
+
+
+def _writable_dir(directory: Path, remedy: str) -> None:
+    """Create ``directory`` if need be; OutputError naming it (and ``remedy``) where that or writing in it fails."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise OutputError(f"cannot write in {directory} ({err.strerror or err}); {remedy}") from None
 
 
 @dataclass
@@ -82,6 +139,12 @@ class SavedModel:
             raise CheckpointError(f"no {MODEL_CONFIG_FILE} in {path} (is this a dept-vl checkpoint directory?)")
         recipe = Recipe.from_file(path / RECIPE_FILE) if (path / RECIPE_FILE).is_file() else None
         return cls(path, recipe)
+
+    @property
+    def run_root(self) -> Path:
+        """The run directory this model belongs to (a run's ``model/``: the run; else the model directory)."""
+        parent = self.directory.parent
+        return parent if self.directory.name == "model" and (parent / RECIPE_FILE).is_file() else self.directory
 
     def load(self, backbone: str | None = None) -> VisionLanguageModel:
         """The model, its text backbone loaded from ``backbone`` when given."""

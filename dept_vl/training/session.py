@@ -61,14 +61,20 @@ class Session:
 
 
 # ---- setup --------------------------------------------------------------------------------------------------
-def setup(recipe: Recipe, log=print) -> Session:
-    """The accelerator, the data, the model (and its feature caches), the optimizer and the schedule."""
+def make_accelerator(recipe: Recipe, run: RunDir):
+    """The run's accelerate ``Accelerator`` (one process, or one of ``accelerate launch``'s)."""
     from accelerate import Accelerator
+
+    cfg = recipe.train
+    return Accelerator(mixed_precision=cfg.mixed_precision, log_with="tensorboard" if cfg.tensorboard else None,
+                       project_dir=str(run.logs))
+
+
+def setup(recipe: Recipe, run: RunDir, accelerator, log=print) -> Session:
+    """The data, the model (and its feature caches), the optimizer and the schedule."""
     from accelerate.utils import set_seed
 
-    started, cfg, run = time.time(), recipe.train, RunDir.for_recipe(recipe)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, log_with="tensorboard" if cfg.tensorboard else None,
-                              project_dir=str(run.logs))
+    started, cfg = time.time(), recipe.train
     say = log if accelerator.is_main_process else (lambda *_: None)
     set_seed(cfg.seed)
     splits = load_splits(recipe, say)
@@ -117,16 +123,16 @@ def load_splits(recipe: Recipe, log) -> dict[str, list[TaskSplit | None]]:
 
 
 def build_model(recipe: Recipe, splits: dict, run: RunDir, accelerator) -> VisionLanguageModel:
-    """The model of the recipe (the random backbone of an offline run written first, by the main process), its
-    vision encoder on the accelerator's device. Built before the caches: a bad backbone fails fast."""
+    """The model of the recipe (the random backbone of an offline run written first, by the main process, into the
+    run directory; the recipe keeps naming it ``random``), its vision encoder on the accelerator's device. Built
+    before the caches: a bad backbone fails fast."""
     texts = [t for s in splits["train"] for ex in s.data.examples for t in (ex.source, *ex.targets)]
     with accelerator.main_process_first():  # the main process writes the random backbone; the others read it
-        recipe.model = materialize_random_backbone(recipe.model, texts, run.backbone,
-                                                   write=accelerator.is_main_process)
-    v = recipe.model.vision
+        config = materialize_random_backbone(recipe.model, texts, run.backbone, write=accelerator.is_main_process)
+    v = config.vision
     vision = None if v.encoder == FEATURES else build_vision_encoder(v.encoder, image_size=v.image_size,
                                                                      pool_tokens=v.pool_tokens, pretrained=v.pretrained)
-    return VisionLanguageModel(recipe.model, vision=None if vision is None else vision.to(accelerator.device))
+    return VisionLanguageModel(config, vision=None if vision is None else vision.to(accelerator.device))
 
 
 def build_images(recipe: Recipe, splits: dict, vision, accelerator, log) -> ImageInputs:

@@ -151,11 +151,27 @@ def get_task(name: str) -> Task:
     return _TASKS.get(name)()
 
 
-def require(record: dict, key: str, where: str) -> Any:
-    """``record[key]``, or an InputError naming the record and the missing field."""
+def require(record: Any, key: str, where: str, kind: type | tuple[type, ...] | None = None) -> Any:
+    """``record[key]``, or an InputError naming the record and the field that is missing or, with ``kind``, is not of
+    that JSON type (booleans are never numbers here)."""
+    if not isinstance(record, dict):
+        raise InputError(f"{where}: expected a JSON object, got {_json_type(record)}")
     if key not in record:
         raise InputError(f"{where}: record has no field {key!r}")
-    return record[key]
+    value = record[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,) if kind else ()
+    if kinds and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+        names = " or ".join(_JSON_NAMES.get(k, k.__name__) for k in kinds)
+        raise InputError(f"{where}: field {key!r} must be {names}, got {_json_type(value)} {value!r:.40}")
+    return value
+
+
+_JSON_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "an object"}
+
+
+def _json_type(value: Any) -> str:
+    return {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "a list", dict: "an object",
+            type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def check_not_empty(data: TaskData) -> TaskData:

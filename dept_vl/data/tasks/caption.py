@@ -36,7 +36,7 @@ class COCOCaption(Task):
         self.check_split(split)
         root = self.data_dir(data_dir)
         path = root / "dataset_coco.json"
-        records = require(read_data_json(path), "images", str(path))
+        records = require(read_data_json(path), "images", str(path), list)
         return self._examples(split, records, str(path), root=root)
 
     def _examples(self, split: str, records, where: str, root: Path | None = None, images=None) -> TaskData:
@@ -49,7 +49,8 @@ class COCOCaption(Task):
             key = Path(filename).stem
             if root is not None:
                 paths[key] = str(root / "images" / str(record.get("filepath", "")) / filename)
-            captions = [s["raw"] if isinstance(s, dict) else str(s) for s in require(record, "sentences", where)]
+            captions = [require(s, "raw", where, str) if isinstance(s, dict) else str(s)
+                        for s in require(record, "sentences", f"{where}, image {i}", list)]
             examples.append(Example(str(record.get("cocoid", key)), (key,), self.source(), captions))
         return check_not_empty(TaskData(self.name, split, examples, paths if images is None else images))
 

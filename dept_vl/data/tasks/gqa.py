@@ -68,7 +68,7 @@ class GQA(Task):
         return check_not_empty(TaskData(self.name, split, examples, ChainMap(*images)))
 
     def _example(self, qid: str, q: dict, where: str) -> Example:
-        return Example(qid, (str(require(q, "imageId", where)),), self.source(require(q, "question", where)),
+        return Example(qid, (str(require(q, "imageId", where)),), self.source(require(q, "question", where, str)),
                        [str(require(q, "answer", where))], meta={"type": (q.get("types") or {}).get("structural")})
 
     def score(self, predictions: dict[str, str], examples: Sequence[Example]) -> dict[str, float]:

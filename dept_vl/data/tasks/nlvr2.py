@@ -57,7 +57,7 @@ class NLVR2(Task):
             pair = (f"{stem}-img0", f"{stem}-img1")
             for key in pair:
                 images[key] = str(root / "images" / split / f"{key}.png")
-            examples.append(Example(identifier, pair, self.source(require(record, "sentence", where)),
+            examples.append(Example(identifier, pair, self.source(require(record, "sentence", where, str)),
                                     [label_text(require(record, "label", where), where)]))
         return check_not_empty(TaskData(self.name, split, examples, images))
 

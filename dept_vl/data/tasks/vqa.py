@@ -45,17 +45,19 @@ class VQAv2(Task):
             subtypes, keep = (split,), None
         else:
             karpathy = read_data_json(root / "karpathy_split.json")
-            keep = {int(i) for i in require(karpathy, split, str(root / "karpathy_split.json"))}
+            ids = require(karpathy, split, str(root / "karpathy_split.json"), list)
+            keep = {require({"image_id": i}, "image_id", f"{root / 'karpathy_split.json'}, {split}", int) for i in ids}
             subtypes = SUBTYPES
         examples, images = [], {}
         for subtype in subtypes:
             q_path = root / f"v2_OpenEnded_mscoco_{subtype}_questions.json"
             a_path = root / f"v2_mscoco_{subtype}_annotations.json"
-            questions = require(read_data_json(q_path), "questions", str(q_path))
-            annotations = {a["question_id"]: a for a in require(read_data_json(a_path), "annotations", str(a_path))}
+            questions = require(read_data_json(q_path), "questions", str(q_path), list)
+            annotations = {require(a, "question_id", str(a_path)): a
+                           for a in require(read_data_json(a_path), "annotations", str(a_path), list)}
             for q in questions:
-                where = f"{q_path}, question {q.get('question_id', '?')}"
-                image_id = require(q, "image_id", where)
+                where = f"{q_path}, question {q.get('question_id', '?') if isinstance(q, dict) else '?'}"
+                image_id = require(q, "image_id", where, int)
                 if keep is not None and int(image_id) not in keep:
                     continue
                 qid = require(q, "question_id", where)
@@ -64,11 +66,11 @@ class VQAv2(Task):
                 ann = annotations[qid]
                 key = coco_image_key(subtype, image_id)
                 images[key] = str(root / "images" / subtype / f"{key}.jpg")
-                examples.append(self._example(str(qid), key, require(q, "question", where), ann, str(a_path)))
+                examples.append(self._example(str(qid), key, require(q, "question", where, str), ann, str(a_path)))
         return check_not_empty(TaskData(self.name, split, examples, images))
 
     def _example(self, qid: str, image_key: str, question: str, ann: dict, where: str) -> Example:
-        answers = [require(a, "answer", f"{where}, question {qid}") for a in require(ann, "answers", where)]
+        answers = [require(a, "answer", f"{where}, question {qid}", str) for a in require(ann, "answers", where, list)]
         return Example(qid, (image_key,), self.source(question), answers,
                        meta={"answer_type": ann.get("answer_type"), "question_type": ann.get("question_type"),
                              "answer": ann.get("multiple_choice_answer", answers[0] if answers else "")})
