@@ -5,6 +5,7 @@ import torch
 
 from dept_vl.errors import CheckpointError, InputError
 from dept_vl.data.feature_cache import FeatureCache, cached_features, default_cache_dir, encoder_signature
+from dept_vl.io import tensor_checksum
 from dept_vl.models import build_vision_encoder
 
 from conftest import write_image
@@ -96,3 +97,37 @@ def test_real_encoder_matches_direct_call(tmp_path, monkeypatch):
     assert str(cache.root).startswith(str(tmp_path / "home" / "features" / "demo"))
     direct = encoder(encoder.preprocess([images["im1"]]))
     assert torch.allclose(cache.get(["im1"]), direct, atol=1e-5)  # batched with 3 vs alone
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "numpy"])
+def test_changed_or_non_finite_shards_are_refused_by_name(tmp_path, fmt):
+    encoder = CountingEncoder()
+    sig = encoder_signature("counting", encoder)
+    FeatureCache(tmp_path, sig, fmt=fmt).build(IMAGES, encoder, shard_size=5, progress=False)
+    shard = sorted(tmp_path.glob("shard-*"))[1]
+    if fmt == "safetensors":
+        raw = bytearray(shard.read_bytes())
+        raw[-4:] = bytes(4)  # the last feature value zeroed; the header and the size unchanged
+        shard.write_bytes(bytes(raw))
+        with pytest.raises(CheckpointError, match=f"{shard.name} fails its checksum.*dept-vl features"):
+            FeatureCache(tmp_path, sig).get(["img09"])
+    else:
+        import numpy as np
+
+        with np.load(shard) as data:
+            arrays = dict(data)
+        arrays["features"][0, 0, 0] = np.nan
+        arrays["dept_vl_sha256"] = np.array(tensor_checksum({"features": torch.from_numpy(arrays["features"])}))
+        np.savez(shard, **arrays)  # a matching checksum: only the NaN is wrong
+        with pytest.raises(CheckpointError, match=f"{shard.name} holds NaN or inf values.*dept-vl features"):
+            FeatureCache(tmp_path, sig).get(["img05"])
+    assert FeatureCache(tmp_path, sig).get(["img00"]).shape == (1, 2, 3)  # the other shard is fine
+
+
+def test_shards_without_a_checksum_are_still_read(tmp_path):
+    from safetensors.torch import save_file
+
+    sig = encoder_signature("counting", CountingEncoder())
+    FeatureCache(tmp_path, sig)  # writes cache_config.json
+    save_file({"features": torch.ones(1, 2, 3)}, tmp_path / "shard-00000.safetensors", metadata={"ids": '["a"]'})
+    assert torch.equal(FeatureCache(tmp_path, sig).get(["a"]), torch.ones(1, 2, 3))  # written by dept-vl 0.1

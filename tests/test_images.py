@@ -20,6 +20,8 @@ def test_any_image_mode_becomes_rgb(mode):
 def test_load_image_errors(tmp_path):
     with pytest.raises(InputError, match="image not found"):
         load_image(tmp_path / "missing.jpg")
+    with pytest.raises(InputError, match="http://example.com/a.png is a URL; .* download it first"):
+        load_image("http://example.com/a.png")
     with pytest.raises(InputError, match="is a directory"):
         load_image(tmp_path)
     bad = tmp_path / "bad.jpg"

@@ -78,3 +78,41 @@ def test_config_and_data_readers(tmp_path):
     assert list(iter_jsonl(tmp_path / "e.jsonl", skip_bad_lines=True)) == [(1, {"a": 1})]
     with pytest.raises(InputError, match=r"e.jsonl, line 2: not UTF-8 text \(invalid continuation byte at byte 10\)"):
         list(iter_jsonl(tmp_path / "e.jsonl"))
+
+
+def test_safetensors_carry_a_checksum_that_is_verified(tmp_path):
+    path = tmp_path / "w.safetensors"
+    write_safetensors(path, {"a": torch.arange(6.0).view(2, 3), "b": torch.ones(2, dtype=torch.bfloat16)})
+    assert torch.equal(read_safetensors(path)["a"], torch.arange(6.0).view(2, 3))
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF  # one byte of tensor data flipped, the size unchanged
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="w.safetensors fails its checksum: .*; retrain it"):
+        read_safetensors(path, remedy="retrain it")
+    write_safetensors(path, {"a": torch.tensor([1.0, float("inf")])})
+    assert read_safetensors(path)["a"][1] == float("inf")  # finiteness is checked only where asked
+    with pytest.raises(CheckpointError, match=r"holds NaN or inf values \(in a\)"):
+        read_safetensors(path, finite=True)
+
+
+def test_write_dir_atomically_gives_every_file_the_usual_mode(tmp_path):
+    def write(directory):
+        (directory / "sub").mkdir()
+        (directory / "sub" / "private").write_text("x")
+        os.chmod(directory / "sub" / "private", 0o600)  # as libraries writing through mkstemp leave it
+
+    write_dir_atomically(tmp_path / "d", write)
+    assert stat.S_IMODE((tmp_path / "d" / "sub" / "private").stat().st_mode) == FILE_MODE
+
+
+def test_exclusive_lock(tmp_path):
+    from dept_vl.errors import OutputError
+    from dept_vl.io import exclusive_lock
+
+    with exclusive_lock(tmp_path / "x.lock", "the thing"):
+        assert (tmp_path / "x.lock").read_text() == f"{os.getpid()}\n"
+        with pytest.raises(OutputError, match=f"the thing is in use by another dept-vl process \\(pid {os.getpid()}\\)"):
+            with exclusive_lock(tmp_path / "x.lock", "the thing"):
+                pass
+    with exclusive_lock(tmp_path / "x.lock", "the thing"):  # released
+        pass

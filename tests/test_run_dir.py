@@ -1,8 +1,10 @@
 """The run directory's layout, and finding a saved model from whatever --checkpoint points at."""
 
+import os
+
 import pytest
 
-from dept_vl.errors import CheckpointError, ConfigError
+from dept_vl.errors import CheckpointError, ConfigError, OutputError
 from dept_vl.training.recipe import resolve_recipe
 from dept_vl.training.run_dir import RunDir, SavedModel
 
@@ -56,3 +58,25 @@ def _image():
     from PIL import Image
 
     return Image.new("RGB", (20, 20), "blue")
+
+
+def test_a_directory_holds_one_run(tmp_path):
+    run = RunDir(tmp_path / "r")
+    with run.claim():  # a new directory
+        run.save_recipe(resolve_recipe(None, {"task": "easyvqa"}))
+        (run.root / "notes.txt").write_text("mine")  # a file of the user's
+        (run.root / "predictions-easyvqa-test.jsonl").write_text("{}\n")
+        with pytest.raises(OutputError, match=f"in use by another dept-vl process \\(pid {os.getpid()}\\)"):
+            with run.claim(resume=True):
+                pass
+    with pytest.raises(OutputError, match="already holds a run; pass --resume to continue it or --overwrite"):
+        with run.claim():
+            pass
+    with run.claim(resume=True):
+        assert run.recipe.is_file()
+    with run.claim(overwrite=True):
+        assert sorted(p.name for p in run.root.iterdir()) == [".lock", "notes.txt"]
+    (tmp_path / "f").write_text("")
+    with pytest.raises(OutputError, match="is a file, not a directory"):
+        with RunDir(tmp_path / "f").claim():
+            pass

@@ -224,3 +224,26 @@ def test_bad_data_gives_clear_errors(tmp_path, vl_data):
     (tmp_path / "dev.json").write_text('{"identifier": "dev-1-0-0", "label": "True"}\n')
     with pytest.raises(InputError, match="line 1: record has no field 'sentence'"):
         get_task("nlvr2").load("dev", tmp_path)
+
+
+def test_fields_of_the_wrong_json_type_are_named(tmp_path, vl_data):
+    import json
+    import shutil
+
+    (tmp_path / "dev.json").write_text('{"identifier": "dev-1-0-0", "sentence": 42, "label": "True"}\n')
+    with pytest.raises(InputError, match=r"dev.json, line 1: field 'sentence' must be a string, got an integer 42"):
+        get_task("nlvr2").load("dev", tmp_path)
+    (tmp_path / "train_balanced_questions.json").write_text('{"q1": {"imageId": "n1", "question": ["x"], "answer": "a"}}')
+    with pytest.raises(InputError, match="question q1: field 'question' must be a string, got a list"):
+        get_task("gqa").load("train", tmp_path)
+    vqa = tmp_path / "vqa"
+    shutil.copytree(vl_data["vqa"], vqa)
+    questions = vqa / "v2_OpenEnded_mscoco_val2014_questions.json"
+    data = json.loads(questions.read_text())
+    data["questions"][0]["image_id"] = True
+    questions.write_text(json.dumps(data))
+    with pytest.raises(InputError, match="field 'image_id' must be an integer, got a boolean True"):
+        get_task("vqa").load("val2014", vqa)
+    questions.write_text(json.dumps({"questions": [7]}))
+    with pytest.raises(InputError, match="question \\?: expected a JSON object, got an integer"):
+        get_task("vqa").load("val2014", vqa)

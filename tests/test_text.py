@@ -51,3 +51,9 @@ def test_unknown_backbone(tmp_path):
 def test_bf16_weights(tiny_t5_dir):
     text = TextBackbone.from_pretrained(tiny_t5_dir, dtype=torch.bfloat16)
     assert text.dtype == torch.bfloat16
+
+
+def test_unknown_words_are_counted(tiny_t5_dir):
+    text = TextBackbone.from_pretrained(tiny_t5_dir)  # a word-level vocabulary: unknown words are <unk>
+    assert text.unknown_words("what color is the zorblat") == (1, 5)
+    assert text.unknown_words("") == (0, 0)

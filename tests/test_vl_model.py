@@ -205,3 +205,22 @@ def test_bart_backbone(tiny_clip_dir, tiny_bart_dir):
     with torch.no_grad():
         logits = model.text.model(inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=gen[:, :-1]).logits
     assert torch.equal(logits.argmax(-1), gen[:, 1:])
+
+
+def test_a_model_moved_with_its_backbone_still_loads(tiny_clip_dir, tiny_t5_dir, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_t5_dir, run / "backbone")
+    model = VisionLanguageModel(tiny_model_config(tiny_clip_dir, str(run / "backbone")))
+    model.save_pretrained(run / "model")
+    shutil.move(str(run), tmp_path / "moved")  # the saved absolute path is gone; the relative one leads to it
+    loaded = VisionLanguageModel.from_pretrained(tmp_path / "moved" / "model")
+    assert loaded.config.text.backbone == str(tmp_path / "moved" / "backbone")
+    batch = model.prepare(QUESTIONS[:2], images(2))
+    assert loaded.generate(**batch) == model.generate(**batch)
+    shutil.rmtree(tmp_path / "moved" / "backbone")
+    with pytest.raises(CheckpointError, match="its text backbone is missing: neither .*run/backbone nor "
+                                              ".*moved/backbone exists; .*--backbone"):
+        VisionLanguageModel.from_pretrained(tmp_path / "moved" / "model")
+    assert VisionLanguageModel.from_pretrained(tmp_path / "moved" / "model", backbone=tiny_t5_dir).text.hidden_size == 32
