@@ -123,12 +123,13 @@ def test_skip_bad_lines_counts_them(caplog, tmp_path, vl_data):
     nlvr = tmp_path / "nlvr2"
     shutil.copytree(vl_data["nlvr2"], nlvr, symlinks=True)
     lines = (nlvr / "train.json").read_text().splitlines()
-    (nlvr / "train.json").write_text("\n".join(lines + ["{bad", "also bad"]) + "\n")
+    (nlvr / "train.json").write_bytes("\n".join(lines + ["{bad", "also bad"]).encode() + b'\n{"sentence": "caf\xe9"}\n')
     (tmp_path / "r.yaml").write_text(TINY_RECIPE.replace("easyvqa, k_shot: 48", "nlvr2, k_shot: 0"))
     code = main(["train", "--config", str(tmp_path / "r.yaml"), "--data-dir", str(nlvr), "--skip-bad-lines",
                  "--set", "model.max_images=2", "--max-steps", "1", "--output-dir", str(tmp_path / "run"),
                  "--cache-dir", str(tmp_path / "cache"), "--batch-size", "2"])
-    assert code == 0 and "train.json: skipped 2 malformed line(s)" in caplog.text
+    assert code == 0 and "train.json: skipped 3 malformed line(s)" in caplog.text
+    assert f"train.json, line {len(lines) + 3}: not UTF-8 text" in caplog.text
 
 
 # ---- config and command line ------------------------------------------------------------------------------------
