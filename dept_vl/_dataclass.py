@@ -15,9 +15,11 @@ from typing import Any, Iterable
 from .errors import ConfigError
 
 
-def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory=dataclasses.MISSING):
-    """A dataclass field whose ``metadata["help"]`` documents it (``--help`` shows it)."""
-    return dataclasses.field(default=default, default_factory=factory, metadata={"help": help})
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory=dataclasses.MISSING,
+            flag: dict | None = None):
+    """A dataclass field whose ``metadata["help"]`` documents it (``--help`` shows it); ``flag``: argparse options
+    of its command-line flag beyond the ones its type gives (e.g. ``{"action": "append"}``)."""
+    return dataclasses.field(default=default, default_factory=factory, metadata={"help": help, "flag": flag or {}})
 
 
 def help_of(field: dataclasses.Field) -> str:

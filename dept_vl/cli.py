@@ -17,6 +17,7 @@ import yaml
 
 from ._dataclass import help_of
 from ._version import __version__
+from .bench.multitask import format_multitask, run_multitask
 from .bench.quality import QUALITY_METHODS, format_quality, run_quality
 from .bench.speed import BenchConfig, format_table, run_bench, write_report
 from .data.feature_cache import open_feature_cache
@@ -44,7 +45,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            parser.add_argument(flag, type=kind, default=None, help=text)
+            parser.add_argument(flag, **{"type": kind, "default": None, "help": text, **field.metadata.get("flag", {})})
 
 
 def config_flags(args: argparse.Namespace, cls) -> dict:
@@ -208,6 +209,12 @@ def _add_predict_parser(sub) -> None:
 def cmd_bench(args) -> None:
     """Speed and memory of pt / dept / lora / full / the bare backbone side by side (--quality: accuracy)."""
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    if args.multitask:
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+        report = run_multitask(args.output_dir, args.multitask_steps, args.multitask_examples, seeds, log=log)
+        print(format_multitask(report))
+        write_report(report, args.json or Path(args.output_dir) / "multitask.json", None)
+        return
     if args.quality:
         report = run_quality(args.output_dir, args.quality_steps, args.quality_methods, log=log)
         print(format_quality(report))
@@ -227,6 +234,11 @@ def _add_bench_parser(sub) -> None:
     p.add_argument("--quality", action="store_true", help="train every method on easy-vqa and compare accuracy")
     p.add_argument("--quality-steps", type=int, default=3000, help="training steps per method (default: 3000)")
     p.add_argument("--quality-methods", default=",".join(QUALITY_METHODS), help="methods to train (default: all)")
+    p.add_argument("--multitask", action="store_true", help="each task of the shapes suite alone, then all four "
+                   "together with as many batches each: does the mix learn every task?")
+    p.add_argument("--multitask-steps", type=int, default=150, help="batches per task (default: 150)")
+    p.add_argument("--multitask-examples", type=int, default=60, help="examples per task and split (default: 60)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds of the multitask bench (default: 0)")
     p.set_defaults(func=cmd_bench)
 
 

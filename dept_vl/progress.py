@@ -29,7 +29,7 @@ class LineProgress:
 
     def __init__(self, total: int | None, desc: str, unit: str, initial: int = 0, interval: float = 30.0):
         self.total, self.desc, self.unit, self.n, self.interval = total, desc, unit, initial, interval
-        self.start_n, self.started, self.last = initial, time.time(), None
+        self.start_n, self.started, self.last, self.written_n = initial, time.time(), None, None
         self.postfix = ""
 
     def update(self, n: int = 1) -> None:
@@ -42,7 +42,7 @@ class LineProgress:
         self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
 
     def close(self) -> None:
-        if self.n > self.start_n:
+        if self.n > self.start_n and self.n != self.written_n:  # the end, unless that line was just written
             self.write(time.time())
 
     def line(self, now: float) -> str:
@@ -56,7 +56,7 @@ class LineProgress:
         return ", ".join(parts + ([self.postfix] if self.postfix else []))
 
     def write(self, now: float) -> None:
-        self.last = now
+        self.last, self.written_n = now, self.n
         print(self.line(now), file=sys.stderr, flush=True)
 
 

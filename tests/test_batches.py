@@ -54,3 +54,23 @@ def test_prefetcher_raises_the_build_error_at_its_step():
 def test_prefetcher_pins_and_copies_to_cuda():
     with Prefetcher(lambda s: {"x": torch.ones(4)}, "cuda") as prefetch:
         assert prefetch.pin and prefetch.get(0)["x"].is_cuda
+
+
+def test_task_temperature_evens_out_the_tasks_shares():
+    from collections import Counter
+
+    sizes = [400, 40]
+    proportional = BatchOrder(sizes, 8, seed=0)
+    assert proportional.shares == [50, 5] and proportional.steps_per_epoch == 55
+    even = BatchOrder(sizes, 8, seed=0, temperature=float("inf"))
+    assert even.shares == [28, 27]
+    steps = [even.batch(s) for s in range(3 * even.steps_per_epoch)]
+    assert Counter(b[0][0] for b in steps) == {0: 84, 1: 81}
+    small = [i for b in steps for t, i in b if t == 1]  # the small task cycles through all its examples
+    assert sorted(set(small)) == list(range(40)) and Counter(small).most_common(1)[0][1] <= 17
+    assert [BatchOrder(sizes, 8, seed=0, temperature=float("inf")).batch(s) for s in (7, 60)] == \
+        [even.batch(7), even.batch(60)]  # a pure function of (seed, step): a resumed run sees the same
+    sqrt = BatchOrder(sizes, 8, seed=0, temperature=2.0)
+    assert sqrt.shares == [42, 13]
+    with pytest.raises(ValueError, match="at least 2"):
+        BatchOrder([1, 5], 4, seed=0, world=2, temperature=2.0)

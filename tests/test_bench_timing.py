@@ -51,22 +51,40 @@ def test_train_step_updates_weights_and_counts_flops():
     assert step.flops() == 240 and model.linear.weight.grad is None
 
 
+def in_fresh_process(body: str) -> None:
+    """Run ``body`` in a new interpreter: resident-memory readings depend on everything a process allocated and
+    freed before (the bench, too, measures memory in fresh processes)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(body)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
 def test_peak_memory_sees_a_temporary_allocation():
-    with PeakMemory(torch.device("cpu")) as memory:
-        block = torch.ones(64 * 2**20 // 4)  # 64 MB, touched
-        block += 1
-        del block
-    assert memory.kind == "cpu_peak_rss_above_start" and memory.mb > 40
+    in_fresh_process("""
+        import torch
+        from dept_vl.bench.timing import PeakMemory
+
+        with PeakMemory(torch.device("cpu")) as memory:
+            block = torch.ones(64 * 2**20 // 4)  # 64 MB, touched
+            block += 1
+            del block
+        assert memory.kind == "cpu_peak_rss_above_start" and memory.mb > 40, memory.mb
+    """)
 
 
 def test_steady_rss_returns_freed_blocks_to_the_system():
-    import platform
+    in_fresh_process("""
+        import platform
+        import torch
+        from dept_vl.bench.timing import _rss, steady_rss
 
-    from dept_vl.bench.timing import _rss, steady_rss
-
-    assert steady_rss() == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
-    before = _rss()
-    block = torch.ones(32 * 2**20 // 4)
-    assert _rss() - before > 30 * 2**20
-    del block
-    assert _rss() - before < 2 * 2**20
+        assert steady_rss() == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+        before = _rss()
+        block = torch.ones(32 * 2**20 // 4)
+        assert _rss() - before > 30 * 2**20
+        del block
+        assert _rss() - before < 2 * 2**20
+    """)

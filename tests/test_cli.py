@@ -265,3 +265,31 @@ def test_features_builds_the_cache_the_default_training_reads(tmp_path, monkeypa
     built = json.loads(capsys.readouterr().out)
     assert (built["encoder"], built["image_size"], built["num_tokens"]) == ("efficientnet-lite0", 96, 9)
     assert built["cache_dir"] == str(tmp_path / "features" / "easyvqa" / "efficientnet-lite0-96px-9tok")
+
+
+def test_a_multi_task_run_from_the_command_line_to_eval_anywhere(tmp_path, vl_data, capsys, monkeypatch):
+    import yaml
+
+    (tmp_path / "tiny.yaml").write_text(TINY_RECIPE)
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    monkeypatch.chdir(vl_data["vqa"].parent)  # --data-dir relative to here
+    assert main(["train", "--config", str(tmp_path / "tiny.yaml"), "--task", "vqa,nlvr2", "--data-dir", "vqa=vqa",
+                 "--data-dir", "nlvr2=nlvr2", "--set", "model.max_images=2", "--k-shot", "0", "--batch-size", "2",
+                 "--max-steps", "2", "--output-dir", str(run_dir), "--cache-dir", str(cache)]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert (trained["test"]["vqa/split"], trained["test"]["nlvr2/split"]) == ("test", "test1")
+    saved = yaml.safe_load((run_dir / "recipe.yaml").read_text())["train"]["data_dir"]
+    assert saved == {"vqa": str(vl_data["vqa"]), "nlvr2": str(vl_data["nlvr2"])}  # absolute
+    monkeypatch.chdir(tmp_path)  # elsewhere: the run knows its data
+    assert main(["eval", "--checkpoint", str(run_dir), "--cache-dir", str(cache)]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated == {"test": trained["test"]}  # every task, the same schema and numbers as train's
+    assert {p.name for p in (run_dir / "eval").iterdir()} == {
+        "metrics-vqa+nlvr2-test.json", "predictions-vqa-test.jsonl", "predictions-nlvr2-test1.jsonl"}
+    assert main(["eval", "--checkpoint", str(run_dir), "--task", "nlvr2", "--split", "val", "--cache-dir",
+                 str(cache)]) == 0
+    val = json.loads(capsys.readouterr().out)
+    assert list(val) == ["val"] and val["val"]["nlvr2/split"] == "dev" and "vqa/split" not in val["val"]
+    image = vl_data["nlvr2"] / "images" / "dev"
+    assert main(["predict", str(next(image.iterdir())), "what?", "--checkpoint", str(run_dir)]) == 2
+    assert "trained on vqa, nlvr2: name one with --task" in capsys.readouterr().err

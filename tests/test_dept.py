@@ -139,3 +139,29 @@ def test_hidden_size_required_and_checked():
         DePT(DePTConfig())
     with pytest.raises(InputError, match=r"\(batch, length, 8\)"):
         make()(torch.randn(2, 3, 9))
+
+
+def test_a_prompt_per_task_sharing_a_and_b():
+    dept = make(l=3, r=2, s=8, d=4, num_prompts=3)
+    assert dept.prompt_embeddings.shape == (3, 3, 4)
+    assert dept.config.num_parameters() == 3 * 3 * 4 + 8 * 2 + 2 * 4
+    x = torch.randn(2, 5, 4)
+    out, _ = dept(x, prompt_ids=2)  # one task for the whole batch
+    update = dept.scaling * (dept.lora_embedding_A[:5] @ dept.lora_embedding_B)
+    torch.testing.assert_close(out, torch.cat([dept.prompt_embeddings[2].expand(2, -1, -1), x + update], 1))
+    mixed, _ = dept(x, prompt_ids=torch.tensor([0, 2]))  # one task per example
+    assert torch.equal(mixed[0, :3], dept.prompt_embeddings[0]) and torch.equal(mixed[1, :3], dept.prompt_embeddings[2])
+    out.pow(2).sum().backward()  # a batch of task 2: the other prompts' gradient is zero
+    grad = dept.prompt_embeddings.grad
+    assert grad[:2].abs().sum() == 0 and grad[2].abs().sum() > 0 and dept.lora_embedding_B.grad is not None
+    with pytest.raises(InputError, match="has 3 prompts .* give prompt_ids"):
+        dept(x)
+
+
+def test_several_prompts_save_and_load(tmp_path):
+    dept = make(l=3, r=2, s=8, d=4, num_prompts=2)
+    dept.save_pretrained(tmp_path)
+    loaded = DePT.from_pretrained(tmp_path)
+    assert loaded.config.num_prompts == 2
+    x = torch.randn(1, 4, 4)
+    assert torch.equal(loaded(x, prompt_ids=1)[0], dept(x, prompt_ids=1)[0])

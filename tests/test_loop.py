@@ -39,7 +39,9 @@ def test_run_directory_holds_everything(tmp_path):
     run = tmp_path / "run"
     assert json.loads((run / "metrics.json").read_text()) == metrics
     assert metrics["train"]["steps"] == 6 and metrics["train"]["processes"] == 1
-    assert set(metrics["test"]) == {"accuracy", "accuracy/color", "accuracy/shape", "accuracy/yes/no"}
+    assert set(metrics) == {"train", "test"}  # "val" only when the run validated (--eval-every)
+    assert metrics["test"] == {"split": "test", "examples": 16, **{k: metrics["test"][k] for k in (
+        "accuracy", "accuracy/color", "accuracy/shape", "accuracy/yes/no")}}
     lines = (run / "predictions-easyvqa-test.jsonl").read_text().splitlines()
     assert len(lines) == 16 and {"id", "prediction", "targets"} <= set(json.loads(lines[0]))
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -142,6 +144,13 @@ def test_multitask_two_images_and_gradient_accumulation(tmp_path, vl_data):
     metrics = train(recipe, log=lambda *_: None)
     assert {"vqa/accuracy", "vqa/accuracy/other", "nlvr2/accuracy"} <= set(metrics["test"])
     assert (tmp_path / "run" / "predictions-nlvr2-test1.jsonl").is_file()
+    from dept_vl.training.state import load_state
+
+    history = load_state(latest_checkpoint(tmp_path / "run" / "checkpoints"))["history"]
+    logged = [h for h in history if "loss" in h]  # each task's own training loss, for the curves
+    assert all(h.keys() >= {"loss/vqa", "loss/nlvr2"} for h in logged[:-1]) and logged
+    weights = adapter(tmp_path / "run" / "model")  # a prompt per task, one A and B
+    assert weights["dept.prompt_embeddings"].shape == (2, 4, 32) and "dept.lora_embedding_A" in weights
     from dept_vl.training.predict import Predictor
     from dept_vl.data.tasks import get_task
 

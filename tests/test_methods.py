@@ -33,7 +33,10 @@ def test_prompt_tuning_gets_depts_budget():
     dept = DePTConfig(prompt_length=60, r=30, max_length=256)
     pt = prompt_tuning_config(dept, 768)
     assert (pt.prompt_length, pt.r) == (100, 0) and pt.num_parameters(768) == dept.num_parameters(768)
-    assert prompt_tuning_config(pt, 768) is pt
+    assert prompt_tuning_config(pt, 768) == pt
+    four = prompt_tuning_config(dept, 768, num_prompts=4)  # a prompt per task: the same total budget
+    assert (four.prompt_length, four.num_prompts) == (70, 4)
+    assert four.num_parameters(768) == DePTConfig(prompt_length=60, r=30, num_prompts=4).num_parameters(768)
 
 
 def test_lora_rank_for_budget(tiny_t5_dir):

@@ -13,9 +13,11 @@ def test_layout(tmp_path):
     run = RunDir(tmp_path / "r")
     assert run.model == tmp_path / "r" / "model" and run.checkpoints == tmp_path / "r" / "checkpoints"
     assert run.predictions("vqa", "val") == tmp_path / "r" / "predictions-vqa-val.jsonl"
-    assert run.eval_outputs("vqa", "val") == (tmp_path / "r" / "eval" / "predictions-vqa-val.jsonl",
-                                              tmp_path / "r" / "eval" / "metrics-vqa-val.json")
-    assert run.eval_outputs("vqa", "val", limit=5, directory=tmp_path / "x")[1] == tmp_path / "x" / "metrics-vqa-val-first5.json"
+    assert run.eval_outputs({"vqa": "val"}, "val") == {"metrics": tmp_path / "r" / "eval" / "metrics-vqa-val.json",
+                                                       "predictions": {"vqa": run.root / "eval" / "predictions-vqa-val.jsonl"}}
+    both = run.eval_outputs({"vqa": "test", "nlvr2": "test1"}, "test", limit=5, directory=tmp_path / "x")
+    assert both["metrics"] == tmp_path / "x" / "metrics-vqa+nlvr2-test-first5.json"
+    assert both["predictions"]["nlvr2"] == tmp_path / "x" / "predictions-nlvr2-test1-first5.jsonl"
     recipe = resolve_recipe(None, {"task": "vqa,gqa", "data_dir": {"vqa": "/d/vqa", "gqa": "/d/gqa"}})
     run.save_recipe(recipe)
     run.save_model(lambda directory: (directory / "weights").write_text("w"), recipe.to_yaml())

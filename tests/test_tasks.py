@@ -247,3 +247,22 @@ def test_fields_of_the_wrong_json_type_are_named(tmp_path, vl_data):
     questions.write_text(json.dumps({"questions": [7]}))
     with pytest.raises(InputError, match="question \\?: expected a JSON object, got an integer"):
         get_task("vqa").load("val2014", vqa)
+
+
+def test_an_unprepared_download_is_met_with_the_script_that_prepares_it(tmp_path):
+    from conftest import make_raw_datasets
+
+    raw = make_raw_datasets(tmp_path)
+    with pytest.raises(InputError, match="karpathy_split.json: .*prepare_vqav2.py --raw .*--train-split train2014"):
+        get_task("vqa").load("train", raw["vqav2"])
+    official = get_task("vqa").load("val2014", raw["vqav2"])  # the official split of the download, as it is
+    official.check_images()
+    assert len(official) > 0
+    coco = get_task("caption").load("train", raw["coco"])
+    with pytest.raises(InputError, match="does not exist; is .* prepared\\? `python data_scripts/prepare_coco.py"):
+        coco.check_images()
+    nlvr = get_task("nlvr2").load("dev", raw["nlvr2"])
+    with pytest.raises(InputError, match="prepare_nlvr2.py --raw .* --images IMAGES --out DIR"):
+        nlvr.check_images()
+    with pytest.raises(InputError, match="missing data file .*train_balanced_questions.json; .*prepare_gqa.py"):
+        get_task("gqa").load("train", tmp_path / "raw-coco")

@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from dept_vl import CheckpointError, ConfigError, VisionLanguageModel, param_groups, position_ids_from_mask
+from dept_vl import CheckpointError, ConfigError, InputError, VisionLanguageModel, param_groups, position_ids_from_mask
 from dept_vl.models.vl_model import left_align
 
 from conftest import tiny_model_config
@@ -224,3 +224,24 @@ def test_a_model_moved_with_its_backbone_still_loads(tiny_clip_dir, tiny_t5_dir,
                                               ".*moved/backbone exists; .*--backbone"):
         VisionLanguageModel.from_pretrained(tmp_path / "moved" / "model")
     assert VisionLanguageModel.from_pretrained(tmp_path / "moved" / "model", backbone=tiny_t5_dir).text.hidden_size == 32
+
+
+def test_a_multi_task_model_gives_each_task_its_prompt(tiny_clip_dir, tiny_t5_dir, tmp_path):
+    torch.manual_seed(0)
+    model = VisionLanguageModel(tiny_model_config(tiny_clip_dir, tiny_t5_dir, tasks=["vqa", "caption"]))
+    assert model.dept.config.num_prompts == 2 and model.config.num_prompts == 2
+    one = model.prepare(QUESTIONS[:2], images(2), task="caption")
+    assert one["prompt_ids"] == 1  # a batch of one task: an index, so only that prompt is used
+    per_example = model.prepare(QUESTIONS[:2], images(2), task=["vqa", "caption"])
+    assert per_example["prompt_ids"].tolist() == [0, 1]
+    with pytest.raises(InputError, match=r"a prompt for each of its tasks \(vqa, caption\); name one of them"):
+        model.prepare(QUESTIONS[:2], images(2))
+    alone = [model.predict([q], [im], task=t)[0] for q, im, t in zip(QUESTIONS[:2], images(2), ["vqa", "caption"])]
+    assert model.generate(**per_example) == alone
+    model.save_pretrained(tmp_path)
+    loaded = VisionLanguageModel.from_pretrained(tmp_path)
+    assert loaded.config.tasks == ["vqa", "caption"] and loaded.generate(**per_example) == alone
+    shared = VisionLanguageModel(tiny_model_config(tiny_clip_dir, tiny_t5_dir, tasks=["vqa", "caption"],
+                                                   prompt_per_task=False))
+    assert shared.dept.config.num_prompts == 1 and "prompt_ids" not in shared.prepare(QUESTIONS[:1], images(1),
+                                                                                       task="vqa")

@@ -20,7 +20,8 @@ class DePTWrapper(nn.Module):
     """Runs ``DePT`` on the embeddings of ``input_ids`` (or on given ``inputs_embeds``), then the model.
 
     Decoder-only models: the input may be left-padded (A is applied by real positions), and
-    ``labels`` are shifted by the prompt length automatically.
+    ``labels`` are shifted by the prompt length automatically. ``prompt_ids`` picks each example's prompt when
+    the DePT has several (``DePTConfig.num_prompts``).
     """
 
     def __init__(self, model: nn.Module, dept: DePT):
@@ -28,16 +29,16 @@ class DePTWrapper(nn.Module):
         self.model, self.dept = model, dept
         self.is_encoder_decoder = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
 
-    def _inputs(self, input_ids, inputs_embeds, attention_mask):
+    def _inputs(self, input_ids, inputs_embeds, attention_mask, prompt_ids=None):
         if inputs_embeds is None:
             inputs_embeds = self.model.get_input_embeddings()(input_ids)
         if attention_mask is None:
             attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
         positions = None if self.is_encoder_decoder else position_ids_from_mask(attention_mask)
-        return self.dept(inputs_embeds, attention_mask, position_ids=positions)
+        return self.dept(inputs_embeds, attention_mask, position_ids=positions, prompt_ids=prompt_ids)
 
-    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, **kwargs):
-        embeds, mask = self._inputs(input_ids, inputs_embeds, attention_mask)
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, prompt_ids=None, **kwargs):
+        embeds, mask = self._inputs(input_ids, inputs_embeds, attention_mask, prompt_ids)
         if labels is not None:
             labels = labels.contiguous()  # HF losses call .view() on labels; a slice like ids[:, :3] is not
             if not self.is_encoder_decoder:
@@ -46,8 +47,8 @@ class DePTWrapper(nn.Module):
         return self.model(inputs_embeds=embeds, attention_mask=mask, labels=labels, **kwargs)
 
     @torch.no_grad()
-    def generate(self, input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs):
-        embeds, mask = self._inputs(input_ids, inputs_embeds, attention_mask)
+    def generate(self, input_ids=None, attention_mask=None, inputs_embeds=None, prompt_ids=None, **kwargs):
+        embeds, mask = self._inputs(input_ids, inputs_embeds, attention_mask, prompt_ids)
         return self.model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
 
 

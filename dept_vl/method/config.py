@@ -29,9 +29,11 @@ class DePTConfig:
     prompt_init_std: float = setting(1.0, "std of the random prompt init (official: 1.0)")
     truncate: bool = setting(False, "truncate inputs longer than max_length instead of failing")
     hidden_size: int | None = setting(None, "d; filled in from the backbone when omitted")
+    num_prompts: int = setting(1, "separate prompts P, one per task of a multi-task model, sharing A and B")
 
     def __post_init__(self) -> None:
-        for name, minimum in (("prompt_length", 1), ("r", 0), ("max_length", 1), ("prompt_init_vocab_top_k", 1)):
+        for name, minimum in (("prompt_length", 1), ("r", 0), ("max_length", 1), ("prompt_init_vocab_top_k", 1),
+                              ("num_prompts", 1)):
             check_int(f"DePTConfig.{name}", getattr(self, name), minimum)
         if self.hidden_size is not None:
             check_int("DePTConfig.hidden_size", self.hidden_size, 1)
@@ -47,11 +49,11 @@ class DePTConfig:
         return self.lora_alpha / math.sqrt(self.r) if self.r > 0 else 0.0
 
     def num_parameters(self, hidden_size: int | None = None) -> int:
-        """l*d + s*r + r*d: the trainable-parameter budget of this configuration."""
+        """l*d + s*r + r*d: the trainable-parameter budget of this configuration (l*d once per prompt)."""
         d = hidden_size or self.hidden_size
         if d is None:
             raise ConfigError("num_parameters needs hidden_size")
-        return self.prompt_length * d + self.max_length * self.r + self.r * d
+        return self.num_prompts * self.prompt_length * d + self.max_length * self.r + self.r * d
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -25,7 +25,9 @@ class DePT(nn.Module):
     Inputs are never padded to ``max_length``: A is sliced to the real length ``n``.
 
     Parameters (trainable): ``prompt_embeddings`` (l x d), ``lora_embedding_A`` (s x r),
-    ``lora_embedding_B`` (r x d). With ``r = 0`` it is plain prompt tuning and A, B are absent.
+    ``lora_embedding_B`` (r x d). With ``r = 0`` it is plain prompt tuning and A, B are absent. With
+    ``num_prompts`` > 1 (a multi-task model) P is (num_prompts x l x d): each example gets the prompt
+    ``prompt_ids`` names, and all share A and B.
     """
 
     def __init__(self, config: DePTConfig, hidden_size: int | None = None):
@@ -37,7 +39,8 @@ class DePT(nn.Module):
             raise ConfigError(f"DePTConfig.hidden_size={config.hidden_size} but hidden_size={hidden_size} was passed")
         config = DePTConfig.from_dict({**config.to_dict(), "hidden_size": int(d)})
         self.config = config
-        self.prompt_embeddings = nn.Parameter(torch.empty(config.prompt_length, d))
+        prompts = () if config.num_prompts == 1 else (config.num_prompts,)
+        self.prompt_embeddings = nn.Parameter(torch.empty(*prompts, config.prompt_length, d))
         if config.r > 0:
             self.lora_embedding_A = nn.Parameter(torch.empty(config.max_length, config.r))
             self.lora_embedding_B = nn.Parameter(torch.empty(config.r, d))
@@ -49,7 +52,7 @@ class DePT(nn.Module):
 
     @property
     def hidden_size(self) -> int:
-        return self.prompt_embeddings.shape[1]
+        return self.prompt_embeddings.shape[-1]
 
     @property
     def scaling(self) -> float:
@@ -65,7 +68,8 @@ class DePT(nn.Module):
     # ---- prompt initialisation from the backbone's vocabulary -------------------------------------
     @torch.no_grad()
     def init_prompt_from_text(self, text: str, tokenizer, embeddings: nn.Module) -> None:
-        """Initialise P from the token embeddings of ``text``, repeated / trimmed to l (as the official code)."""
+        """Initialise P (every prompt of it) from the token embeddings of ``text``, repeated / trimmed to l (as the
+        official code)."""
         ids = tokenizer(text)["input_ids"]
         if not ids:
             raise ConfigError(f"prompt_init_text {text!r} tokenises to nothing")
@@ -74,17 +78,17 @@ class DePT(nn.Module):
 
     @torch.no_grad()
     def init_prompt_from_vocab(self, embeddings: nn.Module, generator: torch.Generator | None = None) -> None:
-        """Initialise P from the embeddings of l token ids sampled from the first ``prompt_init_vocab_top_k``."""
+        """Initialise P from the embeddings of l token ids (per prompt) sampled below ``prompt_init_vocab_top_k``."""
         vocab = embeddings.weight.shape[0]
         top_k = min(self.config.prompt_init_vocab_top_k, vocab)
-        ids = torch.randint(0, top_k, (self.config.prompt_length,), generator=generator).tolist()
+        ids = torch.randint(0, top_k, self.prompt_embeddings.shape[:-1], generator=generator)
         self._copy_embeddings(ids, embeddings)
 
-    def _copy_embeddings(self, ids: list[int], embeddings: nn.Module) -> None:
-        weight = embeddings(torch.tensor(ids, device=embeddings.weight.device))
+    def _copy_embeddings(self, ids, embeddings: nn.Module) -> None:
+        weight = embeddings(torch.as_tensor(ids, device=embeddings.weight.device))
         if weight.shape[-1] != self.hidden_size:
             raise ConfigError(f"embedding width {weight.shape[-1]} does not match DePT hidden_size {self.hidden_size}")
-        self.prompt_embeddings.copy_(weight.to(self.prompt_embeddings))
+        self.prompt_embeddings.copy_(weight.to(self.prompt_embeddings).expand_as(self.prompt_embeddings))
 
     def initialize_prompt(self, tokenizer=None, embeddings: nn.Module | None = None) -> None:
         """Apply ``config.prompt_init`` ("random" needs nothing; "text" and "vocab" need the backbone)."""
@@ -113,12 +117,15 @@ class DePT(nn.Module):
         inputs_embeds: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        prompt_ids: torch.Tensor | int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``([P ; X + scaling * (A @ B)[:n]], [1...1 ; mask])``.
 
         ``position_ids`` (batch, n): the index into A of each token. Leave it None for right-padded or
         unpadded input (row i of A is position i). For left-padded batches pass the real positions,
         e.g. ``position_ids_from_mask(mask)``, so A is applied by each sequence's real positions.
+        ``prompt_ids``: which prompt the examples get when there are several (``num_prompts`` > 1): one index for
+        the whole batch, or a (batch,) tensor.
         """
         if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.hidden_size:
             raise InputError(
@@ -142,9 +149,21 @@ class DePT(nn.Module):
         update = self.low_rank_update(n, position_ids)
         if update is not None:
             inputs_embeds = inputs_embeds + update.to(inputs_embeds.dtype)
-        prompt = self.prompt_embeddings.to(inputs_embeds.dtype).unsqueeze(0).expand(batch, -1, -1)
+        prompt = self.prompts(batch, prompt_ids).to(inputs_embeds.dtype)
         prompt_mask = attention_mask.new_ones(batch, self.config.prompt_length)
         return torch.cat([prompt, inputs_embeds], dim=1), torch.cat([prompt_mask, attention_mask], dim=1)
+
+    def prompts(self, batch: int, prompt_ids: torch.Tensor | int | None = None) -> torch.Tensor:
+        """(batch, l, d): P for every example; with several prompts, the one ``prompt_ids`` names for all (an int)
+        or for each example (a (batch,) tensor)."""
+        if self.config.num_prompts == 1:
+            return self.prompt_embeddings.unsqueeze(0).expand(batch, -1, -1)
+        if isinstance(prompt_ids, int):
+            return self.prompt_embeddings[prompt_ids].unsqueeze(0).expand(batch, -1, -1)
+        if not isinstance(prompt_ids, torch.Tensor) or prompt_ids.shape != (batch,):
+            raise InputError(f"this DePT has {self.config.num_prompts} prompts (one per task): give prompt_ids, one "
+                             "index for the batch or one per example")
+        return self.prompt_embeddings[prompt_ids.to(self.prompt_embeddings.device)]
 
     # ---- checkpoints --------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> None:
@@ -162,7 +181,9 @@ class DePT(nn.Module):
 
     def extra_repr(self) -> str:
         c = self.config
-        return f"prompt_length={c.prompt_length}, r={c.r}, max_length={c.max_length}, d={self.hidden_size}, scaling={c.scaling:.4g}"
+        prompts = f", num_prompts={c.num_prompts}" if c.num_prompts > 1 else ""
+        return (f"prompt_length={c.prompt_length}, r={c.r}, max_length={c.max_length}, d={self.hidden_size}, "
+                f"scaling={c.scaling:.4g}{prompts}")
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

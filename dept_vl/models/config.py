@@ -100,10 +100,20 @@ class ModelConfig:
     max_images: int = setting(1, "images per example (NLVR2: 2)")
     method: str = setting("dept", "what trains: dept | pt (same budget) | lora (peft) | full (fine-tuning)")
     lora: LoraSettings = setting(factory=LoraSettings, help="the LoRA baseline's settings (method: lora)")
+    tasks: list[str] = setting(factory=list, help="the tasks the model serves, in order (training fills it in)")
+    prompt_per_task: bool = setting(True, "a model of several tasks gives each its own prompt P (A, B and the "
+                                    "projection stay shared); false: one prompt for all")
 
     def __post_init__(self) -> None:
         check_int("max_images", self.max_images, 1)
         get_method(self.method)  # an unknown method is a ConfigError naming the registered ones
+        if not isinstance(self.tasks, list) or not all(isinstance(t, str) for t in self.tasks):
+            raise ConfigError(f"tasks must be a list of task names, got {self.tasks!r}")
+
+    @property
+    def num_prompts(self) -> int:
+        """Prompts a prompt method gives the model: one per task of a multi-task model, else dept.num_prompts."""
+        return len(self.tasks) if self.prompt_per_task and len(self.tasks) > 1 else self.dept.num_prompts
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -59,24 +59,29 @@ def list_methods(reference: bool = False) -> list[str]:
 
 # ---- the four methods --------------------------------------------------------------------------------------
 def attach_prompt(model, config: DePTConfig) -> DePT:
-    """Give ``model`` a DePT of ``config`` sized to its text backbone, initialised as the config says."""
+    """Give ``model`` a DePT of ``config`` sized to its text backbone (with one prompt per task of a multi-task
+    model), initialised as the config says."""
+    config = dataclasses.replace(config, num_prompts=model.config.num_prompts)
     model.dept = DePT(config, hidden_size=model.text.hidden_size)
     model.dept.initialize_prompt(model.text.tokenizer, model.text.embeddings)
     model.config.dept = model.dept.config  # now carries hidden_size
     return model.dept
 
 
-def prompt_tuning_config(dept: DePTConfig, hidden_size: int) -> DePTConfig:
-    """Vanilla prompt tuning with the parameter budget of ``dept``: l*d + s*r + r*d = m*d."""
+def prompt_tuning_config(dept: DePTConfig, hidden_size: int, num_prompts: int | None = None) -> DePTConfig:
+    """Vanilla prompt tuning with the parameter budget of ``dept`` with ``num_prompts`` prompts (default its own):
+    k*l*d + s*r + r*d = k*m*d."""
+    k = dept.num_prompts if num_prompts is None else num_prompts
+    dept = dataclasses.replace(dept, num_prompts=k)
     if dept.r == 0:
         return dept
-    m = round(dept.num_parameters(hidden_size) / hidden_size)
+    m = round(dept.num_parameters(hidden_size) / (k * hidden_size))
     return dataclasses.replace(dept, prompt_length=m, r=0)
 
 
 @register_method("pt", help="vanilla prompt tuning with DePT's parameter budget (m = budget / d tokens)")
 def _prompt_tuning(model) -> None:
-    attach_prompt(model, prompt_tuning_config(model.config.dept, model.text.hidden_size))
+    attach_prompt(model, prompt_tuning_config(model.config.dept, model.text.hidden_size, model.config.num_prompts))
 
 
 @register_method("dept", help="DePT: soft prompt P plus the low-rank update A @ B of the input embeddings")

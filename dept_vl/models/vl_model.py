@@ -81,11 +81,12 @@ class VisionLanguageModel(nn.Module):
                                  f"{self.projection.in_dim}")
         return self.projection(feats.to(self.projection.linear.weight.device))
 
-    def encoder_inputs(self, input_ids, attention_mask, pixel_values=None, image_features=None):
+    def encoder_inputs(self, input_ids, attention_mask, pixel_values=None, image_features=None, prompt_ids=None):
         """THE assembly: ``DePT([visual tokens ; text embeddings])``, returning (embeds, mask).
 
         For decoder-only backbones the sequence is left-aligned (pads first) and DePT is applied by
-        each sequence's real positions, so row i of A always meets the i-th real token.
+        each sequence's real positions, so row i of A always meets the i-th real token. ``prompt_ids`` (one per
+        example, ``prompt_ids_for``) picks each example's prompt in a model with a prompt per task.
         """
         text = self.text.embed(input_ids)
         visual = self.visual_tokens(pixel_values, image_features).to(text.dtype)
@@ -97,12 +98,12 @@ class VisionLanguageModel(nn.Module):
             position_ids = position_ids_from_mask(mask)
         if self.dept is None:  # lora / full
             return embeds, mask
-        return self.dept(embeds, mask, position_ids=position_ids)
+        return self.dept(embeds, mask, position_ids=position_ids, prompt_ids=prompt_ids)
 
     # ---- training and generation -----------------------------------------------------------------
-    def forward(self, input_ids, attention_mask, labels, pixel_values=None, image_features=None):
+    def forward(self, input_ids, attention_mask, labels, pixel_values=None, image_features=None, prompt_ids=None):
         """Hugging Face output whose ``.loss`` is the mean cross-entropy on ``labels`` (-100 = pad)."""
-        embeds, mask = self.encoder_inputs(input_ids, attention_mask, pixel_values, image_features)
+        embeds, mask = self.encoder_inputs(input_ids, attention_mask, pixel_values, image_features, prompt_ids)
         if self.text.kind == "seq2seq":
             return self.text.loss(embeds, mask, labels)
         target = labels != -100
@@ -112,22 +113,40 @@ class VisionLanguageModel(nn.Module):
         return self.text.loss(embeds, mask, full_labels, position_ids=position_ids_from_mask(mask))
 
     @torch.no_grad()
-    def generate(self, input_ids, attention_mask, pixel_values=None, image_features=None,
-                 max_new_tokens: int | None = None, num_beams: int = 1) -> list[str]:
-        """Greedy (``num_beams=1``) or beam-search answers as text, with the KV cache."""
-        embeds, mask = self.encoder_inputs(input_ids, attention_mask, pixel_values, image_features)
+    def generate(self, input_ids, attention_mask, pixel_values=None, image_features=None, prompt_ids=None,
+                 max_new_tokens: int | None = None, num_beams: int = 1, **settings) -> list[str]:
+        """Greedy (``num_beams=1``) or beam-search answers as text, with the KV cache; ``settings``: more
+        ``generate`` options (a task's own, e.g. ``no_repeat_ngram_size`` for captions)."""
+        embeds, mask = self.encoder_inputs(input_ids, attention_mask, pixel_values, image_features, prompt_ids)
         ids = self.text.generate(embeds, mask, max_new_tokens=max_new_tokens or self.config.text.max_target_length,
-                                 num_beams=num_beams)
+                                 num_beams=num_beams, **settings)
         return self.text.decode(ids)
+
+    def prompt_ids_for(self, task, count: int, device=None) -> torch.Tensor | int | None:
+        """Which prompt the ``count`` examples of ``task`` get in a model with a prompt per task: the task's index
+        in ``config.tasks`` (one name), or a tensor of them (a name per example); None for a model of one prompt."""
+        if self.dept is None or self.dept.config.num_prompts == 1:
+            return None
+        names = [task] if task is None or isinstance(task, str) else list(task)
+        unknown = [name for name in names if name not in self.config.tasks]
+        if unknown:
+            raise InputError(f"this model has a prompt for each of its tasks ({', '.join(self.config.tasks)}); name "
+                             f"one of them (got {unknown[0]!r})")
+        if isinstance(task, str):
+            return self.config.tasks.index(task)
+        return torch.tensor([self.config.tasks.index(name) for name in names], device=device)
 
     # ---- convenience: raw images and strings in -------------------------------------------------
     def prepare(self, texts: Sequence[str], images=None, image_features=None, targets: Sequence[str] | None = None,
-                device=None):
+                device=None, task=None):
         """Tokenise ``texts`` (and ``targets``), preprocess ``images`` (PIL images or paths; a list per
         example for several images) into the keyword arguments of ``forward`` / ``generate``, on ``device``
-        (default: the model's)."""
+        (default: the model's). ``task`` (a name, or one per example) picks the prompt of a multi-task model."""
         device = self.text.device if device is None else device
         batch = self.text.tokenize(list(texts), self.config.text.max_length, device=device)
+        prompt_ids = self.prompt_ids_for(task, len(texts), device)
+        if prompt_ids is not None:
+            batch["prompt_ids"] = prompt_ids
         if images is not None:
             if self.vision is None:
                 raise InputError("this model takes precomputed image_features, not images")
@@ -141,14 +160,19 @@ class VisionLanguageModel(nn.Module):
         else:
             raise InputError("give images or image_features")
         if targets is not None:
-            enc = self.text.tokenize(list(targets), self.config.text.max_target_length,
-                                     add_eos=self.text.kind == "causal", device=device)
-            batch["labels"] = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+            batch["labels"] = self.prepare_targets(targets, device)
         return batch
 
-    def predict(self, texts: Sequence[str], images=None, image_features=None, num_beams: int = 1) -> list[str]:
+    def prepare_targets(self, targets: Sequence[str], device=None) -> torch.Tensor:
+        """The ``labels`` of ``targets``: token ids, -100 where padded (decoder-only: EOS appended)."""
+        enc = self.text.tokenize(list(targets), self.config.text.max_target_length,
+                                 add_eos=self.text.kind == "causal", device=self.text.device if device is None else device)
+        return enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+
+    def predict(self, texts: Sequence[str], images=None, image_features=None, num_beams: int = 1, task=None,
+                **settings) -> list[str]:
         """Answer ``texts`` about ``images``: ``model.predict(["what shape is this?"], [Image.open(p)])``."""
-        return self.generate(**self.prepare(texts, images, image_features), num_beams=num_beams)
+        return self.generate(**self.prepare(texts, images, image_features, task=task), num_beams=num_beams, **settings)
 
     # ---- checkpoints: trainable weights only -------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> None:

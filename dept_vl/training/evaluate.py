@@ -11,15 +11,19 @@ import torch
 from ..data.batches import ImageInputs, TaskSplit
 from ..data.feature_cache import cached_features
 from ..data.tasks import Example, get_task
+from ..errors import ConfigError
 from ..io import write_json, write_text
 from ..progress import progress as progress_bar
+from .recipe import data_dirs
 from .run_dir import RunDir, SavedModel
 
 
 @torch.no_grad()
 def predict_examples(model, images: ImageInputs, task_index: int, data, examples: Sequence[Example], batch_size: int = 128,
-                     num_beams: int = 1, accelerator=None, progress: bool = True, desc: str = "predict") -> dict:
-    """``{example id: generated text}``; under several processes each predicts a slice and all get the union."""
+                     num_beams: int = 1, accelerator=None, progress: bool = True, desc: str = "predict",
+                     generation: dict | None = None) -> dict:
+    """``{example id: generated text}`` (``generation``: the task's own generate settings); under several processes
+    each predicts a slice and all get the union."""
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     mine = list(examples)[rank::world]
     was_training = model.training
@@ -29,8 +33,9 @@ def predict_examples(model, images: ImageInputs, task_index: int, data, examples
                        leave=False)
     for start in range(0, len(mine), batch_size):
         chunk = mine[start : start + batch_size]
-        batch = model.prepare([ex.source for ex in chunk], **images.inputs(task_index, data, chunk))
-        predictions.update(zip([ex.id for ex in chunk], model.generate(**batch, num_beams=num_beams)))
+        batch = model.prepare([ex.source for ex in chunk], task=data.task, **images.inputs(task_index, data, chunk))
+        predictions.update(zip([ex.id for ex in chunk], model.generate(**batch, num_beams=num_beams,
+                                                                      **(generation or {}))))
         bar.update(1)
     bar.close()
     model.train(was_training)
@@ -45,10 +50,32 @@ def predict_examples(model, images: ImageInputs, task_index: int, data, examples
 
 
 def evaluate_split(model, split: TaskSplit, images: ImageInputs, task_index: int, limit: int = 0, **kwargs):
-    """(scores, predictions) of the model on ``split`` (its first ``limit`` examples when ``limit``)."""
+    """(scores, predictions) of the model on ``split`` (its first ``limit`` examples when ``limit``); the scores
+    name the split and count the examples beside the task's metrics."""
     examples = split.data.examples[: limit or None]
-    predictions = predict_examples(model, images, task_index, split.data, examples, **kwargs)
-    return split.task.score(predictions, examples), predictions
+    predictions = predict_examples(model, images, task_index, split.data, examples, generation=split.task.generation,
+                                   **kwargs)
+    scores = {"split": split.data.split, "examples": len(examples), **split.task.score(predictions, examples)}
+    return scores, predictions
+
+
+def split_role(task, split: str) -> str:
+    """``val`` or ``test`` for the task's own validation / test split, else the split's name: the key of its
+    scores in metrics.json."""
+    roles = {task.default_splits[1]: "val", task.default_splits[2]: "test"}
+    return roles.get(split, split)
+
+
+def split_named(task, name: str | None) -> str:
+    """The split ``--split`` means for ``task``: ``val`` / ``test`` (default) are the task's own validation / test
+    split (NLVR2: dev / test1); another name is that split."""
+    name = name or "test"
+    if name in ("val", "test") and name not in task.splits:
+        chosen = task.default_splits[1 if name == "val" else 2]
+        if chosen is None:
+            raise ConfigError(f"task {task.name!r} has no {name} split; choose from {', '.join(task.splits)}")
+        return chosen
+    return task.check_split(name)
 
 
 def write_predictions(path: str | Path, examples: Sequence[Example], predictions: dict[str, str]) -> None:
@@ -59,27 +86,36 @@ def write_predictions(path: str | Path, examples: Sequence[Example], predictions
 
 
 def evaluate_checkpoint(checkpoint: str | Path, task_name: str | None = None, split: str | None = None,
-                        data_dir: str | None = None, output_dir: str | Path | None = None, batch_size: int = 128,
+                        data_dir=None, output_dir: str | Path | None = None, batch_size: int = 128,
                         num_beams: int = 1, limit: int = 0, use_cache: bool = True, cache_dir: str | None = None,
                         overwrite: bool = False, backbone: str | None = None, log=print) -> dict:
-    """Generate for every example of ``split`` (its first ``limit``), write predictions JSONL + metrics JSON into
-    ``output_dir`` (default: the run's ``eval/``; never the files training wrote), return the metrics."""
+    """Score ``split`` (``val`` / ``test``: each task's own; default test; its first ``limit`` examples) of ``task_name``,
+    or of every task the checkpoint was trained on; write each task's predictions JSONL and one metrics JSON into
+    ``output_dir`` (default: the run's ``eval/``; never the files training wrote), as train's metrics.json has them;
+    return the metrics. ``data_dir``: as for train (default: the run's)."""
     saved = SavedModel.find(checkpoint)
-    task = get_task(saved.task(task_name))
-    split = split or task.default_splits[2]
-    predictions_path, metrics_path = RunDir(saved.run_root).eval_outputs(task.name, split, limit, output_dir,
-                                                                          overwrite)
+    tasks = [get_task(name) for name in ([task_name] if task_name else saved.tasks or [saved.task()])]
+    splits = {task.name: split_named(task, split) for task in tasks}
+    roles = {split_role(task, splits[task.name]) for task in tasks}
+    role = roles.pop() if len(roles) == 1 else split
+    paths = RunDir(saved.run_root).eval_outputs(splits, role, limit, output_dir, overwrite)
+    data_dir = data_dirs(data_dir, Path.cwd()) if data_dir is not None else None
     model = saved.load(backbone)
-    data = task.load(split, data_dir if data_dir is not None else saved.data_dir(task.name))
-    data.check_images()
-    cache = None
-    if use_cache and model.vision is not None:
-        cache = cached_features(task.name, data.images_for(), model.config.vision.encoder, model.vision,
-                                cache_dir=cache_dir)
-    scores, predictions = evaluate_split(model, TaskSplit(task, data), ImageInputs([cache]), 0, limit=limit,
-                                         batch_size=batch_size, num_beams=num_beams)
-    write_predictions(predictions_path, data.examples[: limit or None], predictions)
-    metrics = {split: scores}
-    write_json(metrics_path, metrics)
-    log(f"wrote {predictions_path} and {metrics_path}")
+    scores = {}
+    for task in tasks:
+        where = data_dir.get(task.name) if isinstance(data_dir, dict) else data_dir
+        data = task.load(splits[task.name], where if where is not None else saved.data_dir(task.name))
+        data.check_images()
+        cache = None
+        if use_cache and model.vision is not None:
+            cache = cached_features(task.name, data.images_for(), model.config.vision.encoder, model.vision,
+                                    cache_dir=cache_dir)
+        result, predictions = evaluate_split(model, TaskSplit(task, data), ImageInputs([cache]), 0, limit=limit,
+                                             batch_size=batch_size, num_beams=num_beams)
+        prefix = f"{task.name}/" if len(saved.tasks) > 1 else ""
+        scores.update({prefix + k: v for k, v in result.items()})
+        write_predictions(paths["predictions"][task.name], data.examples[: limit or None], predictions)
+    metrics = {role: scores}
+    write_json(paths["metrics"], metrics)
+    log(f"wrote {paths['metrics']}")
     return metrics

@@ -69,13 +69,20 @@ class LossMeter:
     """The loss sum and the first non-finite step, kept on the device: the host reads them only at log,
     validation and checkpoint points (``--skip-nan`` excepted), so it never waits for the device between them."""
 
-    def __init__(self, device):
-        self.device = device
+    def __init__(self, device, tasks: list[str]):
+        self.device, self.tasks = device, tasks
         self.first_bad = torch.zeros((), dtype=torch.long, device=device)
         self.reset()
 
     def reset(self) -> None:
         self.running, self.steps, self.tick = torch.zeros((), device=self.device), 0, time.time()
+        self.task_sums = torch.zeros(len(self.tasks), device=self.device)  # loss of each task's micro-batches
+        self.task_counts = [0] * len(self.tasks)
+
+    def add_batch(self, task: int, loss: torch.Tensor) -> None:
+        """One micro-batch's mean loss (of one task), for the per-task curves."""
+        self.task_sums[task] += loss
+        self.task_counts[task] += 1
 
     def add(self, loss_sum: torch.Tensor, finite: torch.Tensor, step: int) -> None:
         self.first_bad = torch.where((self.first_bad == 0) & ~finite, step, self.first_bad)
@@ -94,6 +101,9 @@ class LossMeter:
         rate = self.steps / (time.time() - self.tick)
         entry = {"step": s.step, "loss": s.accelerator.reduce(self.running, "mean").item() / self.steps,
                  "steps_per_s": rate, **{f"lr/{g['name']}": g["lr"] for g in s.optimizer.param_groups}}
+        if len(self.tasks) > 1:  # this process's batches of each task (the processes share one order)
+            sums = self.task_sums.tolist()
+            entry.update({f"loss/{task}": total / n for task, total, n in zip(self.tasks, sums, self.task_counts) if n})
         s.history.append(entry)
         s.accelerator.log({k: v for k, v in entry.items() if k != "step"}, step=s.step)
         self.reset()
@@ -106,7 +116,7 @@ def fit(s: Session) -> None:
     s.model.train()
     bar = progress(total=s.total, initial=s.step, desc=f"train {s.recipe.model.method}", unit="step",
                    disable=not s.main)
-    meter = LossMeter(s.accelerator.device)
+    meter = LossMeter(s.accelerator.device, cfg.tasks)
     prefetch = Prefetcher(lambda ms: make_batch(s.raw, s.splits["train"], s.images, s.order.batch(ms), cfg.seed, ms,
                                                 device="cpu"), s.accelerator.device)
     with StopFlag() as stop, prefetch:
@@ -143,12 +153,14 @@ def _optimizer_step(s: Session, prefetch: Prefetcher, meter: LossMeter) -> None:
     cfg, accelerator = s.cfg, s.accelerator
     loss_sum = torch.zeros((), device=accelerator.device)
     for micro in range(cfg.grad_accum):
-        batch = prefetch.get(s.step * cfg.grad_accum + micro)
+        micro_step = s.step * cfg.grad_accum + micro
+        batch = prefetch.get(micro_step)
         sync = accelerator.no_sync(s.model) if micro < cfg.grad_accum - 1 else contextlib.nullcontext()
         with sync:
-            loss = s.model(**batch).loss / cfg.grad_accum
-            accelerator.backward(loss)
-        loss_sum = loss_sum + loss.detach()
+            loss = s.model(**batch).loss  # the mean over the batch's target tokens
+            accelerator.backward(loss * _weight(s, batch) / cfg.grad_accum)
+        loss_sum = loss_sum + loss.detach() / cfg.grad_accum
+        meter.add_batch(s.order.batch(micro_step)[0][0], loss.detach())
     finite = torch.isfinite(loss_sum)
     if cfg.skip_nan and accelerator.reduce(finite.float(), "sum").item() < accelerator.num_processes:
         s.say(f"step {s.step + 1}: loss not finite, step skipped (--skip-nan)")
@@ -160,6 +172,15 @@ def _optimizer_step(s: Session, prefetch: Prefetcher, meter: LossMeter) -> None:
         s.optimizer.step()
     s.optimizer.zero_grad(set_to_none=True)
     s.scheduler.step()
+
+
+def _weight(s: Session, batch: dict):
+    """1, or under multi-task token weighting the batch's target tokens over those of an average batch: a batch
+    of long targets (captions) then counts for its tokens, not just as one batch."""
+    if s.tokens_per_example is None:
+        return 1.0
+    labels = batch["labels"]
+    return (labels != -100).sum() / (labels.shape[0] * s.tokens_per_example)  # on the device: no host sync
 
 
 def _stop_requested(s: Session, stop: StopFlag, meeting: bool) -> bool:
@@ -177,7 +198,7 @@ def _track_validation(s: Session) -> bool:
     scores, _ = validate(s, "eval", s.cfg.eval_examples)
     scores["score"] = _primary(s, scores)
     s.history.append({"step": s.step, **{f"val/{k}": v for k, v in scores.items()}})
-    s.accelerator.log({f"val/{k}": v for k, v in scores.items()}, step=s.step)
+    s.accelerator.log({f"val/{k}": v for k, v in scores.items() if not isinstance(v, str)}, step=s.step)
     is_best = s.best is None or scores["score"] > s.best["score"]
     if is_best:
         s.best = {"step": s.step, **scores}
@@ -234,7 +255,9 @@ def finish(s: Session) -> dict | None:
     metrics["train"]["seconds"] = round(time.time() - s.started, 1)
     if s.main:
         s.run.save_metrics(metrics)
-        plot_curves(s.history, s.run.curves)
+        plot_curves(s.history, s.run.curves, ["val/score"] + [f"val/{_key(s, split, split.task.metric)}" for split in
+                                                               s.splits["eval"] if split is not None and
+                                                               len(s.cfg.tasks) > 1])
         s.say(f"run saved in {s.run.root}" + (f": test {_summary(s, test_scores)}" if test_scores else ""))
     s.accelerator.wait_for_everyone()  # end_training destroys the process group: no process may leave early
     s.accelerator.end_training()

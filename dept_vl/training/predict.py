@@ -62,7 +62,8 @@ class Predictor:
     def answer(self, requests: Sequence[tuple[str, list]]) -> list[str]:
         """The answers to checked ``request(...)``s, generated together."""
         texts, images = zip(*requests)
-        return self.model.predict(list(texts), list(images), num_beams=self.num_beams)
+        return self.model.predict(list(texts), list(images), num_beams=self.num_beams, task=self.task.name,
+                                  **self.task.generation)
 
     def __call__(self, images: Sequence, question: str | None) -> str:
         return self.answer([self.request(images, question)])[0]

@@ -9,6 +9,7 @@ with the field's help text.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,19 +18,23 @@ import yaml
 
 from .._dataclass import check_choice, check_int, check_number, from_dict, setting
 from ..errors import ConfigError
-from ..data.tasks import get_task
+from ..data.tasks import get_task, list_tasks
 from ..io import read_config, write_text
 from ..models import ModelConfig
 
 RECIPE_DIR = Path(__file__).parent / "recipes"  # the recipes that ship with dept-vl, by name
 SCHEDULES = ("linear", "constant")
 PRECISIONS = ("no", "bf16", "fp16")
+WEIGHTINGS = ("tokens", "batches")
 
 
 @dataclass
 class TrainConfig:
     task: str = setting("easyvqa", "one task, or several joined by commas (multi-task, one task per batch)")
-    data_dir: Any = setting(None, "the task's data directory; for several tasks a mapping task -> directory")
+    data_dir: Any = setting(None, "the task's data directory, or TASK=DIR (repeat it for each task of a multi-task "
+                                  "run); in a recipe file: DIR, TASK=DIR entries or a mapping; relative paths are "
+                                  "relative to the recipe file, on the command line to the working directory",
+                            flag={"action": "append", "metavar": "[TASK=]DIR"})
     train_split: str | None = setting(None, "training split (default: the task's own)")
     eval_split: str | None = setting(None, "validation split for --eval-every and the best checkpoint")
     test_split: str | None = setting(None, "split scored once at the end with the chosen weights")
@@ -56,6 +61,10 @@ class TrainConfig:
     log_every: int = setting(20, "optimizer steps between loss logs")
     seed: int = setting(0, "seed of the initialisation and of the data order")
     k_shot: int = setting(0, "train on K examples per task (0 = all)")
+    task_temperature: float = setting(1.0, "multi-task: each task's share of the batches is proportional to its "
+                                      "examples ** (1 / T): 1 = to its size, larger = more even, inf = equal")
+    task_weighting: str = setting("tokens", "multi-task: tokens = every target token weighs the same whichever its "
+                                  "task (tasks of longer targets, e.g. captions, count more); batches = every batch")
     num_beams: int = setting(1, "beams in validation and test generation (1 = greedy)")
     cache_features: bool = setting(True, "read the frozen encoder's outputs from the feature cache")
     cache_dir: str | None = setting(None, "the feature cache directory (default: $DEPT_VL_CACHE/features/<task>/...)")
@@ -68,6 +77,7 @@ class TrainConfig:
             check_number(f"train.{name}", getattr(self, name), above=0)
         for name in ("epochs", "weight_decay", "max_grad_norm"):
             check_number(f"train.{name}", getattr(self, name), minimum=0)
+        check_number("train.task_temperature", self.task_temperature, above=0)
         for name in ("batch_size", "grad_accum", "eval_batch_size", "keep_checkpoints", "log_every", "num_beams"):
             check_int(f"train.{name}", getattr(self, name), 1)
         for name in ("max_steps", "eval_every", "eval_examples", "test_examples", "save_every", "warmup_steps",
@@ -77,6 +87,8 @@ class TrainConfig:
             raise ConfigError("set train.max_steps or train.epochs")
         check_choice("train.lr_schedule", self.lr_schedule, SCHEDULES)
         check_choice("train.mixed_precision", self.mixed_precision, PRECISIONS)
+        check_choice("train.task_weighting", self.task_weighting, WEIGHTINGS)
+        self.data_dir = data_dirs(self.data_dir, Path.cwd())
 
     @property
     def tasks(self) -> list[str]:
@@ -86,8 +98,31 @@ class TrainConfig:
         if isinstance(self.data_dir, dict):
             return self.data_dir.get(task)
         if self.data_dir is not None and len(self.tasks) > 1:
-            raise ConfigError("several tasks need train.data_dir as a mapping task -> directory")
+            raise ConfigError(f"a run of several tasks needs each one's data: --data-dir TASK=DIR for each of "
+                              f"{', '.join(self.tasks)}")
         return self.data_dir
+
+
+def data_dirs(value: Any, base: Path) -> str | dict[str, str] | None:
+    """``train.data_dir`` in one form: None, one directory, or task -> directory, from a directory, a mapping, or
+    ``TASK=DIR`` entries (a list: the repeated ``--data-dir``). Local paths become absolute (relative ones against
+    ``base``), so that a run's recipe works from anywhere; ``hf:<name>`` sources stay as they are."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, dict):
+        entries = list(value.items())
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        entries = [tuple(v.split("=", 1)) if v.split("=", 1)[0] in list_tasks() else (None, v) for v in value]
+    else:
+        raise ConfigError(f"train.data_dir must be a directory, TASK=DIR entries or a mapping, got {value!r}")
+    if any(not isinstance(d, str) for _, d in entries):
+        raise ConfigError(f"train.data_dir: every directory must be a string, got {value!r}")
+    if any(task is None for task, _ in entries) and len(entries) > 1:
+        raise ConfigError("give one --data-dir DIR (one task), or --data-dir TASK=DIR for each task")
+    absolute = {task: d if d.startswith("hf:") else os.path.abspath(base / os.path.expanduser(d)) for task, d in entries}
+    return absolute[None] if None in absolute else absolute
 
 
 @dataclass
@@ -148,8 +183,15 @@ def resolve_recipe(config_file: str | Path | None = None, train_overrides: dict 
                    model: str | None = None, model_overrides: dict | None = None) -> Recipe:
     """Build the Recipe: defaults, then the task's default model, the file, ``model`` (a named model config or a
     file), then the overrides (``train_overrides``: TrainConfig fields; ``model_overrides``: nested dict)."""
-    data = read_yaml(find_recipe(config_file)) if config_file else {}
-    train_data = _merge(data.get("train") or {}, train_overrides or {})
+    path = find_recipe(config_file) if config_file else None
+    data = read_yaml(path) if path else {}
+    from_file, overrides = dict(data.get("train") or {}), dict(train_overrides or {})
+    if "data_dir" in from_file:  # relative to the recipe (the packaged ones: to the working directory)
+        base = Path.cwd() if path.parent == RECIPE_DIR else path.parent.resolve()
+        from_file["data_dir"] = data_dirs(from_file["data_dir"], base)
+    if "data_dir" in overrides:
+        overrides["data_dir"] = data_dirs(overrides["data_dir"], Path.cwd())
+    train_data = _merge(from_file, overrides)
     train = from_dict(TrainConfig, train_data, "train")
     if model:
         model_data = (ModelConfig.from_file(model) if Path(model).suffix in (".json", ".yaml", ".yml")

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import CheckpointError, ConfigError, OutputError
-from ..io import exclusive_lock, write_dir_atomically, write_json, write_text
+from ..data.tasks import list_tasks
+from ..io import exclusive_lock, read_json, write_dir_atomically, write_json, write_text
 from ..models import VisionLanguageModel
 from ..models.vl_model import MODEL_CONFIG_FILE
 from .recipe import Recipe
@@ -58,14 +59,16 @@ class RunDir:
     def predictions(self, task: str, split: str) -> Path:
         return self.root / f"predictions-{task}-{split}.jsonl"
 
-    def eval_outputs(self, task: str, split: str, limit: int = 0, directory: str | Path | None = None,
-                     overwrite: bool = False) -> tuple[Path, Path]:
-        """(predictions, metrics) paths of ``dept-vl eval`` in ``directory`` (default ``OUTPUT/eval``), named by task,
-        split and limit. Files already there are replaced only with ``overwrite``."""
+    def eval_outputs(self, splits: dict[str, str], role: str, limit: int = 0, directory: str | Path | None = None,
+                     overwrite: bool = False) -> dict:
+        """Where ``dept-vl eval`` of ``splits`` (task -> split) writes, in ``directory`` (default ``OUTPUT/eval``):
+        ``{"metrics": metrics-<tasks>-<role>[-first<N>].json, "predictions": {task: predictions-<task>-<split>
+        [-first<N>].jsonl}}``. Files already there are replaced only with ``overwrite``."""
         directory = Path(directory) if directory is not None else self.root / "eval"
-        name = f"{task}-{split}" + (f"-first{limit}" if limit else "")
-        paths = directory / f"predictions-{name}.jsonl", directory / f"metrics-{name}.json"
-        there = [p for p in paths if p.exists()]
+        first = f"-first{limit}" if limit else ""
+        paths = {"metrics": directory / f"metrics-{'+'.join(splits)}-{role}{first}.json",
+                 "predictions": {t: directory / f"predictions-{t}-{split}{first}.jsonl" for t, split in splits.items()}}
+        there = [p for p in (paths["metrics"], *paths["predictions"].values()) if p.exists()]
         if there and not overwrite:
             raise OutputError(f"{there[0]} exists; pass --overwrite to replace it, or --output-dir to write elsewhere")
         _writable_dir(directory, "pass --output-dir to write elsewhere")
@@ -152,15 +155,20 @@ class SavedModel:
 
     @property
     def tasks(self) -> list[str]:
-        """The tasks it was trained on (none known without a recipe)."""
-        return self.recipe.train.tasks if self.recipe is not None else []
+        """The tasks it was trained on: its recipe's, or those its config names (none known for a bare model)."""
+        if self.recipe is not None:
+            return self.recipe.train.tasks
+        return list(read_json(self.directory / MODEL_CONFIG_FILE).get("model", {}).get("tasks", []))
 
     def task(self, name: str | None = None) -> str:
         """``name``, or the one task it was trained on."""
         if name is not None:
             return name
-        if len(self.tasks) != 1:
-            raise ConfigError("name the task with --task (the checkpoint does not say which one)")
+        if len(self.tasks) > 1:
+            raise ConfigError(f"this checkpoint was trained on {', '.join(self.tasks)}: name one with --task")
+        if not self.tasks:
+            raise ConfigError(f"name the task with --task (the checkpoint does not say which one): "
+                              f"{', '.join(list_tasks())}")
         return self.tasks[0]
 
     def data_dir(self, task: str) -> str | None:

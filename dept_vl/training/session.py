@@ -7,7 +7,9 @@ resolved recipe and starts the trackers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import random
 import time
 from collections import ChainMap
 from dataclasses import dataclass, field
@@ -45,6 +47,7 @@ class Session:
     total: int  # optimizer steps of the whole run
     say: Callable[[str], None]
     params: list[torch.nn.Parameter] = field(default_factory=list)  # the trainable ones
+    tokens_per_example: float | None = None  # multi-task token weighting: the mean target length it divides by
     step: int = 0
     history: list[dict] = field(default_factory=list)
     best: dict | None = None
@@ -84,12 +87,28 @@ def setup(recipe: Recipe, run: RunDir, accelerator, log=print) -> Session:
                                                other_lr=cfg.projection_lr, backbone_lr=cfg.lr),
                                   fused=accelerator.device.type == "cuda" or None)
     order = BatchOrder([len(s.data) for s in splits["train"]], cfg.batch_size * accelerator.num_processes, cfg.seed,
-                       accelerator.process_index, accelerator.num_processes)
+                       accelerator.process_index, accelerator.num_processes, cfg.task_temperature)
     total = cfg.max_steps or math.ceil(cfg.epochs * order.steps_per_epoch / cfg.grad_accum)
     scheduler = _schedule(cfg, optimizer, total)
     model, optimizer = accelerator.prepare(raw, optimizer)
+    tokens = target_tokens(raw, splits["train"], order.shares, cfg.seed) if (
+        len(cfg.tasks) > 1 and cfg.task_weighting == "tokens") else None
     return Session(recipe, run, accelerator, splits, images, raw, model, optimizer, scheduler, order, total, say,
-                   params=[p for p in raw.parameters() if p.requires_grad], started=started)
+                   params=[p for p in raw.parameters() if p.requires_grad], tokens_per_example=tokens, started=started)
+
+
+def target_tokens(model: VisionLanguageModel, splits: list[TaskSplit], shares: list[int], seed: int,
+                  sample: int = 256) -> float:
+    """Target tokens per training example, over the tasks as the run samples them (a few hundred of each task's
+    targets tokenised): what a batch's summed token loss is divided by under token weighting."""
+    means = []
+    for split in splits:
+        rng = random.Random(f"target-tokens-{seed}")
+        examples = rng.sample(split.data.examples, min(sample, len(split.data.examples)))
+        targets = [split.task.training_target(ex, rng) for ex in examples]
+        labels = model.prepare_targets(targets, device="cpu")
+        means.append(float((labels != -100).sum()) / len(targets))
+    return sum(m * share for m, share in zip(means, shares)) / sum(shares)
 
 
 def _schedule(cfg, optimizer, total: int):
@@ -129,6 +148,7 @@ def build_model(recipe: Recipe, splits: dict, run: RunDir, accelerator) -> Visio
     texts = [t for s in splits["train"] for ex in s.data.examples for t in (ex.source, *ex.targets)]
     with accelerator.main_process_first():  # the main process writes the random backbone; the others read it
         config = materialize_random_backbone(recipe.model, texts, run.backbone, write=accelerator.is_main_process)
+    config = dataclasses.replace(config, tasks=list(recipe.train.tasks))  # the model says what it was trained for
     v = config.vision
     vision = None if v.encoder == FEATURES else build_vision_encoder(v.encoder, image_size=v.image_size,
                                                                      pool_tokens=v.pool_tokens, pretrained=v.pretrained)

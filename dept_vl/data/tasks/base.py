@@ -37,6 +37,7 @@ class TaskData:
     split: str
     examples: list[Example]
     images: Mapping[str, Any]
+    missing_hint: str = ""  # said after a missing image file (e.g. which script prepares the data directory)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -60,7 +61,8 @@ class TaskData:
                                      "which has no image file")
                 image = self.images[image_id] if paths else None
                 if isinstance(image, (str, Path)) and not os.path.isfile(image):
-                    raise InputError(f"{self.task} {self.split}: example {ex.id}: image file {image} does not exist")
+                    raise InputError(f"{self.task} {self.split}: example {ex.id}: image file {image} does not exist"
+                                     + (f"; {self.missing_hint}" if self.missing_hint else ""))
 
 
 class KeyedImages(Mapping):
@@ -106,6 +108,9 @@ class Task:
     default_splits: tuple[str, str | None, str] = ("train", "val", "test")  # train, validation, test
     default_model: str = "t5-base_clip-vit-b32"  # the named model config `dept-vl train` uses by default
     skip_bad_lines: bool = False  # JSONL readers skip (and count) malformed lines instead of stopping
+    prepare_script: str = ""  # the data_scripts/ script that turns the official download into the layout read
+    prepare_args: str = "--raw {root} --out DIR"  # its arguments, {root} the directory given
+    generation: dict = {}  # the task's own ``generate`` settings, used wherever its answers are generated
 
     def load(self, split: str, data_dir: str | Path | None = None) -> TaskData:
         raise NotImplementedError
@@ -125,6 +130,18 @@ class Task:
         if split not in self.splits:
             raise ConfigError(f"task {self.name!r} has no split {split!r}; choose from {', '.join(self.splits)}")
         return split
+
+    def prepare_hint(self, root: Path) -> str:
+        """What to do about a data directory that lacks a file: the script that prepares it."""
+        return (f"is {root} prepared? `python data_scripts/{self.prepare_script} {self.prepare_args.format(root=root)}` "
+                "(in the dept-vl repository) writes the layout dept-vl reads; see data_scripts/README.md")
+
+    def data_file(self, root: Path, name: str) -> Path:
+        """``root / name``, which must exist (else an InputError saying how to prepare ``root``)."""
+        path = root / name
+        if not path.is_file():
+            raise InputError(f"missing data file {path}; {self.prepare_hint(root)}")
+        return path
 
     def data_dir(self, data_dir: str | Path | None) -> Path:
         if data_dir is None:

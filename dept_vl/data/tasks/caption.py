@@ -24,8 +24,12 @@ KARPATHY_SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("tes
 class COCOCaption(Task):
     name = "caption"
     prefix = "caption:"
+    prepare_script = "prepare_coco.py"
     splits = tuple(KARPATHY_SPLITS)
     metric = "CIDEr"
+    # A sentence, not a word: no trigram twice. Without it a frozen decoder tends to loop on one word ("a gray gray
+    # gray ..."); in the four-task shapes suite this took captions from CIDEr 0.43 to 0.73 (0.68 -> 0.78 alone).
+    generation = {"no_repeat_ngram_size": 3}
 
     def source(self, text: str = "") -> str:
         return self.prefix if not text.strip() else f"{self.prefix} {text.strip()}"
@@ -35,7 +39,7 @@ class COCOCaption(Task):
             return self._load_hf(split, str(data_dir))
         self.check_split(split)
         root = self.data_dir(data_dir)
-        path = root / "dataset_coco.json"
+        path = self.data_file(root, "dataset_coco.json")
         records = require(read_data_json(path), "images", str(path), list)
         return self._examples(split, records, str(path), root=root)
 
@@ -52,7 +56,8 @@ class COCOCaption(Task):
             captions = [require(s, "raw", where, str) if isinstance(s, dict) else str(s)
                         for s in require(record, "sentences", f"{where}, image {i}", list)]
             examples.append(Example(str(record.get("cocoid", key)), (key,), self.source(), captions))
-        return check_not_empty(TaskData(self.name, split, examples, paths if images is None else images))
+        hint = self.prepare_hint(root) if root is not None else ""
+        return check_not_empty(TaskData(self.name, split, examples, paths if images is None else images, hint))
 
     def _load_hf(self, split: str, source: str) -> TaskData:
         """yerevann/coco-karpathy-style rows (filepath, filename, sentences, split, cocoid) with an ``image``;

@@ -27,6 +27,7 @@ from .hf_datasets import DatasetImages, is_hf_source, open_hf_split, require_col
 class GQA(Task):
     name = "gqa"
     prefix = "gqa: "
+    prepare_script = "prepare_gqa.py"
     splits = ("train", "val", "train+val", "testdev")
     default_splits = ("train", "val", "testdev")
 
@@ -37,7 +38,7 @@ class GQA(Task):
         root = self.data_dir(data_dir)
         examples, images = [], {}
         for part in split.split("+"):
-            path = root / f"{part}_balanced_questions.json"
+            path = self.data_file(root, f"{part}_balanced_questions.json")
             records = read_data_json(path)
             if not isinstance(records, dict):
                 raise InputError(f"{path}: expected a JSON object of question id -> question")
@@ -45,7 +46,7 @@ class GQA(Task):
                 example = self._example(str(qid), q, f"{path}, question {qid}")
                 images[example.image_ids[0]] = str(root / "images" / f"{example.image_ids[0]}.jpg")
                 examples.append(example)
-        return check_not_empty(TaskData(self.name, split, examples, images))
+        return check_not_empty(TaskData(self.name, split, examples, images, missing_hint=self.prepare_hint(root)))
 
     def _load_hf(self, split: str, source: str) -> TaskData:
         """Each part of ``split`` (``train+val``: two) from ``datasets``; images decoded only when read."""

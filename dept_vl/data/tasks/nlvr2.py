@@ -38,6 +38,8 @@ def label_text(label, where: str) -> str:
 class NLVR2(Task):
     name = "nlvr2"
     prefix = "nlvr: "
+    prepare_script = "prepare_nlvr2.py"
+    prepare_args = "--raw {root} --images IMAGES --out DIR"
     num_images = 2
     splits = ("train", "dev", "test1")
     default_splits = ("train", "dev", "test1")
@@ -48,7 +50,7 @@ class NLVR2(Task):
             return self._load_hf(split, str(data_dir))
         self.check_split(split)
         root = self.data_dir(data_dir)
-        path = root / f"{split}.json"
+        path = self.data_file(root, f"{split}.json")
         examples, images = [], {}
         for number, record in iter_jsonl(path, self.skip_bad_lines, log=logging.getLogger("dept_vl").warning):
             where = f"{path}, line {number}"
@@ -59,7 +61,7 @@ class NLVR2(Task):
                 images[key] = str(root / "images" / split / f"{key}.png")
             examples.append(Example(identifier, pair, self.source(require(record, "sentence", where, str)),
                                     [label_text(require(record, "label", where), where)]))
-        return check_not_empty(TaskData(self.name, split, examples, images))
+        return check_not_empty(TaskData(self.name, split, examples, images, missing_hint=self.prepare_hint(root)))
 
     def _load_hf(self, split: str, source: str) -> TaskData:
         """Rows with ``sentence``, ``label`` and ``left_image`` / ``right_image``; images decoded only when read."""

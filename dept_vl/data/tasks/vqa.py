@@ -34,6 +34,7 @@ class VQAv2(Task):
     name = "vqa"
     prefix = "vqa: "
     splits = ("train", "val", "test", "train2014", "val2014")
+    prepare_script = "prepare_vqav2.py"
     target_sampling = "frequency"  # or "most_common": always the annotators' most frequent answer
 
     def load(self, split: str, data_dir: str | Path | None = None) -> TaskData:
@@ -41,33 +42,45 @@ class VQAv2(Task):
             return self._load_hf(split, str(data_dir))
         self.check_split(split)
         root = self.data_dir(data_dir)
-        if split in SUBTYPES:
-            subtypes, keep = (split,), None
-        else:
-            karpathy = read_data_json(root / "karpathy_split.json")
-            ids = require(karpathy, split, str(root / "karpathy_split.json"), list)
-            keep = {require({"image_id": i}, "image_id", f"{root / 'karpathy_split.json'}, {split}", int) for i in ids}
-            subtypes = SUBTYPES
+        keep = None if split in SUBTYPES else self._karpathy_ids(root, split)
         examples, images = [], {}
-        for subtype in subtypes:
-            q_path = root / f"v2_OpenEnded_mscoco_{subtype}_questions.json"
-            a_path = root / f"v2_mscoco_{subtype}_annotations.json"
-            questions = require(read_data_json(q_path), "questions", str(q_path), list)
-            annotations = {require(a, "question_id", str(a_path)): a
-                           for a in require(read_data_json(a_path), "annotations", str(a_path), list)}
-            for q in questions:
-                where = f"{q_path}, question {q.get('question_id', '?') if isinstance(q, dict) else '?'}"
-                image_id = require(q, "image_id", where, int)
-                if keep is not None and int(image_id) not in keep:
-                    continue
-                qid = require(q, "question_id", where)
-                if qid not in annotations:
-                    raise InputError(f"{a_path}: no annotation for question {qid}")
-                ann = annotations[qid]
-                key = coco_image_key(subtype, image_id)
-                images[key] = str(root / "images" / subtype / f"{key}.jpg")
-                examples.append(self._example(str(qid), key, require(q, "question", where, str), ann, str(a_path)))
-        return check_not_empty(TaskData(self.name, split, examples, images))
+        for subtype in (split,) if split in SUBTYPES else SUBTYPES:
+            self._load_subtype(root, subtype, keep, examples, images)
+        data = TaskData(self.name, split, examples, images, missing_hint=self.prepare_hint(root))
+        return check_not_empty(data)
+
+    def _karpathy_ids(self, root: Path, split: str) -> set[int]:
+        """The COCO image ids of a Karpathy split (``karpathy_split.json``, written by prepare_vqav2.py)."""
+        path = root / "karpathy_split.json"
+        if not path.is_file():
+            raise InputError(f"missing data file {path}: the Karpathy split needs {root} prepared by `python "
+                             f"data_scripts/prepare_vqav2.py --raw {root} --out DIR` (in the dept-vl repository); or "
+                             "use the official splits of the download as it is: --train-split train2014 --eval-split "
+                             "val2014 --test-split val2014")
+        ids = require(read_data_json(path), split, str(path), list)
+        return {require({"image_id": i}, "image_id", f"{path}, {split}", int) for i in ids}
+
+    def _load_subtype(self, root: Path, subtype: str, keep: set[int] | None, examples: list, images: dict) -> None:
+        """The questions of one official file pair (train2014 / val2014) whose image is in ``keep`` (default all).
+        Images are read from ``images/<subtype>`` (prepared) or ``<subtype>`` (the official download)."""
+        q_path = self.data_file(root, f"v2_OpenEnded_mscoco_{subtype}_questions.json")
+        a_path = self.data_file(root, f"v2_mscoco_{subtype}_annotations.json")
+        questions = require(read_data_json(q_path), "questions", str(q_path), list)
+        annotations = {require(a, "question_id", str(a_path)): a
+                       for a in require(read_data_json(a_path), "annotations", str(a_path), list)}
+        folder = root / "images" / subtype if (root / "images" / subtype).is_dir() else root / subtype
+        for q in questions:
+            where = f"{q_path}, question {q.get('question_id', '?') if isinstance(q, dict) else '?'}"
+            image_id = require(q, "image_id", where, int)
+            if keep is not None and image_id not in keep:
+                continue
+            qid = require(q, "question_id", where)
+            if qid not in annotations:
+                raise InputError(f"{a_path}: no annotation for question {qid}")
+            key = coco_image_key(subtype, image_id)
+            images[key] = str(folder / f"{key}.jpg")
+            examples.append(self._example(str(qid), key, require(q, "question", where, str), annotations[qid],
+                                          str(a_path)))
 
     def _example(self, qid: str, image_key: str, question: str, ann: dict, where: str) -> Example:
         answers = [require(a, "answer", f"{where}, question {qid}", str) for a in require(ann, "answers", where, list)]
