@@ -19,12 +19,14 @@ from ._dataclass import help_of
 from ._version import __version__
 from .bench.multitask import format_multitask, run_multitask
 from .bench.quality import QUALITY_METHODS, format_quality, run_quality
+from .bench.serve_load import format_serve_bench, run_serve_bench
 from .bench.speed import BenchConfig, format_table, run_bench, write_report
 from .data.feature_cache import open_feature_cache
 from .data.tasks import get_task, list_tasks
 from .errors import ConfigError, DeptVLError, TrainingInterrupted
 from .method import budget_pairs
 from .models import build_vision_encoder, list_methods
+from .serve.settings import ServeSettings
 from .training.evaluate import evaluate_checkpoint
 from .training.loop import train
 from .training.predict import run_predict
@@ -99,6 +101,18 @@ def cmd_predict(args) -> None:
                 args.skip_bad_lines)
 
 
+def cmd_serve(args) -> None:
+    """Serve a checkpoint: a web page at / and an HTTP API (POST /v1/predict), answering in batches."""
+    try:  # an optional extra: `dept-vl` works without it, `dept-vl serve` asks for it
+        from .serve.server import serve
+    except ImportError as err:
+        raise ConfigError(f"dept-vl serve needs its extra ({err.name} is missing): pip install 'dept-vl[serve]'") \
+            from None
+    settings = ServeSettings(**config_flags(args, ServeSettings))
+    serve(args.checkpoint, args.task, args.host, args.port, settings, args.device, args.backbone, args.num_beams,
+          args.access_log, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
 def cmd_features(args) -> None:
     """Compute the frozen vision encoder's features for every image of a task's splits, into the cache that
     `dept-vl train` with the same recipe reads."""
@@ -150,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_parser(sub)
     _add_eval_parser(sub)
     _add_predict_parser(sub)
+    _add_serve_parser(sub)
+    _add_bench_serve_parser(sub)
     return parser
 
 
@@ -191,6 +207,45 @@ def _add_eval_parser(sub) -> None:
     p.add_argument("--cache-dir", help="the feature cache directory, as for `dept-vl features` (default: "
                    "$DEPT_VL_CACHE/features/<task>/...)")
     p.set_defaults(func=cmd_eval)
+
+
+def cmd_bench_serve(args) -> None:
+    """Load on `dept-vl serve`: concurrent clients, then the same requests one at a time; throughput, latency,
+    batch sizes, errors, the server's memory."""
+    report = run_serve_bench(args.checkpoint, args.clients, args.requests, args.max_batch_size, args.max_wait_ms,
+                             args.sequential, args.warmup, log=lambda msg: print(msg, file=sys.stderr))
+    print(format_serve_bench(report))
+    write_report(report, args.json or Path(args.output_dir) / "bench-serve.json", None)
+
+
+def _add_bench_serve_parser(sub) -> None:
+    p = sub.add_parser("bench-serve", help=cmd_bench_serve.__doc__, description=cmd_bench_serve.__doc__)
+    p.add_argument("--checkpoint", required=True, help="a run's output dir or its model/ dir")
+    p.add_argument("--clients", type=int, default=16, help="concurrent clients (default: 16)")
+    p.add_argument("--requests", type=int, default=400, help="requests in each run (default: 400)")
+    p.add_argument("--warmup", type=int, default=200, help="requests sent before memory is first read "
+                   "(default: 200)")
+    p.add_argument("--max-batch-size", type=int, default=32, help="the server's (default: 32)")
+    p.add_argument("--max-wait-ms", type=float, default=10.0, help="the server's (default: 10)")
+    p.add_argument("--sequential", action=argparse.BooleanOptionalAction, default=True,
+                   help="also send the requests one at a time, for the speed-up (default: yes)")
+    p.add_argument("--output-dir", default="runs/bench", help="where bench-serve.json goes")
+    p.add_argument("--json", help="write the report here instead")
+    p.set_defaults(func=cmd_bench_serve)
+
+
+def _add_serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help=cmd_serve.__doc__, description=cmd_serve.__doc__)
+    p.add_argument("--checkpoint", required=True, help="a run's output dir or its model/ dir")
+    p.add_argument("--task", help="default: the task the checkpoint was trained on")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="default: 8000")
+    add_config_flags(p, ServeSettings)
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    p.add_argument("--backbone", help="load the text backbone from here instead of the saved path or name")
+    p.add_argument("--num-beams", type=int, default=1, help="1 = greedy; >1 = beam search")
+    p.add_argument("--access-log", action="store_true", help="log every request (default: off)")
+    p.set_defaults(func=cmd_serve)
 
 
 def _add_predict_parser(sub) -> None:

@@ -159,6 +159,17 @@ def tiny_vlm(tiny_clip_dir, tiny_t5_dir):
     return VisionLanguageModel(tiny_model_config(tiny_clip_dir, tiny_t5_dir))
 
 
+@pytest.fixture(scope="session")
+def tiny_easyvqa_run(tmp_path_factory):
+    """The output directory of a 30-step easy-vqa run of TINY_RECIPE (what serve and bench-serve load)."""
+    from dept_vl.cli import main
+
+    root = tmp_path_factory.mktemp("tiny-easyvqa-run")
+    (root / "tiny.yaml").write_text(TINY_RECIPE)
+    assert main(["train", "--config", str(root / "tiny.yaml"), "--output-dir", str(root / "run"), "--cache-dir",
+                 str(root / "cache"), "--max-steps", "30", "--test-examples", "4"]) == 0
+    return root / "run"
+
 
 # ---- the four VL datasets, in their official raw formats, converted by data_scripts/ ----------------------------
 FIXTURES = Path(__file__).parent / "fixtures"

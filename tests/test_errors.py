@@ -13,12 +13,8 @@ from conftest import TINY_RECIPE, unwritable, write_image
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("err-run")
-    (root / "tiny.yaml").write_text(TINY_RECIPE)
-    assert main(["train", "--config", str(root / "tiny.yaml"), "--output-dir", str(root / "run"), "--cache-dir",
-                 str(root / "cache"), "--max-steps", "2", "--test-examples", "4"]) == 0
-    return root / "run"
+def run_dir(tiny_easyvqa_run):
+    return tiny_easyvqa_run  # read only: tests that change a run copy its model/ first
 
 
 def fails(capsys, argv, *needles):

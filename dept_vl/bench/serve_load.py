@@ -1,0 +1,183 @@
+"""``dept-vl bench-serve``: load on ``dept-vl serve``, from clients on this machine.
+
+Starts the server (a subprocess, on a free loopback port), warms it up (200 requests), sends ``requests`` questions
+from ``clients`` concurrent clients, then the same requests one at a time, and reports requests/s, latency
+percentiles, the mean batch size the server formed, errors, and the server's resident memory at rest (read
+``AT_REST_S`` after the last request) at start, after the warm-up and after the concurrent run: the growth between
+the last two is what requests leave behind. The questions are the first examples of the checkpoint's test split,
+their images sent as files.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from ..data.tasks import get_task
+from ..errors import InputError
+from ..training.run_dir import SavedModel
+
+BOUNDARY = "dept-vl-bench-boundary"
+WARMUP = 200  # requests before memory is read
+AT_REST_S = 1.5  # memory is read this long after the last request: the server gives free memory back when idle
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def multipart_body(fields: list[tuple[str, bytes, str | None]]) -> bytes:
+    """A multipart/form-data body (boundary ``BOUNDARY``) of ``(name, value, filename or None)`` fields."""
+    parts = []
+    for name, value, filename in fields:
+        head = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"'
+        head += f'; filename="{filename}"\r\nContent-Type: application/octet-stream' if filename else ""
+        parts.append(head.encode() + b"\r\n\r\n" + value + b"\r\n")
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
+def sample_requests(checkpoint: str, count: int) -> list[bytes]:
+    """Multipart bodies of the first ``count`` test questions of the checkpoint's task (repeated if fewer)."""
+    saved = SavedModel.find(checkpoint)
+    task = get_task(saved.task())
+    data = task.load(task.default_splits[2], saved.data_dir(task.name))
+    bodies = []
+    for example in data.examples[: min(count, 500)]:
+        fields = [("question", example.source.removeprefix(task.prefix).encode(), None)] if task.name != "caption" else []
+        fields += [("image", _image_bytes(data.images[i]), "image.png") for i in example.image_ids]
+        bodies.append(multipart_body(fields))
+    return [bodies[i % len(bodies)] for i in range(count)]
+
+
+def _image_bytes(image) -> bytes:
+    if isinstance(image, (str, Path)):
+        return Path(image).read_bytes()
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class ServerProcess:
+    """``dept-vl serve --checkpoint CHECKPOINT *serve_args`` in a subprocess on a free loopback port; ready once
+    /health answers. ``stop()`` sends SIGTERM and gives the exit code; its stderr is then in ``stderr``."""
+
+    def __init__(self, checkpoint: str, *serve_args: str):
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.stderr = ""
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dept_vl.cli", "serve", "--checkpoint", str(checkpoint), "--port",
+             self.url.rsplit(":", 1)[1], *serve_args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 300
+        while time.time() < deadline and self.process.poll() is None:
+            try:
+                self.get("/health")
+                return
+            except OSError:
+                time.sleep(0.3)
+        self.process.kill()
+        raise InputError(f"dept-vl serve did not start: {self.process.communicate()[1].strip()[-500:]}")
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(self.url + path, timeout=30) as response:
+            return json.loads(response.read())
+
+    def post(self, body: bytes) -> dict:
+        """``POST /v1/predict`` of a ``multipart_body``; raises on anything but 200."""
+        request = urllib.request.Request(self.url + "/v1/predict", data=body, method="POST",
+                                         headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.loads(response.read())
+
+    def rss_mb(self, at_rest: bool = True) -> float:
+        """The server's resident memory (MB); ``at_rest``: after ``AT_REST_S`` with no request."""
+        time.sleep(AT_REST_S if at_rest else 0)
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> int:
+        self.process.terminate()
+        self.stderr = self.process.communicate(timeout=120)[1]
+        return self.process.returncode
+
+
+def load(server: ServerProcess, bodies: list[bytes], clients: int) -> dict:
+    """Send ``bodies`` from ``clients`` threads; requests/s, latency percentiles (ms), errors, mean batch size."""
+    before = server.get("/health")
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        outcomes = list(pool.map(_attempt(server), bodies))
+    seconds = time.perf_counter() - started
+    after = server.get("/health")
+    latencies = sorted(1000 * t for t in outcomes if isinstance(t, float))
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
+    batches = after["batches"] - before["batches"]
+    return {"clients": clients, "requests": len(bodies), "errors": sum(not isinstance(t, float) for t in outcomes),
+            "seconds": round(seconds, 2), "requests_per_s": round(len(bodies) / seconds, 2),
+            "p50_ms": round(cuts[49], 1), "p95_ms": round(cuts[94], 1), "p99_ms": round(cuts[98], 1),
+            "mean_batch_size": round((after["requests"] - before["requests"]) / batches, 2) if batches else 0.0}
+
+
+def _attempt(server: ServerProcess):
+    def attempt(body: bytes):
+        """Seconds the request took, or what went wrong."""
+        started = time.perf_counter()
+        try:
+            server.post(body)
+        except (OSError, ValueError) as err:  # refused, reset, HTTP 4xx/5xx (an OSError), unreadable reply
+            return repr(err)
+        return time.perf_counter() - started
+
+    return attempt
+
+
+def run_serve_bench(checkpoint: str, clients: int = 16, requests: int = 400, max_batch_size: int = 32,
+                    max_wait_ms: float = 10.0, sequential: bool = True, warmup: int = WARMUP, log=print) -> dict:
+    bodies = sample_requests(checkpoint, max(requests, warmup))
+    server = ServerProcess(checkpoint, "--max-batch-size", str(max_batch_size), "--max-wait-ms", str(max_wait_ms))
+    report = {"checkpoint": checkpoint, "max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms,
+              "warmup_requests": warmup, "rss_mb_start": round(server.rss_mb(), 1)}
+    bodies, warmup_bodies = bodies[:requests], bodies[:warmup]
+    try:
+        if warmup_bodies:  # first calls, and the allocator reaching its working size: then the growth measured
+            load(server, warmup_bodies, clients)  # is what requests leave behind
+        report["rss_mb_before"] = round(server.rss_mb(), 1)
+        log(f"bench-serve: {requests} requests from {clients} clients ...")
+        report["concurrent"] = load(server, bodies, clients)
+        report["rss_mb_after"] = round(server.rss_mb(), 1)
+        if sequential:
+            log(f"bench-serve: the same {requests} requests one at a time ...")
+            report["sequential"] = load(server, bodies, 1)
+            report["speedup"] = round(report["concurrent"]["requests_per_s"] / report["sequential"]["requests_per_s"],
+                                      2)
+    finally:
+        report["exit_code"] = server.stop()
+    report["rss_growth_mb"] = round(report["rss_mb_after"] - report["rss_mb_before"], 1)
+    return report
+
+
+def format_serve_bench(report: dict) -> str:
+    lines = [f"{'run':<12}{'clients':>8}{'requests':>9}{'errors':>7}{'req/s':>8}{'p50 ms':>8}{'p95 ms':>8}"
+             f"{'p99 ms':>8}{'batch':>7}"]
+    for name in ("concurrent", "sequential"):
+        if name in report:
+            r = report[name]
+            lines.append(f"{name:<12}{r['clients']:>8}{r['requests']:>9}{r['errors']:>7}{r['requests_per_s']:>8.1f}"
+                         f"{r['p50_ms']:>8.1f}{r['p95_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['mean_batch_size']:>7.2f}")
+    lines.append(f"server RSS {report['rss_mb_start']:.1f} MB at start, {report['rss_mb_before']:.1f} after "
+                 f"{report['warmup_requests']} warm-up requests, {report['rss_mb_after']:.1f} after the concurrent run "
+                 f"({report['rss_growth_mb']:+.1f})"
+                 + (f"; throughput {report['speedup']:.2f}x one at a time" if "speedup" in report else ""))
+    return "\n".join(lines)
