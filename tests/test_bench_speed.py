@@ -65,3 +65,18 @@ def test_quality_trains_every_method(tmp_path):
     assert rows["full"]["trainable_params"] > rows["dept"]["trainable_params"] + 1_000_000  # the whole T5
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows.values())
     assert "accuracy" in format_quality(report)
+
+
+def test_quality_runs_each_seed_of_a_named_recipe(tmp_path, capsys):
+    assert main(["bench", "--quality", "--quality-config", "easyvqa_offline", "--quality-methods", "dept",
+                 "--quality-steps", "1", "--seeds", "0,1", "--quality-set", "k_shot=8", "--quality-set",
+                 "test_examples=4", "--quality-set", "batch_size=4", "--quality-set", f"cache_dir={tmp_path / 'c'}",
+                 "--output-dir", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert [(r["method"], r["seed"]) for r in report["results"]] == [("dept", 0), ("dept", 1)]
+    assert report["recipe"] == "easyvqa_offline" and report["train"]["k_shot"] == 8
+    assert (tmp_path / "dept-seed0" / "model").is_dir() and (tmp_path / "dept-seed1" / "model").is_dir()
+    capsys.readouterr()
+    assert main(["bench", "--quality", "--quality-set", "k_shot"]) == 2
+    assert main(["bench", "--quality", "--seeds", "0,x"]) == 2
+    assert "--seeds takes comma-separated integers" in capsys.readouterr().err

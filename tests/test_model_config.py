@@ -28,3 +28,10 @@ def test_errors_name_key_and_value(tmp_path):
     bad.write_text("vision: [unclosed")
     with pytest.raises(ConfigError, match="cannot parse"):
         ModelConfig.from_file(bad)
+
+
+def test_prompt_template_holds_the_text_exactly_once():
+    assert ModelConfig.from_dict({"text": {"prompt_template": "Q: {text} A:"}}).text.prompt_template == "Q: {text} A:"
+    for bad in ("no placeholder", "{text} and {text}", 3):
+        with pytest.raises(ConfigError, match="text.prompt_template must hold {text} exactly once"):
+            ModelConfig.from_dict({"text": {"prompt_template": bad}})

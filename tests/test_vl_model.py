@@ -36,6 +36,14 @@ def train_steps(model, batch, steps=25):
     return losses
 
 
+def test_the_prompt_template_writes_every_input(tiny_clip_dir, tiny_t5_dir):
+    model = VisionLanguageModel(tiny_model_config(tiny_clip_dir, tiny_t5_dir, text={"prompt_template": "color {text} ?"}))
+    batch = model.prepare(QUESTIONS[:2], images(2), targets=["red", "green"])
+    plain = model.text.tokenize([f"color {q} ?" for q in QUESTIONS[:2]], model.config.text.max_length)
+    assert torch.equal(batch["input_ids"], plain["input_ids"])  # the template, in training and generation alike
+    assert torch.equal(batch["labels"], model.prepare_targets(["red", "green"]))  # the targets are not templated
+
+
 def test_loss_decreases_and_only_adapter_learns(tiny_clip_dir, tiny_t5_dir):
     torch.manual_seed(0)
     model = VisionLanguageModel(tiny_model_config(tiny_clip_dir, tiny_t5_dir))

@@ -17,36 +17,44 @@ QUALITY_METHODS = tuple(list_methods())  # every method --method offers: pt, dep
 
 
 def run_quality(output_dir: str | Path, steps: int, methods: str = ",".join(QUALITY_METHODS), log=print,
-                **train_overrides) -> dict:
-    """Train each method with the offline default recipe (``max_steps=steps``); return per-method metrics."""
+                config: str | None = None, seeds: tuple[int, ...] = (0,), **train_overrides) -> dict:
+    """Train each method with the recipe ``config`` (default: the offline default) for ``steps`` steps, once per
+    seed, all on one frozen backbone at DePT's trainable budget (LoRA at the rank closest to it); return per-method,
+    per-seed test metrics."""
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     unknown = [m for m in chosen if m not in QUALITY_METHODS]
     if unknown:
         raise ConfigError(f"unknown method {unknown[0]!r}; choose from {', '.join(QUALITY_METHODS)}")
     out = Path(output_dir)
-    base = resolve_recipe(None, {"task": "easyvqa", "max_steps": steps, **train_overrides})
+    base = resolve_recipe(config, {"task": "easyvqa", "max_steps": steps, **train_overrides})
     # One random backbone for every method (the train loop reuses it when it is already there)
     train_texts = [t for ex in get_task("easyvqa").load("train").examples for t in (ex.source, *ex.targets)]
     model_config = materialize_random_backbone(base.model, train_texts, out / "backbone")
-    text = TextBackbone.from_pretrained(model_config.text.backbone)
+    text = TextBackbone.from_config(model_config.text)
     budget = base.model.dept.num_parameters(text.hidden_size)
     lora_r = lora_rank_for_budget(text.model, budget)
     rows = []
     for method in chosen:
-        log(f"quality: training {method} for {steps} steps")
-        recipe = resolve_recipe(None, {"task": "easyvqa", "max_steps": steps, "output_dir": str(out / method),
-                                       **train_overrides},
-                                model_overrides={"method": method, "lora": {"r": lora_r},
-                                                 "text": {"backbone": model_config.text.backbone, "random": None}})
-        metrics = train(recipe, log=log)
-        rows.append({"method": method, "trainable_params": metrics["train"]["trainable_params"],
-                     "seconds": metrics["train"]["seconds"], **metrics["test"]})
-    return {"task": "easyvqa", "steps": steps, "dept_budget": budget, "lora_r": lora_r, "results": rows}
+        for seed in seeds:
+            log(f"quality: training {method} for {steps} steps, seed {seed}")
+            run = out / method if len(seeds) == 1 else out / f"{method}-seed{seed}"
+            recipe = resolve_recipe(config, {"task": "easyvqa", "max_steps": steps, "output_dir": str(run),
+                                             "seed": seed, **train_overrides},
+                                    model_overrides={"method": method, "lora": {"r": lora_r},
+                                                     "text": {"backbone": model_config.text.backbone, "random": None}})
+            metrics = train(recipe, log=log)
+            rows.append({"method": method, "seed": seed, "trainable_params": metrics["train"]["trainable_params"],
+                         "seconds": metrics["train"]["seconds"], **metrics["test"]})
+    return {"task": "easyvqa", "recipe": config or "easyvqa_offline", "backbone": base.model.text.backbone,
+            "steps": steps, "seeds": list(seeds), "train": train_overrides, "dept_budget": budget, "lora_r": lora_r,
+            "results": rows}
 
 
 def format_quality(report: dict) -> str:
-    lines = [f"{'method':<8}{'accuracy':>10}{'shape':>8}{'color':>8}{'yes/no':>8}{'params':>12}{'seconds':>9}"]
+    lines = [f"{'method':<8}{'seed':>5}{'accuracy':>10}{'shape':>8}{'color':>8}{'yes/no':>8}{'params':>12}"
+             f"{'seconds':>9}"]
     for r in report["results"]:
-        lines.append(f"{r['method']:<8}{r['accuracy']:>10.4f}{r['accuracy/shape']:>8.4f}{r['accuracy/color']:>8.4f}"
+        lines.append(f"{r['method']:<8}{r.get('seed', 0):>5}{r['accuracy']:>10.4f}{r['accuracy/shape']:>8.4f}"
+                     f"{r['accuracy/color']:>8.4f}"
                      f"{r['accuracy/yes/no']:>8.4f}{r['trainable_params']:>12,}{r['seconds']:>9.0f}")
     return "\n".join(lines)

@@ -54,7 +54,8 @@ def sample_requests(checkpoint: str, count: int) -> list[bytes]:
     data = task.load(task.default_splits[2], saved.data_dir(task.name))
     bodies = []
     for example in data.examples[: min(count, 500)]:
-        fields = [("question", example.source.removeprefix(task.prefix).encode(), None)] if task.name != "caption" else []
+        question = example.source.removeprefix(task.prefix).encode()
+        fields = [("question", question, None)] if task.name != "caption" else []
         fields += [("image", _image_bytes(data.images[i]), "image.png") for i in example.image_ids]
         bodies.append(multipart_body(fields))
     return [bodies[i % len(bodies)] for i in range(count)]

@@ -13,7 +13,6 @@ interrupted build loses at most the shard in progress, and ``build`` resumes by 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -22,7 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..errors import CheckpointError, ConfigError, InputError, OutputError
-from ..io import (CHECKSUM, atomic_write, check_tensors, read_json, tensor_checksum, write_json,
+from ..io import (CHECKSUM, atomic_write, cache_root, check_tensors, read_json, tensor_checksum, write_json,
                   write_safetensors)
 from ..progress import progress as progress_bar
 
@@ -54,7 +53,7 @@ def encoder_signature(name: str, encoder) -> dict[str, Any]:
 
 def default_cache_dir(task: str, signature: Mapping[str, Any]) -> Path:
     """``$DEPT_VL_CACHE`` (default ``~/.cache/dept-vl``) / features / <task> / <encoder>-<size>px-<tokens>tok."""
-    root = Path(os.environ.get("DEPT_VL_CACHE", Path.home() / ".cache" / "dept-vl"))
+    root = cache_root()
     encoder = "".join(c if c.isalnum() or c in "-_." else "_" for c in signature["encoder"])
     return root / "features" / task / f"{encoder}-{signature['image_size']}px-{signature['num_tokens']}tok"
 

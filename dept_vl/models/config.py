@@ -64,16 +64,21 @@ class RandomTextConfig:
 
 @dataclass
 class TextConfig:
-    backbone: str = setting("t5-base", "any AutoModelForSeq2SeqLM / AutoModelForCausalLM name or path, or 'random'")
+    backbone: str = setting("t5-base", "any AutoModelForSeq2SeqLM / AutoModelForCausalLM name or path, "
+                            "gguf:FILE (a GGUF causal LM), or 'random'")
     tokenizer: str | None = setting(None, "tokenizer name or path; default: the backbone's own")
     max_length: int = setting(40, "text tokens per example (question + task prefix)")
     max_target_length: int = setting(16, "tokens of a target / generated answer")
     dtype: str | None = setting(None, "float32 | bfloat16 | float16 for the frozen weights (default: as saved)")
     random: RandomTextConfig | None = setting(None, "the shape of the random backbone when backbone is 'random'")
+    prompt_template: str = setting("{text}", "how each input text is written for the backbone, in training and "
+                                   "generation alike; {text} is the task's input (e.g. a chat turn for an instruct LM)")
 
     def __post_init__(self) -> None:
         if self.backbone == RANDOM and self.random is None:
             self.random = RandomTextConfig()
+        if not isinstance(self.prompt_template, str) or self.prompt_template.count("{text}") != 1:
+            raise ConfigError(f"text.prompt_template must hold {{text}} exactly once, got {self.prompt_template!r}")
         _check_positive("text", self, ("max_length", "max_target_length"))
         if self.dtype is not None:
             check_choice("text.dtype", self.dtype, DTYPES)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .gguf import is_gguf, load_gguf
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -32,9 +33,12 @@ class TextBackbone(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, tokenizer: str | None = None, dtype: torch.dtype | None = None):
-        """Load by hub name or local path (never with ``trust_remote_code``)."""
+        """Load by hub name or local path (never with ``trust_remote_code``), or a GGUF file (``gguf:FILE``)."""
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+        if is_gguf(name_or_path):
+            model, tok = load_gguf(name_or_path, dtype)
+            return cls(model, AutoTokenizer.from_pretrained(tokenizer) if tokenizer else tok, name_or_path)
         try:
             config = AutoConfig.from_pretrained(name_or_path)
         except (OSError, ValueError) as err:

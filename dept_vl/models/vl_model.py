@@ -143,7 +143,9 @@ class VisionLanguageModel(nn.Module):
         example for several images) into the keyword arguments of ``forward`` / ``generate``, on ``device``
         (default: the model's). ``task`` (a name, or one per example) picks the prompt of a multi-task model."""
         device = self.text.device if device is None else device
-        batch = self.text.tokenize(list(texts), self.config.text.max_length, device=device)
+        template = self.config.text.prompt_template
+        batch = self.text.tokenize([template.replace("{text}", t) for t in texts], self.config.text.max_length,
+                                   device=device)
         prompt_ids = self.prompt_ids_for(task, len(texts), device)
         if prompt_ids is not None:
             batch["prompt_ids"] = prompt_ids
