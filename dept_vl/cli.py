@@ -19,7 +19,7 @@ from ._dataclass import help_of
 from ._version import __version__
 from .bench.multitask import format_multitask, run_multitask
 from .bench.quality import QUALITY_METHODS, format_quality, run_quality
-from .bench.serve_load import format_serve_bench, run_serve_bench
+from .bench.serve_load import WARMUP, format_serve_bench, run_serve_bench
 from .bench.speed import BenchConfig, format_table, run_bench, write_report
 from .data.feature_cache import open_feature_cache
 from .data.tasks import get_task, list_tasks
@@ -238,10 +238,12 @@ def _add_bench_serve_parser(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="a run's output dir or its model/ dir")
     p.add_argument("--clients", type=int, default=16, help="concurrent clients (default: 16)")
     p.add_argument("--requests", type=int, default=400, help="requests in each run (default: 400)")
-    p.add_argument("--warmup", type=int, default=200, help="requests sent before memory is first read "
-                   "(default: 200)")
-    p.add_argument("--max-batch-size", type=int, default=32, help="the server's (default: 32)")
-    p.add_argument("--max-wait-ms", type=float, default=10.0, help="the server's (default: 10)")
+    p.add_argument("--warmup", type=int, default=WARMUP, help="requests sent before memory is first read "
+                   f"(default: {WARMUP})")
+    p.add_argument("--max-batch-size", type=int, default=ServeSettings.max_batch_size,
+                   help=f"the server's (default: {ServeSettings.max_batch_size})")
+    p.add_argument("--max-wait-ms", type=float, default=ServeSettings.max_wait_ms,
+                   help=f"the server's (default: {ServeSettings.max_wait_ms:g})")
     p.add_argument("--sequential", action=argparse.BooleanOptionalAction, default=True,
                    help="also send the requests one at a time, for the speed-up (default: yes)")
     p.add_argument("--output-dir", default="runs/bench", help="where bench-serve.json goes")

@@ -42,15 +42,15 @@ class Question:
 
 async def read_body(request: Request, limit: int) -> Request:
     """The request with its body read, at most ``limit`` bytes (413 beyond), so that parsing it cannot run away."""
-    if int(request.headers.get("content-length") or 0) > limit:
-        raise RequestError(413, f"the request is larger than the upload limit of {limit / 2**20:g} MB "
-                                "(the server's --max-upload-mb)")
+    too_large = RequestError(413, f"the request is larger than the upload limit of {limit / 2**20:g} MB "
+                                  "(the server's --max-upload-mb)")
+    if int(request.headers.get("content-length") or 0) > limit:  # declared too large: refused before reading
+        raise too_large
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise RequestError(413, f"the request is larger than the upload limit of {limit / 2**20:g} MB "
-                                    "(the server's --max-upload-mb)")
+            raise too_large
         chunks.append(chunk)
     body = b"".join(chunks)
 
