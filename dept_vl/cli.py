@@ -20,7 +20,8 @@ from ._version import __version__
 from .bench.multitask import format_multitask, run_multitask
 from .bench.quality import QUALITY_METHODS, format_quality, run_quality
 from .bench.serve_load import WARMUP, format_serve_bench, run_serve_bench
-from .bench.speed import BenchConfig, format_table, run_bench, write_report
+from .bench.report import format_table, write_report
+from .bench.speed import BenchConfig, run_bench
 from .data.feature_cache import open_feature_cache
 from .data.tasks import get_task, list_tasks
 from .errors import ConfigError, DeptVLError, TrainingInterrupted
@@ -92,14 +93,15 @@ def cmd_eval(args) -> None:
     """Evaluate a checkpoint on a task split: writes predictions (JSONL) and metrics (JSON)."""
     metrics = evaluate_checkpoint(args.checkpoint, args.task, args.split, args.data_dir, args.output_dir,
                                   args.batch_size, args.num_beams, args.limit, not args.no_cache, args.cache_dir,
-                                  args.overwrite, args.backbone, log=lambda msg: print(msg, file=sys.stderr))
+                                  args.overwrite, args.backbone, log=lambda msg: print(msg, file=sys.stderr),
+                                  device=args.device, compile=args.compile)
     print(json.dumps(metrics, indent=2))
 
 
 def cmd_predict(args) -> None:
     """Answer a question about an image (NLVR2: two images), caption an image, or predict a JSONL batch."""
     run_predict(args.inputs, args.checkpoint, args.task, args.input, args.num_beams, args.backbone,
-                args.skip_bad_lines)
+                args.skip_bad_lines, device=args.device, compile=args.compile)
 
 
 def cmd_serve(args) -> None:
@@ -221,6 +223,7 @@ def _add_eval_parser(sub) -> None:
     p.add_argument("--no-cache", action="store_true", help="run the vision encoder instead of the feature cache")
     p.add_argument("--cache-dir", help="the feature cache directory, as for `dept-vl features` (default: "
                    "$DEPT_VL_CACHE/features/<task>/...)")
+    _add_device_flags(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -275,7 +278,17 @@ def _add_predict_parser(sub) -> None:
     p.add_argument("--num-beams", type=int, default=1, help="1 = greedy; >1 = beam search")
     p.add_argument("--backbone", help="load the text backbone from here instead of the saved path or name")
     p.add_argument("--skip-bad-lines", action="store_true", help="with --input: report bad lines and answer the rest")
+    _add_device_flags(p, "on CUDA with --input (one question does not repay compiling)")
     p.set_defaults(func=cmd_predict)
+
+
+def _add_device_flags(p, compile_default: str = "on CUDA") -> None:
+    """--device and --compile/--no-compile of eval and predict."""
+    p.add_argument("--device", default="auto", help="auto (CUDA when there is one) | cpu | cuda | cuda:N "
+                                                   "(default: auto)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"the fast path: greedy generation through a compiled static KV cache, lengths bucketed "
+                        f"(default: {compile_default}, off on the CPU)")
 
 
 def cmd_bench(args) -> None:

@@ -2,7 +2,8 @@
 
 import json
 
-from dept_vl.bench.speed import METHODS, BenchConfig, format_table, run_bench, write_report
+from dept_vl.bench.report import format_table, write_report
+from dept_vl.bench.speed import METHODS, BenchConfig, run_bench
 from dept_vl.bench.quality import format_quality, run_quality
 from dept_vl.cli import main
 
@@ -80,3 +81,17 @@ def test_quality_runs_each_seed_of_a_named_recipe(tmp_path, capsys):
     assert main(["bench", "--quality", "--quality-set", "k_shot"]) == 2
     assert main(["bench", "--quality", "--seeds", "0,x"]) == 2
     assert "--seeds takes comma-separated integers" in capsys.readouterr().err
+
+
+def test_bench_compiled(tmp_path, capsys):
+    """--compile: compile seconds, graphs and graph breaks per row, apart from the step times."""
+    code = main(["bench", "--methods", "pt,dept", "--steps", "2", "--warmup", "0", "--batch-size", "2",
+                 "--text-length", "5", "--visual-tokens", "4", "--feature-dim", "8", "--no-isolate", "--paired", "0",
+                 "--compile", "--compile-backend", "aot_eager", "--output-dir", str(tmp_path)])
+    assert code == 0
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["config"]["compile"] is True
+    for row in report["results"]:
+        assert FIELDS <= set(row) and row["compile_s"] > 0 and row["graph_breaks"] == 0
+        assert row["compiled_graphs"] == 2  # the training step and the decode step, one bucket each
+    assert "graph break" in capsys.readouterr().out

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from dept_vl.bench.timing import PeakMemory, TrainStep, median_time, paired_ratio
+from dept_vl.bench.timing import TrainStep, median_time, paired_ratio
 
 
 class Steps:

@@ -293,3 +293,37 @@ def test_a_multi_task_run_from_the_command_line_to_eval_anywhere(tmp_path, vl_da
     image = vl_data["nlvr2"] / "images" / "dev"
     assert main(["predict", str(next(image.iterdir())), "what?", "--checkpoint", str(run_dir)]) == 2
     assert "trained on vqa, nlvr2: name one with --task" in capsys.readouterr().err
+
+
+def test_predict_and_eval_take_the_fast_path(trained_run, tmp_path, monkeypatch, capsys):
+    """--compile on eval and predict --input: bucketed lengths, compiled static-cache generation, the same answers."""
+    import easy_vqa
+
+    import dept_vl.training.evaluate as evaluate_module
+    import dept_vl.training.predict as predict_module
+    from dept_vl.fast import for_inference
+
+    made = []
+
+    def quick(*args, **kwargs):  # aot_eager: the same graphs, no code generation
+        made.append(for_inference(*args, backend="aot_eager", **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(predict_module, "for_inference", quick)
+    monkeypatch.setattr(evaluate_module, "for_inference", quick)
+    batch = tmp_path / "in.jsonl"
+    batch.write_text("".join(json.dumps({"image": image, "question": q}) + "\n" for image, q in zip(
+        list(easy_vqa.get_test_image_paths().values())[:3], ["is there a circle?", "what shape is it?", "what color is the shape?"])))
+    answers = {}
+    for flag in ("--no-compile", "--compile"):
+        argv = ["predict", "--input", str(batch), "--checkpoint", str(trained_run / "run"), "--device", "cpu", flag]
+        assert main(argv) == 0
+        answers[flag] = capsys.readouterr().out
+        assert main(["eval", "--checkpoint", str(trained_run / "run"), "--limit", "8", "--device", "cpu", flag,
+                     "--output-dir", str(tmp_path / flag)]) == 0
+        answers[flag + " eval"] = json.loads(capsys.readouterr().out)
+    assert len(made) == 4 and made[:2] == [None, None] and all(fast.graphs >= 1 and fast.graph_breaks == 0 for fast in made[2:])
+    assert answers["--compile"] == answers["--no-compile"] and answers["--compile"].count("\n") == 3
+    assert answers["--compile eval"] == answers["--no-compile eval"]
+    assert (tmp_path / "--compile" / "predictions-easyvqa-test-first8.jsonl").read_text() == \
+        (tmp_path / "--no-compile" / "predictions-easyvqa-test-first8.jsonl").read_text()

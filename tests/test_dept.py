@@ -41,8 +41,9 @@ def test_formula_on_random_tensors():
     out, out_mask = dept(x, mask)
     A, B, P = dept.lora_embedding_A, dept.lora_embedding_B, dept.prompt_embeddings
     scaling = 8 / math.sqrt(3)
-    expected = torch.cat([P.expand(2, -1, -1), x + scaling * (A @ B)[:7]], 1)
+    expected = torch.cat([P.expand(2, -1, -1), x + scaling * (A @ B)[:7] * mask.unsqueeze(-1)], 1)
     torch.testing.assert_close(out, expected)
+    assert torch.equal(out[1, 5 + 4:], x[1, 4:])  # padding never meets A
     assert out_mask.tolist() == [[1] * 5 + [1] * 7, [1] * 5 + [1] * 4 + [0] * 3]
 
 

@@ -8,7 +8,7 @@ import zipfile
 import pytest
 import torch
 
-from dept_vl import ConfigError, InputError, ModelConfig, VisionLanguageModel, param_groups
+from dept_vl import ConfigError, ModelConfig, VisionLanguageModel, param_groups
 from dept_vl.cli import main
 from dept_vl.models import gguf
 from dept_vl.models.text import TextBackbone

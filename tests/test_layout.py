@@ -16,9 +16,10 @@ LAYERS = {
     "method": set(),
     "models": {"method"},
     "data": set(),
-    "training": {"method", "models", "data"},
-    "bench": {"method", "models", "data", "training"},
-    "serve": {"method", "models", "data", "training"},
+    "fast": set(),
+    "training": {"method", "models", "data", "fast"},
+    "bench": {"method", "models", "data", "training", "fast"},
+    "serve": {"method", "models", "data", "training", "fast"},
 }
 OPTIONAL = {("dept_vl.cli", "dept_vl.serve.app"), ("dept_vl.cli", "dept_vl.serve.server")}  # the serve extra
 

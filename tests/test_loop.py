@@ -201,3 +201,20 @@ def test_the_loop_reads_nothing_back_from_the_device_between_log_points(tmp_path
               log=lambda *_: None)
         per_run.append(counts["n"])
     assert per_run[0] == per_run[1] > 0  # the final log / checkpoint read the device; the steps between do not
+
+
+def test_a_compiled_run_trains_as_the_eager_one(tmp_path):
+    """--compile: the step compiled over bucketed lengths (aot_eager: the same graphs, no code generation), the same
+    losses, weights and answers as eager, one graph per bucket and no graph break."""
+    eager = train(tiny_recipe(tmp_path, "eager", max_steps=10, compile=False), log=lambda *_: None)
+    compiled = train(tiny_recipe(tmp_path, "compiled", max_steps=10, compile=True, compile_backend="aot_eager"),
+                     log=lambda *_: None)
+    assert "compile" not in eager["train"]
+    stats = compiled["train"]["compile"]
+    assert stats["graph_breaks"] == 0 and 1 <= stats["graphs"] <= 8 and stats["bucket_multiple"] == 8
+    assert abs(compiled["train"]["final_loss"] - eager["train"]["final_loss"]) < 1e-4
+    first, second = adapter(tmp_path / "eager" / "model"), adapter(tmp_path / "compiled" / "model")
+    assert all(torch.allclose(first[k], second[k], atol=1e-4) for k in first)
+    assert compiled["test"] == eager["test"]
+    predictions = [(tmp_path / run / "predictions-easyvqa-test.jsonl").read_text() for run in ("eager", "compiled")]
+    assert predictions[0] == predictions[1]

@@ -6,7 +6,7 @@ import yaml
 from dept_vl.data.tasks import get_task
 from dept_vl.errors import ConfigError
 from dept_vl.training.recipe import RECIPE_DIR as CONFIGS
-from dept_vl.training.recipe import Recipe, TrainConfig, find_recipe, list_recipes, resolve_recipe
+from dept_vl.training.recipe import TrainConfig, find_recipe, list_recipes, resolve_recipe
 
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from dept_vl.data.shapes_suite import SHAPES, shape_images, write_shapes_suite
+from dept_vl.data.shapes_suite import shape_images, write_shapes_suite
 from dept_vl.data.tasks import get_task
 
 from conftest import load_data_script

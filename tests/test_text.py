@@ -57,3 +57,17 @@ def test_unknown_words_are_counted(tiny_t5_dir):
     text = TextBackbone.from_pretrained(tiny_t5_dir)  # a word-level vocabulary: unknown words are <unk>
     assert text.unknown_words("what color is the zorblat") == (1, 5)
     assert text.unknown_words("") == (0, 0)
+
+
+def test_a_causal_loss_on_trailing_targets_computes_only_their_logits(tiny_llama_dir):
+    text = TextBackbone.from_pretrained(tiny_llama_dir)
+    assert text.keeps_logits
+    torch.manual_seed(0)
+    embeds, mask = torch.randn(2, 9, 32), torch.ones(2, 9, dtype=torch.long)
+    labels = torch.full((2, 9), -100)
+    labels[:, -3:] = torch.tensor([[5, 6, 1], [7, 1, -100]])  # the targets: the last 3 positions
+    full = text.loss(embeds, mask, labels)
+    trimmed = text.loss(embeds, mask, labels, targets_at_end=3)
+    assert full.logits.shape[1] == 9 and trimmed.logits.shape[1] == 4  # the targets and the position before
+    torch.testing.assert_close(trimmed.loss, full.loss)
+    torch.testing.assert_close(trimmed.logits, full.logits[:, -4:])

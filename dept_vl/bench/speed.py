@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import platform
 import time
 from dataclasses import dataclass
@@ -31,10 +30,11 @@ import torch
 
 from .._dataclass import check_choice, check_int, setting
 from ..errors import ConfigError
-from ..io import atomic_write, write_text
+from ..fast import BACKENDS, MODES, FastPath
 from ..method import DePTConfig
 from ..models import LoraSettings, ModelConfig, RandomTextConfig, TextBackbone, TextConfig, VisionConfig, \
     VisionLanguageModel, build_vision_encoder, get_method, list_methods, register_method
+from ..models.buckets import bucket_labels, bucket_text
 from ..models.config import FEATURES
 from ..models.methods import attach_prompt, lora_rank_for_budget
 from ..models.random_t5 import build_word_tokenizer, save_random_t5
@@ -83,14 +83,23 @@ class BenchConfig:
     methods: str = setting(",".join(METHODS), "comma-separated methods to measure")
     isolate: bool = setting(True, "on CPU, time and measure each method in fresh processes (clean peak memory)")
     paired: int = setting(10, "step pairs per paired ratio (dept/pt, dept/bare, padded/dynamic); 0: none")
+    compile: bool = setting(False, "time the fast path: each model's step and generation compiled over bucketed "
+                            "lengths (compile seconds, graphs and graph breaks reported apart from the step times)")
+    compile_backend: str = setting("inductor", "with --compile: inductor | aot_eager | eager")
+    compile_mode: str = setting("default", "with --compile: default | reduce-overhead | max-autotune | "
+                                "max-autotune-no-cudagraphs")
+    bucket_multiple: int = setting(8, "with --compile: lengths rounded up to powers of two up to this, then to "
+                                   "multiples of it")
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "text_length", "visual_tokens", "feature_dim", "answer_length", "m",
-                     "prompt_length", "max_length", "steps", "image_size"):
+                     "prompt_length", "max_length", "steps", "image_size", "bucket_multiple"):
             check_int(f"bench.{name}", getattr(self, name), 1)
         for name in ("r", "warmup", "paired"):
             check_int(f"bench.{name}", getattr(self, name), 0)
         check_choice("bench.dtype", self.dtype, ("float32", "bfloat16"))
+        check_choice("bench.compile_backend", self.compile_backend, BACKENDS)
+        check_choice("bench.compile_mode", self.compile_mode, MODES)
 
 
 def build_backbone(cfg: BenchConfig, directory: Path) -> str:
@@ -141,11 +150,23 @@ def synthetic_batch(cfg: BenchConfig, vocab: int, device, pad: bool, pixels: boo
         batch["pixel_values"] = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=g)
     else:
         batch["image_features"] = torch.randn(cfg.batch_size, cfg.visual_tokens, cfg.feature_dim, generator=g)
+    if cfg.compile:  # the lengths a compiled run would see
+        batch = bucket_text(batch, cfg.bucket_multiple, cfg.max_length - cfg.visual_tokens, 0)
+        batch["labels"] = bucket_labels(batch["labels"], cfg.bucket_multiple, cfg.answer_length)
     return {k: v.to(device) for k, v in batch.items()}
 
 
 def train_step(cfg: BenchConfig, model, batch: dict) -> TrainStep:
-    return TrainStep(model, batch, cfg.device, bf16=cfg.dtype == "bfloat16")
+    """The timed training step of ``model``. Under ``cfg.compile`` the model first gets the fast path, and its step
+    and generation are compiled here: ``model.fast_path.compile_s`` holds the seconds the first calls took beyond a
+    steady call, so that no compiling falls inside a timed or memory-measured step."""
+    step = TrainStep(model, batch, cfg.device, bf16=cfg.dtype == "bfloat16")
+    if cfg.compile and model.fast_path is None:
+        fast = FastPath(cfg.compile_backend, cfg.compile_mode, cfg.bucket_multiple)
+        fast.apply(model)
+        generate = GenerateStep(cfg, model, batch)
+        fast.compile_s = max(0.0, step() - step()) + max(0.0, generate() - generate())
+    return step
 
 
 class GenerateStep:
@@ -162,7 +183,7 @@ class GenerateStep:
         with torch.no_grad(), bf16_autocast(self.device, self.cfg.dtype == "bfloat16"):
             embeds, mask = self.model.encoder_inputs(**self.inputs)
             self.model.text.generate(embeds, mask, max_new_tokens=self.cfg.answer_length,
-                                     min_new_tokens=self.cfg.answer_length)
+                                     min_new_tokens=self.cfg.answer_length, **self.model.generation_options)
         sync(self.device)
         return time.perf_counter() - start
 
@@ -194,6 +215,9 @@ def time_method(cfg: BenchConfig, model, batch: dict) -> dict:
     row = {"train_step_s": seconds, "infer_s": infer, "samples_per_s": cfg.batch_size / seconds,
            "trainable_params": sum(p.numel() for p in model.trainable_parameters().values()),
            "train_gflops": flops / 1e9, "train_tflops_per_s": flops / seconds / 1e12}
+    if model.fast_path is not None:
+        row.update(compile_s=model.fast_path.compile_s, compiled_graphs=model.fast_path.graphs,
+                   graph_breaks=model.fast_path.graph_breaks)
     if device.type == "cuda":
         peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in torch.cuda.get_device_name(device)), None)
         row["fraction_of_bf16_peak"] = row["train_tflops_per_s"] / peak if peak else None
@@ -330,51 +354,3 @@ def machine(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name()}"
     return text
-
-
-def format_table(report: dict) -> str:
-    head = f"{'method':<16}{'step s':>10}{'infer s':>10}{'mem MB':>10}{'samples/s':>11}{'params':>13}" \
-           f"{'step/pt':>9}{'infer/pt':>9}{'mem/pt':>8}"
-    lines = [head, "-" * len(head)]
-    for r in report["results"]:
-        ratio = lambda k: f"{r[k]:.2f}" if r.get(k) is not None else "-"  # noqa: E731
-        lines.append(f"{r['method']:<16}{r['train_step_s']:>10.4f}{r['infer_s']:>10.4f}{r['peak_mem_mb']:>10.1f}"
-                     f"{r['samples_per_s']:>11.1f}{r['trainable_params']:>13,}{ratio('train_step_s_vs_pt'):>9}"
-                     f"{ratio('infer_s_vs_pt'):>9}{ratio('peak_mem_mb_vs_pt'):>8}")
-    for p in report.get("paired", []):
-        lines.append(f"paired {p['a']} / {p['b']} ({p['pairs']} pairs, median and quartiles): train step "
-                     f"{p['step_ratio_median']:.3f} ({p['step_ratio_q1']:.3f}-{p['step_ratio_q3']:.3f}), generation "
-                     f"{p['infer_ratio_median']:.3f} ({p['infer_ratio_q1']:.3f}-{p['infer_ratio_q3']:.3f})")
-    if "feature_cache" in report:
-        fc = report["feature_cache"]
-        paired = fc.get("speedup_paired")
-        lines.append(f"cached features vs {fc['encoder']} every step: {fc['speedup']:.2f}x faster training steps"
-                     + (f" (paired: {paired['median']:.2f}x)" if paired else ""))
-    return "\n".join(lines)
-
-
-def plot(report: dict, path: str | Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = report["results"]
-    names = [r["method"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
-    for ax, key, label in zip(axes, ("train_step_s", "infer_s", "peak_mem_mb"),
-                              ("train step (s)", "generation (s)", "peak memory (MB)")):
-        ax.bar(names, [r[key] for r in rows])
-        ax.set_title(label)
-        ax.tick_params(axis="x", rotation=30)
-    fig.suptitle(report["machine"], fontsize=8)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
-
-
-def write_report(report: dict, json_path: str | Path | None, png_path: str | Path | None) -> None:
-    if json_path:
-        write_text(json_path, json.dumps(report, indent=2) + "\n")
-    if png_path:
-        plot(report, png_path)

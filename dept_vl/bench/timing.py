@@ -99,10 +99,11 @@ class TrainStep:
         return time.perf_counter() - start
 
     def flops(self) -> int:
-        """FLOPs of forward + backward, counted by torch's FlopCounterMode (the optimizer's are negligible)."""
+        """FLOPs of forward + backward, counted by torch's FlopCounterMode (the optimizer's are negligible); a compiled
+        model is counted running eagerly (the same operations, before fusion)."""
         from torch.utils.flop_counter import FlopCounterMode
 
-        with FlopCounterMode(display=False) as counter, self.autocast():
+        with torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False) as counter, self.autocast():
             self.model(**self.batch).loss.backward()
         self.model.zero_grad(set_to_none=True)
         return counter.get_total_flops()

@@ -21,8 +21,8 @@ from .config import DePTConfig
 class DePT(nn.Module):
     """Decomposed Prompt Tuning on any ``(batch, length, dim)`` input embeddings.
 
-    ``forward(X, mask)`` returns ``[P ; X + scaling * (A @ B)[:n]]`` and the mask extended by ones for P.
-    Inputs are never padded to ``max_length``: A is sliced to the real length ``n``.
+    ``forward(X, mask)`` returns ``[P ; X + scaling * (A @ B)[:n]]`` (the update only where ``mask`` is 1) and the
+    mask extended by ones for P. Inputs are never padded to ``max_length``: A is sliced to the real length ``n``.
 
     Parameters (trainable): ``prompt_embeddings`` (l x d), ``lora_embedding_A`` (s x r),
     ``lora_embedding_B`` (r x d). With ``r = 0`` it is plain prompt tuning and A, B are absent. With
@@ -132,6 +132,7 @@ class DePT(nn.Module):
                 f"DePT expects inputs_embeds of shape (batch, length, {self.hidden_size}), got {tuple(inputs_embeds.shape)}"
             )
         batch, n, _ = inputs_embeds.shape
+        padded = attention_mask is not None
         if attention_mask is None:
             attention_mask = torch.ones(batch, n, dtype=torch.long, device=inputs_embeds.device)
         if n > self.config.max_length:
@@ -147,8 +148,9 @@ class DePT(nn.Module):
             inputs_embeds, attention_mask = inputs_embeds[:, :n], attention_mask[:, :n]
             position_ids = None if position_ids is None else position_ids[:, :n]
         update = self.low_rank_update(n, position_ids)
-        if update is not None:
-            inputs_embeds = inputs_embeds + update.to(inputs_embeds.dtype)
+        if update is not None:  # real tokens only: padding (of a batch or of a length bucket) never meets A
+            update = update.to(inputs_embeds.dtype)
+            inputs_embeds = inputs_embeds + (update * attention_mask.unsqueeze(-1).to(update.dtype) if padded else update)
         prompt = self.prompts(batch, prompt_ids).to(inputs_embeds.dtype)
         prompt_mask = attention_mask.new_ones(batch, self.config.prompt_length)
         return torch.cat([prompt, inputs_embeds], dim=1), torch.cat([prompt_mask, attention_mask], dim=1)

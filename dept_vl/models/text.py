@@ -7,6 +7,7 @@ all from ``inputs_embeds``.
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 import torch
@@ -27,6 +28,7 @@ class TextBackbone(nn.Module):
         self.kind = "seq2seq" if model.config.is_encoder_decoder else "causal"
         if self.tokenizer.pad_token_id is None:  # decoder-only LMs often lack a pad token
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters  # most causal LMs
         self.frozen = True
         self.model.requires_grad_(False)
         self.model.eval()
@@ -113,9 +115,14 @@ class TextBackbone(nn.Module):
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embeddings(input_ids)
 
-    def loss(self, inputs_embeds, attention_mask, labels, position_ids=None):
-        """Mean token cross-entropy of ``labels`` (-100 = ignored) given the input embeddings."""
+    def loss(self, inputs_embeds, attention_mask, labels, position_ids=None, targets_at_end: int | None = None):
+        """Mean token cross-entropy of ``labels`` (-100 = ignored) given the input embeddings. A decoder-only model
+        whose labels lie in its last ``targets_at_end`` positions computes logits for those (and the one before)
+        only, not for the whole sequence times the vocabulary."""
         kwargs = {"position_ids": position_ids} if position_ids is not None else {}
+        if targets_at_end and self.keeps_logits:
+            keep = targets_at_end + 1
+            kwargs["logits_to_keep"], labels = keep, labels[:, -keep:]
         return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
 
     @torch.no_grad()

@@ -20,6 +20,7 @@ from ..errors import CheckpointError, ConfigError, InputError
 from ..io import load_state_checked, read_json, read_safetensors, write_json, write_safetensors
 from ..method import position_ids_from_mask
 from ..method.checkpoint import ADAPTER_WEIGHTS
+from .buckets import bucket_labels, bucket_text
 from .config import FEATURES, ModelConfig
 from .methods import get_method
 from .projection import VisualProjection
@@ -51,6 +52,9 @@ class VisionLanguageModel(nn.Module):
         self.tokens_per_image = vision.num_tokens() if vision is not None else v.num_tokens
         self.projection = VisualProjection(feature_dim, self.text.hidden_size, config.max_images)
         self.dept = None  # the prompt methods (dept, pt) attach one; lora and full train the backbone instead
+        self.fast_path = None  # the FastPath applied to it (dept_vl.fast, --compile), which sets the next two:
+        self.bucket_multiple: int | None = None  # lengths are padded to buckets of this
+        self.generation_options: dict = {}  # greedy generation's options (a static, compiled KV cache)
         get_method(config.method).setup(self)
         longest = self.tokens_per_image * config.max_images + config.text.max_length
         if longest > config.dept.max_length and not config.dept.truncate:
@@ -110,7 +114,8 @@ class VisionLanguageModel(nn.Module):
         embeds = torch.cat([embeds, self.text.embed(labels.clamp(min=0)).to(embeds.dtype)], dim=1)
         mask = torch.cat([mask, target.to(mask.dtype)], dim=1)
         full_labels = torch.cat([labels.new_full(mask[:, : -labels.shape[1]].shape, -100), labels], dim=1)
-        return self.text.loss(embeds, mask, full_labels, position_ids=position_ids_from_mask(mask))
+        return self.text.loss(embeds, mask, full_labels, position_ids=position_ids_from_mask(mask),
+                              targets_at_end=labels.shape[1])
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask, pixel_values=None, image_features=None, prompt_ids=None,
@@ -118,8 +123,9 @@ class VisionLanguageModel(nn.Module):
         """Greedy (``num_beams=1``) or beam-search answers as text, with the KV cache; ``settings``: more
         ``generate`` options (a task's own, e.g. ``no_repeat_ngram_size`` for captions)."""
         embeds, mask = self.encoder_inputs(input_ids, attention_mask, pixel_values, image_features, prompt_ids)
+        options = {**(self.generation_options if num_beams == 1 else {}), **settings}
         ids = self.text.generate(embeds, mask, max_new_tokens=max_new_tokens or self.config.text.max_target_length,
-                                 num_beams=num_beams, **settings)
+                                 num_beams=num_beams, **options)
         return self.text.decode(ids)
 
     def prompt_ids_for(self, task, count: int, device=None) -> torch.Tensor | int | None:
@@ -146,6 +152,9 @@ class VisionLanguageModel(nn.Module):
         template = self.config.text.prompt_template
         batch = self.text.tokenize([template.replace("{text}", t) for t in texts], self.config.text.max_length,
                                    device=device)
+        if self.bucket_multiple:
+            batch = bucket_text(batch, self.bucket_multiple, self.config.text.max_length,
+                                self.text.tokenizer.pad_token_id)
         prompt_ids = self.prompt_ids_for(task, len(texts), device)
         if prompt_ids is not None:
             batch["prompt_ids"] = prompt_ids
@@ -169,7 +178,10 @@ class VisionLanguageModel(nn.Module):
         """The ``labels`` of ``targets``: token ids, -100 where padded (decoder-only: EOS appended)."""
         enc = self.text.tokenize(list(targets), self.config.text.max_target_length,
                                  add_eos=self.text.kind == "causal", device=self.text.device if device is None else device)
-        return enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        if self.bucket_multiple:
+            labels = bucket_labels(labels, self.bucket_multiple, self.config.text.max_target_length)
+        return labels
 
     def predict(self, texts: Sequence[str], images=None, image_features=None, num_beams: int = 1, task=None,
                 **settings) -> list[str]:

@@ -12,6 +12,7 @@ from ..data.batches import ImageInputs, TaskSplit
 from ..data.feature_cache import cached_features
 from ..data.tasks import Example, get_task
 from ..errors import ConfigError
+from ..fast import for_inference
 from ..io import write_json, write_text
 from ..progress import progress as progress_bar
 from .recipe import data_dirs
@@ -88,11 +89,13 @@ def write_predictions(path: str | Path, examples: Sequence[Example], predictions
 def evaluate_checkpoint(checkpoint: str | Path, task_name: str | None = None, split: str | None = None,
                         data_dir=None, output_dir: str | Path | None = None, batch_size: int = 128,
                         num_beams: int = 1, limit: int = 0, use_cache: bool = True, cache_dir: str | None = None,
-                        overwrite: bool = False, backbone: str | None = None, log=print) -> dict:
+                        overwrite: bool = False, backbone: str | None = None, log=print, device: str = "auto",
+                        compile: bool | None = None) -> dict:
     """Score ``split`` (``val`` / ``test``: each task's own; default test; its first ``limit`` examples) of ``task_name``,
     or of every task the checkpoint was trained on; write each task's predictions JSONL and one metrics JSON into
     ``output_dir`` (default: the run's ``eval/``; never the files training wrote), as train's metrics.json has them;
-    return the metrics. ``data_dir``: as for train (default: the run's)."""
+    return the metrics. ``data_dir``: as for train (default: the run's). ``device`` (``auto``: CUDA when there is
+    one) and ``compile`` (the fast path; default: on CUDA) as for train."""
     saved = SavedModel.find(checkpoint)
     tasks = [get_task(name) for name in ([task_name] if task_name else saved.tasks or [saved.task()])]
     splits = {task.name: split_named(task, split) for task in tasks}
@@ -101,6 +104,7 @@ def evaluate_checkpoint(checkpoint: str | Path, task_name: str | None = None, sp
     paths = RunDir(saved.run_root).eval_outputs(splits, role, limit, output_dir, overwrite)
     data_dir = data_dirs(data_dir, Path.cwd()) if data_dir is not None else None
     model = saved.load(backbone)
+    fast = for_inference(model, device, compile)
     scores = {}
     for task in tasks:
         where = data_dir.get(task.name) if isinstance(data_dir, dict) else data_dir
@@ -117,5 +121,7 @@ def evaluate_checkpoint(checkpoint: str | Path, task_name: str | None = None, sp
         write_predictions(paths["predictions"][task.name], data.examples[: limit or None], predictions)
     metrics = {role: scores}
     write_json(paths["metrics"], metrics)
+    if fast is not None:
+        log(f"compiled: {fast.graphs} graph(s), {fast.graph_breaks} graph break(s)")
     log(f"wrote {paths['metrics']}")
     return metrics

@@ -10,6 +10,7 @@ from typing import Callable, Iterator, Sequence
 from ..data.tasks import get_task
 from ..data.tasks.base import require
 from ..errors import ConfigError, InputError
+from ..fast import for_inference
 from ..io import iter_jsonl
 from ..models.images import load_image
 from .run_dir import SavedModel
@@ -35,12 +36,15 @@ def split_inputs(inputs: Sequence[str]) -> tuple[list[str], str | None]:
 
 
 class Predictor:
-    """A loaded checkpoint plus the task whose prefix its inputs need."""
+    """A loaded checkpoint plus the task whose prefix its inputs need, on ``device`` (``auto``: CUDA when there is
+    one), with the fast path when ``compile`` says so (default: on CUDA)."""
 
-    def __init__(self, checkpoint: str, task: str | None = None, num_beams: int = 1, backbone: str | None = None):
+    def __init__(self, checkpoint: str, task: str | None = None, num_beams: int = 1, backbone: str | None = None,
+                 device: str = "cpu", compile: bool | None = False):
         saved = SavedModel.find(checkpoint)
         self.task, self.num_beams = get_task(saved.task(task)), num_beams
         self.model = saved.load(backbone)
+        self.fast = for_inference(self.model, device, compile)
         if self.model.vision is None:
             raise ConfigError("this checkpoint takes precomputed features, not images")
 
@@ -112,8 +116,12 @@ def _answered(predictor: Predictor, pending: list) -> Iterator[dict]:
 
 
 def run_predict(inputs: Sequence[str], checkpoint: str, task: str | None = None, input_file: str | None = None,
-                num_beams: int = 1, backbone: str | None = None, skip_bad_lines: bool = False, out=print) -> None:
-    predictor = Predictor(checkpoint, task, num_beams, backbone)
+                num_beams: int = 1, backbone: str | None = None, skip_bad_lines: bool = False, out=print,
+                device: str = "auto", compile: bool | None = None) -> None:
+    """Answer one question (``inputs``: image paths and the question) or every line of ``input_file``. The fast path
+    (``compile``) is on by default on CUDA for a batch (``input_file``) only: one question does not repay compiling."""
+    compile = compile if compile is not None or input_file else False
+    predictor = Predictor(checkpoint, task, num_beams, backbone, device, compile)
     if input_file:
         for record in predictor.batch(input_file, skip_bad_lines):
             out(json.dumps(record))

@@ -19,6 +19,7 @@ import yaml
 from .._dataclass import check_choice, check_int, check_number, from_dict, setting
 from ..errors import ConfigError
 from ..data.tasks import get_task, list_tasks
+from ..fast import BACKENDS, MODES
 from ..io import read_config, write_text
 from ..models import ModelConfig
 
@@ -66,6 +67,15 @@ class TrainConfig:
     task_weighting: str = setting("tokens", "multi-task: tokens = every target token weighs the same whichever its "
                                   "task (tasks of longer targets, e.g. captions, count more); batches = every batch")
     num_beams: int = setting(1, "beams in validation and test generation (1 = greedy)")
+    compile: bool | None = setting(None, "the fast path: the training step and greedy generation compiled "
+                                   "(torch.compile, static KV cache), sequence lengths bucketed, and under bf16 the "
+                                   "frozen backbone stored in bf16; default: on CUDA, off on the CPU")
+    compile_backend: str = setting("inductor", "with --compile: inductor | aot_eager | eager (the last two make the "
+                                   "same graphs without generating code: for checking)")
+    compile_mode: str = setting("default", "with --compile and inductor: default | reduce-overhead (CUDA graphs) | "
+                                "max-autotune | max-autotune-no-cudagraphs")
+    bucket_multiple: int = setting(8, "with --compile: text and target lengths are rounded up to a power of two up "
+                                   "to this, then to a multiple of it (one compiled graph per bucket)")
     cache_features: bool = setting(True, "read the frozen encoder's outputs from the feature cache")
     cache_dir: str | None = setting(None, "the feature cache directory (default: $DEPT_VL_CACHE/features/<task>/...)")
     tensorboard: bool = setting(True, "write TensorBoard logs to OUTPUT/logs")
@@ -78,7 +88,8 @@ class TrainConfig:
         for name in ("epochs", "weight_decay", "max_grad_norm"):
             check_number(f"train.{name}", getattr(self, name), minimum=0)
         check_number("train.task_temperature", self.task_temperature, above=0)
-        for name in ("batch_size", "grad_accum", "eval_batch_size", "keep_checkpoints", "log_every", "num_beams"):
+        for name in ("batch_size", "grad_accum", "eval_batch_size", "keep_checkpoints", "log_every", "num_beams",
+                     "bucket_multiple"):
             check_int(f"train.{name}", getattr(self, name), 1)
         for name in ("max_steps", "eval_every", "eval_examples", "test_examples", "save_every", "warmup_steps",
                      "k_shot", "seed"):
@@ -88,6 +99,10 @@ class TrainConfig:
         check_choice("train.lr_schedule", self.lr_schedule, SCHEDULES)
         check_choice("train.mixed_precision", self.mixed_precision, PRECISIONS)
         check_choice("train.task_weighting", self.task_weighting, WEIGHTINGS)
+        check_choice("train.compile_backend", self.compile_backend, BACKENDS)
+        check_choice("train.compile_mode", self.compile_mode, MODES)
+        if self.compile is not None and not isinstance(self.compile, bool):
+            raise ConfigError(f"train.compile must be true, false or null (auto), got {self.compile!r}")
         self.data_dir = data_dirs(self.data_dir, Path.cwd())
 
     @property
