@@ -327,3 +327,9 @@ def test_predict_and_eval_take_the_fast_path(trained_run, tmp_path, monkeypatch,
     assert answers["--compile eval"] == answers["--no-compile eval"]
     assert (tmp_path / "--compile" / "predictions-easyvqa-test-first8.jsonl").read_text() == \
         (tmp_path / "--no-compile" / "predictions-easyvqa-test-first8.jsonl").read_text()
+
+
+def test_eval_refuses_a_bad_device_before_writing_anything(trained_run, tmp_path):
+    out = run("eval", "--checkpoint", str(trained_run / "run"), "--device", "gpu", "--output-dir", str(tmp_path / "ev"))
+    assert out.returncode == 2 and "not a device" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "ev").exists()

@@ -12,7 +12,7 @@ from ..data.batches import ImageInputs, TaskSplit
 from ..data.feature_cache import cached_features
 from ..data.tasks import Example, get_task
 from ..errors import ConfigError
-from ..fast import for_inference
+from ..fast import for_inference, resolve_device
 from ..io import write_json, write_text
 from ..progress import progress as progress_bar
 from .recipe import data_dirs
@@ -97,6 +97,7 @@ def evaluate_checkpoint(checkpoint: str | Path, task_name: str | None = None, sp
     return the metrics. ``data_dir``: as for train (default: the run's). ``device`` (``auto``: CUDA when there is
     one) and ``compile`` (the fast path; default: on CUDA) as for train."""
     saved = SavedModel.find(checkpoint)
+    device = resolve_device(device)  # a bad --device is refused before anything is written
     tasks = [get_task(name) for name in ([task_name] if task_name else saved.tasks or [saved.task()])]
     splits = {task.name: split_named(task, split) for task in tasks}
     roles = {split_role(task, splits[task.name]) for task in tasks}
