@@ -14,10 +14,9 @@ Every graph dynamo hands to the backend is counted (``graphs``), and so are grap
 
 from __future__ import annotations
 
-import time
-
 import torch
 
+from .._dataclass import check_choice, check_int
 from ..errors import ConfigError
 
 BACKENDS = ("inductor", "aot_eager", "eager")  # aot_eager / eager: the same graphs without code generation
@@ -52,34 +51,26 @@ class FastPath:
     """Compile a model's step and generation; count what was compiled."""
 
     def __init__(self, backend: str = "inductor", mode: str = "default", bucket_multiple: int = 8):
-        if backend not in BACKENDS:
-            raise ConfigError(f"compile backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if mode not in MODES:
-            raise ConfigError(f"compile mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if isinstance(bucket_multiple, bool) or not isinstance(bucket_multiple, int) or bucket_multiple < 1:
-            raise ConfigError(f"bucket multiple must be an integer >= 1, got {bucket_multiple!r}")
-        self.backend, self.mode, self.bucket_multiple = backend, mode, bucket_multiple
-        self.graphs, self.backend_s = 0, 0.0  # graphs compiled, seconds inside the backend (code generation)
+        self.backend = check_choice("compile backend", backend, BACKENDS)
+        self.mode = check_choice("compile mode", mode, MODES)
+        self.bucket_multiple = check_int("bucket multiple", bucket_multiple, 1)
+        self.graphs = 0  # graphs handed to the backend
         self.compile_s = 0.0  # seconds compiling in all, where the caller measures it (dept-vl bench does)
         self._breaks_before = _graph_break_total()
 
-    def __deepcopy__(self, memo):  # Hugging Face deep-copies the CompileConfig that holds compile_graph: keep counting here
+    def __deepcopy__(self, memo):  # HF deep-copies the CompileConfig holding compile_graph: keep counting here
         return self
 
     # ---- the backend every graph goes through --------------------------------------------------------------
     def compile_graph(self, graph_module, example_inputs, **_):
         """A dynamo backend: count the graph, then hand it to the chosen backend (inductor with the mode's options)."""
         self.graphs += 1
-        start = time.perf_counter()
-        try:
-            if self.backend == "inductor":
-                from torch._inductor import list_mode_options
-                from torch._inductor.compile_fx import compile_fx
+        if self.backend == "inductor":
+            from torch._inductor import list_mode_options
+            from torch._inductor.compile_fx import compile_fx
 
-                return compile_fx(graph_module, example_inputs, config_patches=list_mode_options(self.mode))
-            return torch._dynamo.lookup_backend(self.backend)(graph_module, example_inputs)
-        finally:
-            self.backend_s += time.perf_counter() - start
+            return compile_fx(graph_module, example_inputs, config_patches=list_mode_options(self.mode))
+        return torch._dynamo.lookup_backend(self.backend)(graph_module, example_inputs)
 
     @property
     def graph_breaks(self) -> int:
@@ -125,14 +116,17 @@ def graph_breaks_in(fn, *args, **kwargs) -> list[dict]:
             for b in explained.break_reasons]
 
 
-def for_inference(model, device: str | None = "auto", compile: bool | None = None, backend: str = "inductor",
-                  mode: str = "default", bucket_multiple: int = 8) -> FastPath | None:
-    """Put ``model`` on ``device`` (``auto``: CUDA when there is one) and, when ``compile`` says so (default: on
-    CUDA), give it the fast path; return that (None when off)."""
-    device = resolve_device(device)
-    model.to(device)
+def enable(model, compile: bool | None, device, backend: str = "inductor", mode: str = "default",
+           bucket_multiple: int = 8) -> FastPath | None:
+    """Give ``model`` the fast path when ``compile`` says so (None: on CUDA); return it (None when off)."""
     if not use_compile(compile, device):
         return None
-    fast = FastPath(backend, mode, bucket_multiple)
-    fast.apply(model)
-    return fast
+    return FastPath(backend, mode, bucket_multiple).apply(model).fast_path
+
+
+def for_inference(model, device: str | None = "auto", compile: bool | None = None, **settings) -> FastPath | None:
+    """Put ``model`` on ``device`` (``auto``: CUDA when there is one), then ``enable`` the fast path (``settings``:
+    backend, mode, bucket_multiple)."""
+    device = resolve_device(device)
+    model.to(device)
+    return enable(model, compile, device, **settings)

@@ -251,8 +251,8 @@ def finish(s: Session) -> dict | None:
         write_predictions(s.run.predictions(split.task.name, split.data.split), examples, predictions)
     if test_scores:
         metrics["test"] = test_scores
-    if s.fast is not None:
-        metrics["train"]["compile"] = s.fast.stats()
+    if s.raw.fast_path is not None:
+        metrics["train"]["compile"] = s.raw.fast_path.stats()
     metrics["train"]["weights_agree_across_processes"] = _weights_agree(s.accelerator, s.params)
     metrics["train"]["seconds"] = round(time.time() - s.started, 1)
     if s.main:

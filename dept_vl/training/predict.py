@@ -44,7 +44,7 @@ class Predictor:
         saved = SavedModel.find(checkpoint)
         self.task, self.num_beams = get_task(saved.task(task)), num_beams
         self.model = saved.load(backbone)
-        self.fast = for_inference(self.model, device, compile)
+        for_inference(self.model, device, compile)  # the fast path, if any: self.model.fast_path
         if self.model.vision is None:
             raise ConfigError("this checkpoint takes precomputed features, not images")
 

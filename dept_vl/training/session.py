@@ -21,7 +21,7 @@ from ..data.batches import BatchOrder, ImageInputs, TaskSplit, k_shot
 from ..data.feature_cache import open_feature_cache
 from ..data.tasks import get_task
 from ..errors import CheckpointError
-from ..fast import FastPath, use_compile
+from ..fast import FastPath, enable, use_compile
 from ..method import param_groups
 from ..models import VisionLanguageModel, build_vision_encoder, get_method
 from ..models.config import FEATURES
@@ -49,7 +49,6 @@ class Session:
     say: Callable[[str], None]
     params: list[torch.nn.Parameter] = field(default_factory=list)  # the trainable ones
     tokens_per_example: float | None = None  # multi-task token weighting: the mean target length it divides by
-    fast: FastPath | None = None  # the compiled, bucketed fast path (--compile), None when off
     step: int = 0
     history: list[dict] = field(default_factory=list)
     best: dict | None = None
@@ -85,7 +84,7 @@ def setup(recipe: Recipe, run: RunDir, accelerator, log=print) -> Session:
     splits = load_splits(recipe, say)
     raw = build_model(recipe, splits, run, accelerator)
     images = build_images(recipe, splits, raw.vision, accelerator, say)
-    fast = fast_path(recipe, raw, accelerator.device, say)
+    fast_path(recipe, raw, accelerator.device, say)
     optimizer = torch.optim.AdamW(param_groups(raw, cfg.prompt_lr, cfg.lowrank_lr, cfg.weight_decay,
                                                other_lr=cfg.projection_lr, backbone_lr=cfg.lr),
                                   fused=accelerator.device.type == "cuda" or None)
@@ -97,8 +96,7 @@ def setup(recipe: Recipe, run: RunDir, accelerator, log=print) -> Session:
     tokens = target_tokens(raw, splits["train"], order.shares, cfg.seed) if (
         len(cfg.tasks) > 1 and cfg.task_weighting == "tokens") else None
     return Session(recipe, run, accelerator, splits, images, raw, model, optimizer, scheduler, order, total, say,
-                   params=[p for p in raw.parameters() if p.requires_grad], tokens_per_example=tokens, started=started,
-                   fast=fast)
+                   params=[p for p in raw.parameters() if p.requires_grad], tokens_per_example=tokens, started=started)
 
 
 def fast_path(recipe: Recipe, model: VisionLanguageModel, device, say) -> FastPath | None:
@@ -109,11 +107,9 @@ def fast_path(recipe: Recipe, model: VisionLanguageModel, device, say) -> FastPa
         return None
     if cfg.mixed_precision == "bf16" and not get_method(recipe.model.method).modifies_backbone:
         model.text.to(torch.bfloat16)
-    fast = FastPath(cfg.compile_backend, cfg.compile_mode, cfg.bucket_multiple)
     say(f"compiling ({cfg.compile_backend}, mode {cfg.compile_mode}); lengths bucketed to multiples of "
         f"{cfg.bucket_multiple}: the first step of each bucket compiles")
-    fast.apply(model)
-    return fast
+    return enable(model, True, device, cfg.compile_backend, cfg.compile_mode, cfg.bucket_multiple)
 
 
 def target_tokens(model: VisionLanguageModel, splits: list[TaskSplit], shares: list[int], seed: int,
