@@ -55,22 +55,33 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
 
 def from_dict(cls, data: dict, where: str | None = None):
     """``cls(**data)``, recursing into dataclass-typed fields; an unknown key is an error that
-    names it and suggests the closest valid one."""
+    names it and suggests the closest valid one. A class with ``expand_dict(data, where)`` first rewrites ``data``
+    (ModelConfig: ``config: NAME`` starts from a named config); a class with ``extra_sections()`` (section name -> dataclass, e.g.
+    the methods' own settings in ModelConfig) also takes those keys, into its ``sections`` field."""
     where = where or cls.__name__
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping, got {type(data).__name__}")
+    if hasattr(cls, "expand_dict"):  # e.g. a model config that names a packaged one to start from
+        data = cls.expand_dict(data, where)
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
+    extra = cls.extra_sections() if hasattr(cls, "extra_sections") else {}
+    names = [f.name for f in dataclasses.fields(cls) if not (extra and f.name == "sections")]
+    kwargs, sections = {}, {}
     for key, value in data.items():
+        if key in extra:
+            sections[key] = from_dict(extra[key], value, f"{where}.{key}") if isinstance(value, dict) else value
+            continue
         if key not in names:
-            close = get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (valid keys: {', '.join(names)})"
+            valid = names + list(extra)
+            close = get_close_matches(str(key), valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (valid keys: {', '.join(valid)})"
             raise ConfigError(f"unknown key {where}.{key}{hint}")
         sub = dataclass_in(hints[key])
         if sub is not None and isinstance(value, dict):
             value = from_dict(sub, value, f"{where}.{key}")
         kwargs[key] = value
+    if sections:
+        kwargs["sections"] = sections
     try:
         return cls(**kwargs)
     except TypeError as err:

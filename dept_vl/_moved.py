@@ -1,4 +1,4 @@
-"""Module paths of dept-vl 0.1 that its README documented, kept importable after the move to folders.
+"""Module paths that earlier READMEs documented (dept-vl 0.1), kept importable after the moves.
 
 ``import dept_vl.tasks`` (or ``dept_vl.train``, ...) gives the module at its new path, with a DeprecationWarning
 naming it; submodules follow (``dept_vl.tasks.base`` is ``dept_vl.data.tasks.base``), so no module is ever loaded
@@ -18,7 +18,15 @@ MOVED = {
     "dept_vl.metrics": "dept_vl.data.metrics",
     "dept_vl.feature_cache": "dept_vl.data.feature_cache",
     "dept_vl.train": "dept_vl.training.loop",
-    "dept_vl.train_config": "dept_vl.training.recipe",
+    "dept_vl.train_config": "dept_vl.runs.recipe",
+    # later 0.1 paths: DePT alone was method/, the method registry models/methods.py (both are methods/ now);
+    # recipes and run directories were in training/ (now runs/), prediction and evaluation too (now inference/)
+    "dept_vl.method": "dept_vl.methods",
+    "dept_vl.models.methods": "dept_vl.methods.registry",
+    "dept_vl.training.recipe": "dept_vl.runs.recipe",
+    "dept_vl.training.run_dir": "dept_vl.runs.run_dir",
+    "dept_vl.training.evaluate": "dept_vl.inference.evaluate",
+    "dept_vl.training.predict": "dept_vl.inference.predict",
 }
 
 

@@ -9,15 +9,18 @@ runs and caches, ``InputError`` for data files, ``ConfigError`` for configs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 import yaml
 from safetensors import SafetensorError, safe_open
@@ -43,8 +46,37 @@ def cache_root() -> Path:
 
 
 # ---- writing ------------------------------------------------------------------------------------------------
+class DiskFullError(OutputError):
+    """A write failed because its file system is full; nothing that was there before was touched."""
+
+    def __init__(self, path: Path):
+        self.message = f"no space left on {mount_point(path)} while writing {path}"
+        super().__init__(f"{self.message}; free space and run the command again")
+        self.path = path
+
+
+def mount_point(path: str | Path) -> Path:
+    """The mount point of the file system ``path`` lies on."""
+    path = Path(os.path.abspath(path))
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _disk_full(err: BaseException, where: Path) -> bool:
+    """Did a write into ``where`` fail for want of space? (ENOSPC, or a library's text for it, or a file system with
+    nothing left while the failed write's temp file still holds its share.)"""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC or "No space left" in str(err):
+        return True
+    try:
+        return isinstance(err, Exception) and shutil.disk_usage(where).free < 64 * 1024
+    except OSError:
+        return False
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` on a temp file beside ``path``, fsync it, then rename it over ``path``."""
+    """Call ``write(tmp_path)`` on a temp file beside ``path``, fsync it, then rename it over ``path``. A full disk
+    is a DiskFullError naming the file and its file system."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -55,9 +87,12 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        full = _disk_full(err, path.parent)
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if full:
+            raise DiskFullError(path) from None
         raise
 
 
@@ -133,8 +168,11 @@ def write_dir_atomically(final: Path, write: Callable[[Path], Any]) -> None:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-    except BaseException:
+    except BaseException as err:
+        full = isinstance(err, DiskFullError) or _disk_full(err, final.parent)
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise DiskFullError(getattr(err, "path", final)) from None
         raise
 
 
@@ -161,12 +199,59 @@ def exclusive_lock(path: str | Path, what: str) -> Iterator[None]:
 
 
 # ---- checkpoints, runs and caches: CheckpointError ---------------------------------------------------------
+MAX_JSON_DEPTH = 100  # arrays / objects nested deeper than this are refused (a hostile body is not parsed)
+
+
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads`` with a depth limit: a ValueError (as for any malformed JSON) for arrays / objects nested deeper
+    than ``MAX_JSON_DEPTH``, found before the parser could recurse into them (a scan at C speed: strings removed by a
+    regular expression, the nesting depth a cumulative sum)."""
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    if data.count(b"[") + data.count(b"{") > MAX_JSON_DEPTH:  # else nothing can be nested that deep
+        structure = np.frombuffer(_JSON_STRING.sub(b'""', data), dtype=np.uint8)
+        steps = np.isin(structure, _OPEN).astype(np.int32) - np.isin(structure, _CLOSE).astype(np.int32)
+        if steps.size and int(np.cumsum(steps).max()) > MAX_JSON_DEPTH:
+            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return json.loads(text)
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_OPEN, _CLOSE = np.frombuffer(b"[{", dtype=np.uint8), np.frombuffer(b"]}", dtype=np.uint8)
+
+
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def local_or_hub(name: str | Path, what: str = "checkpoint") -> Path:
+    """A local path as it is; a Hugging Face Hub repository (``user/repo``) that is not a local path, through
+    ``huggingface_hub``: from its cache, or downloaded unless ``HF_HUB_OFFLINE=1``; a CheckpointError saying which
+    when it can be had neither way."""
+    path = Path(name)
+    if path.exists() or not HUB_NAME.fullmatch(str(name)):
+        return path
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return Path(snapshot_download(str(name)))
+    except LocalEntryNotFoundError:
+        raise CheckpointError(f"{what} {name} is not a directory here, and the Hugging Face Hub repository {name} is "
+                              "not in the local cache (offline: HF_HUB_OFFLINE=1, or the Hub cannot be reached); "
+                              "download it once with the network, or give a directory") from None
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"{what} {name}: no such directory, and no such repository on the Hugging Face Hub "
+                              "(or it is private: log in with `hf auth login`)") from None
+    except (HfHubHTTPError, OSError, ValueError) as err:
+        raise CheckpointError(f"cannot fetch {what} {name} from the Hugging Face Hub: "
+                              f"{' '.join(str(err).split())[:200]}") from None
+
+
 def read_json(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no {path.name} in {path.parent} (is this a dept-vl checkpoint directory?)")
     try:
-        return json.loads(path.read_bytes())
+        return parse_json(path.read_bytes())
     except ValueError as err:  # malformed JSON, or bytes that are no Unicode text
         raise CheckpointError(f"{path} is not valid JSON: {err}") from None
 
@@ -217,7 +302,7 @@ def read_config(path: str | Path, what: str = "config file") -> Any:
         raise ConfigError(f"{what} not found: {path}")
     try:
         text = path.read_text(encoding="utf-8-sig")
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        return parse_json(text) if path.suffix == ".json" else yaml.safe_load(text)
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
     except (json.JSONDecodeError, yaml.YAMLError) as err:
@@ -232,17 +317,21 @@ def read_data_json(path: str | Path) -> Any:
         raise InputError(f"missing data file {path}")
     try:
         with open(path, encoding="utf-8-sig") as fh:  # a byte-order mark is allowed
-            return json.load(fh)
+            return parse_json(fh.read())
     except UnicodeDecodeError as err:
         raise InputError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
     except json.JSONDecodeError as err:
         raise InputError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+    except ValueError as err:  # nested too deeply
+        raise InputError(f"{path}: {err}") from None
 
 
-def iter_jsonl(path: str | Path, skip_bad_lines: bool = False, log=None) -> Iterator[tuple[int, dict]]:
+def iter_jsonl(path: str | Path, skip_bad_lines: bool = False, log=None, skipped: list | None = None
+               ) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, record)`` for each JSON object line; a line that is not UTF-8 text or not a JSON object
     raises InputError naming the file and line, or with ``skip_bad_lines`` is skipped: ``log`` names the first ten
-    skipped and then counts them all."""
+    skipped and then counts them all (or, given the list ``skipped``, the caller does: each skipped line's number is
+    appended to it)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"missing data file {path}")
@@ -253,7 +342,7 @@ def iter_jsonl(path: str | Path, skip_bad_lines: bool = False, log=None) -> Iter
                 line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
                 if not line.strip():
                     continue
-                record = json.loads(line)
+                record = parse_json(line)
                 if not isinstance(record, dict):
                     raise json.JSONDecodeError("expected a JSON object", line, 0)
             except ValueError as err:  # JSONDecodeError and UnicodeDecodeError both are
@@ -261,11 +350,13 @@ def iter_jsonl(path: str | Path, skip_bad_lines: bool = False, log=None) -> Iter
                     raise InputError(f"{path}, line {number}: {bad_line_reason(err)}; pass --skip-bad-lines to skip "
                                      "such lines") from None
                 bad += 1
-                if log is not None and bad <= 10:
+                if skipped is not None:
+                    skipped.append(number)
+                if log is not None and (len(skipped) if skipped is not None else bad) <= 10:
                     log(f"skipped {path}, line {number}: {bad_line_reason(err)}")
                 continue
             yield number, record
-    if bad and log is not None:
+    if bad and log is not None and skipped is None:
         log(f"{path}: skipped {bad} malformed line(s)")
 
 

@@ -4,11 +4,12 @@ On a terminal, ``progress(...)`` is a tqdm bar. When stderr is not a terminal (o
 job scheduler), a bar would write thousands of carriage-return frames on one line; there it is a ``LineProgress``
 instead, which writes a plain line now and then: ``train dept: step 1200/3000 (40%), 12.5 step/s, ETA 2m24s,
 loss=0.149, lr=0.17`` (the first update, then at most every ``DEPT_VL_LOG_SECONDS`` seconds, default 30, and the
-end).
+end); a loss logged at an earlier step than the line's says so: ``loss=0.149, lr=0.17 (at step 1180)``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -16,9 +17,30 @@ import time
 from tqdm.auto import tqdm
 
 
+_QUIET = [0]  # > 0 inside ``quiet()``
+
+
+@contextlib.contextmanager
+def quiet():
+    """No progress, ours or transformers' bars, while the block runs (``train(recipe, progress=False)``)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    _QUIET[0] += 1
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        _QUIET[0] -= 1
+        if was_enabled and not _QUIET[0]:
+            hf_logging.enable_progress_bar()
+
+
 def progress(total: int | None = None, desc: str = "", unit: str = "it", initial: int = 0, disable: bool = False,
              leave: bool = True):
-    """A tqdm-like progress object (``update``, ``set_postfix``, ``close``) fit for where stderr goes."""
+    """A tqdm-like progress object (``update``, ``set_postfix``, ``close``) fit for where stderr goes (nothing
+    inside ``quiet()``)."""
+    disable = disable or _QUIET[0] > 0
     if disable or sys.stderr.isatty():
         return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=disable, leave=leave)
     return LineProgress(total, desc, unit, initial, float(os.environ.get("DEPT_VL_LOG_SECONDS", 30)))
@@ -30,7 +52,7 @@ class LineProgress:
     def __init__(self, total: int | None, desc: str, unit: str, initial: int = 0, interval: float = 30.0):
         self.total, self.desc, self.unit, self.n, self.interval = total, desc, unit, initial, interval
         self.start_n, self.started, self.last, self.written_n = initial, time.time(), None, None
-        self.postfix = ""
+        self.postfix, self.postfix_at = "", initial
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -39,7 +61,7 @@ class LineProgress:
             self.write(now)
 
     def set_postfix(self, **values) -> None:
-        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+        self.postfix, self.postfix_at = ", ".join(f"{k}={v}" for k, v in values.items()), self.n
 
     def close(self) -> None:
         if self.n > self.start_n and self.n != self.written_n:  # the end, unless that line was just written
@@ -53,7 +75,9 @@ class LineProgress:
         parts.append(f"{rate:.1f} {self.unit}/s")
         if self.total and rate > 0 and self.n < self.total:
             parts.append(f"ETA {duration((self.total - self.n) / rate)}")
-        return ", ".join(parts + ([self.postfix] if self.postfix else []))
+        if self.postfix:  # values measured at an earlier step say which
+            parts.append(self.postfix + (f" (at {self.unit} {self.postfix_at})" if self.postfix_at != self.n else ""))
+        return ", ".join(parts)
 
     def write(self, now: float) -> None:
         self.last, self.written_n = now, self.n

@@ -17,7 +17,7 @@ def test_bench_reports_every_method(tmp_path, monkeypatch):
     monkeypatch.setitem(bench.VISION_SHAPES, "tiny-clip-shape", dict(
         hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, patch_size=8, image_size=32))
     cfg = BenchConfig(batch_size=2, text_length=6, visual_tokens=4, feature_dim=16, answer_length=2, prompt_length=4,
-                      r=2, max_length=32, m=6, steps=1, warmup=0, isolate=False, pad_to_max_length=True, paired=3,
+                      r=4, max_length=32, m=10, steps=1, warmup=0, isolate=False, pad_to_max_length=True, paired=3,
                       encoder="tiny-clip-shape", image_size=32)
     report = run_bench(cfg, tmp_path, log=lambda *_: None)
     assert [r["method"] for r in report["results"]] == list(METHODS) + ["dept@max_length"]
@@ -25,9 +25,11 @@ def test_bench_reports_every_method(tmp_path, monkeypatch):
         assert FIELDS <= set(row) and row["train_step_s"] > 0 and row["infer_s"] > 0 and row["trainable_params"] > 0
     rows = {r["method"]: r for r in report["results"]}
     assert rows["pt"]["train_step_s_vs_pt"] == 1.0
-    d = 64  # the tiny backbone: DePT's budget 4*64 + 32*2 + 2*64 = 448 = 7 vanilla prompt tokens
+    d = 64  # the tiny backbone: DePT's budget 4*64 + 32*4 + 4*64 = 640 = 10 vanilla prompt tokens
     projection = 16 * d + d + 2 * d + d  # linear + bias, LayerNorm, one image-index row
-    assert rows["pt"]["trainable_params"] == rows["dept"]["trainable_params"] == 7 * d + projection
+    assert rows["pt"]["trainable_params"] == rows["dept"]["trainable_params"] == 10 * d + projection
+    # ADePT at the same budget: r = (640 - 4*64 - 64) // (2*64 + 1) = 2, so 4*64 + 2*(2*64 + 1) + 64 = 578
+    assert rows["adept"]["trainable_params"] == 578 + projection and report["settings_at_budget"]["adept"] == {"r": 2}
     assert rows["bare"]["trainable_params"] == projection
     # counted FLOPs grow with the sequence: padded to max_length (4 + 32 tokens) against 4 + 4 + 6
     assert rows["dept@max_length"]["train_gflops"] > 1.5 * rows["dept"]["train_gflops"] > 0
@@ -61,8 +63,9 @@ def test_quality_trains_every_method(tmp_path):
     report = run_quality(tmp_path, steps=2, log=lambda *_: None, k_shot=16, test_examples=8, batch_size=4,
                          cache_dir=str(tmp_path / "cache"), tensorboard=False)
     rows = {r["method"]: r for r in report["results"]}
-    assert list(rows) == ["pt", "dept", "lora", "full"]
+    assert list(rows) == ["pt", "dept", "adept", "lora", "full"]
     assert rows["pt"]["trainable_params"] == rows["dept"]["trainable_params"]  # same budget
+    assert rows["adept"]["trainable_params"] <= rows["dept"]["trainable_params"]  # within it
     assert rows["full"]["trainable_params"] > rows["dept"]["trainable_params"] + 1_000_000  # the whole T5
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows.values())
     assert "accuracy" in format_quality(report)

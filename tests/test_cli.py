@@ -23,16 +23,33 @@ def test_version_and_help():
 
 def test_flags_carry_the_help_of_their_config_fields():
     train = run("train", "--help").stdout
-    assert "--prompt-lr PROMPT_LR" in train and "learning rate of DePT's prompt P (default: 0.3)" in " ".join(train.split())
-    assert "--no-cache-features" in train and "--method {pt,dept,lora,full}" in train
+    assert "--prompt-lr PROMPT_LR" in train and "learning rate of the prompts P (default: 0.3)" in " ".join(train.split())
+    assert "--no-cache-features" in train and "--method {pt,dept,adept,lora,full}" in train
     bench = " ".join(run("bench", "--help").stdout.split())
     assert "--pad-to-max-length, --no-pad-to-max-length" in bench and "DePT's rank (default: 30)" in bench
+
+
+def test_every_flag_of_every_subcommand_has_help_and_one_default():
+    """Each option says what it does, and says its default at most once (no "(default: None)")."""
+    from dept_vl.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert set(commands) >= {"budget", "features", "train", "eval", "predict", "serve", "bench", "bench-serve",
+                             "fetch-gguf"}
+    for name, parser in commands.items():
+        for action in parser._actions:
+            if action.dest == "help":
+                continue
+            text = action.help or ""
+            assert text.strip(), f"{name} {action.option_strings or action.dest} has no help"
+            assert text.count("(default:") <= 1 and "(default: None)" not in text, f"{name} {action.dest}: {text}"
 
 
 def test_budget_lists_paper_pairs(capsys):
     assert main(["budget", "--hidden-size", "768", "--max-length", "256", "--m", "100", "--step", "20"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
-    assert ["60", "30", "76,800"] in rows and ["40", "45", "76,800"] in rows
+    assert ["60", "30", "76,800", "19"] in rows and ["40", "45", "76,800", "29"] in rows  # l, DePT's r, ADePT's r
+    assert ["100", "0", "76,800", "-"] in rows  # no room left for ADePT's network
 
 
 def test_user_error_is_one_line_and_exit_2():
@@ -230,7 +247,8 @@ def test_predict_input_skips_bad_lines_with_their_numbers(trained_run, tmp_path)
     assert [a["question"] for a in answered] == ["what color is the shape?", "is there a circle?"]
     for number, why in ((2, "malformed JSON"), (3, "image not found"), (5, 'no "image" or "images" field')):
         assert f"line {number}" in out.stderr and why in out.stderr
-    assert "skipped 1 malformed line(s)" in out.stderr and "skipped 2 bad line(s)" in out.stderr
+    summaries = [line for line in out.stderr.splitlines() if ": skipped " in line and "line(s)" in line]
+    assert summaries == [f"{tmp_path / 'in.jsonl'}: skipped 3 bad line(s)"]  # one summary for one skip of each kind
 
 
 def test_logs_are_plain_lines_in_a_file_and_end_with_the_run(tmp_path):
@@ -245,7 +263,25 @@ def test_logs_are_plain_lines_in_a_file_and_end_with_the_run(tmp_path):
     steps = [line for line in lines if line.startswith("train dept: step ")]
     assert steps[0].startswith("train dept: step 1/4 (25%)") and "ETA" in steps[0]
     assert steps[-1].startswith("train dept: step 4/4 (100%)") and "loss=" in steps[-1] and "lr=" in steps[-1]
+    assert not any("it_s=" in line for line in lines)  # one rate per line: step/s
+    third = next(line for line in steps if line.startswith("train dept: step 3/4"))
+    assert third.endswith("(at step 2)")  # the loss logged at step 2 says so, not passed off as step 3's
     assert lines[-1].startswith(f"run saved in {tmp_path / 'run'}: test accuracy ")
+
+
+def test_training_from_python_with_a_silent_log_is_silent(tmp_path, capfd):
+    import yaml
+
+    from dept_vl.runs.recipe import Recipe
+    from dept_vl.training.loop import train
+    from dept_vl._dataclass import from_dict
+
+    recipe = from_dict(Recipe, yaml.safe_load(TINY_RECIPE))
+    recipe.train.output_dir, recipe.train.cache_dir = str(tmp_path / "run"), str(tmp_path / "cache")
+    capfd.readouterr()
+    assert train(recipe, log=lambda *_: None)["train"]["steps"] == 4
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""  # no progress lines, no transformers bars
 
 
 def test_questions_in_unknown_words_are_answered_with_a_warning(trained_run):
@@ -264,7 +300,7 @@ def test_features_builds_the_cache_the_default_training_reads(tmp_path, monkeypa
     assert main(["features", "--task", "easyvqa", "--split", "test"]) == 0
     built = json.loads(capsys.readouterr().out)
     assert (built["encoder"], built["image_size"], built["num_tokens"]) == ("efficientnet-lite0", 96, 9)
-    assert built["cache_dir"] == str(tmp_path / "features" / "easyvqa" / "efficientnet-lite0-96px-9tok")
+    assert built["cache_dir"] == str(tmp_path / "features" / "easyvqa" / "efficientnet-lite0-pretrained-96px-9tok")
 
 
 def test_a_multi_task_run_from_the_command_line_to_eval_anywhere(tmp_path, vl_data, capsys, monkeypatch):
@@ -299,8 +335,8 @@ def test_predict_and_eval_take_the_fast_path(trained_run, tmp_path, monkeypatch,
     """--compile on eval and predict --input: bucketed lengths, compiled static-cache generation, the same answers."""
     import easy_vqa
 
-    import dept_vl.training.evaluate as evaluate_module
-    import dept_vl.training.predict as predict_module
+    import dept_vl.inference.evaluate as evaluate_module
+    import dept_vl.inference.predict as predict_module
     from dept_vl.fast import for_inference
 
     made = []
@@ -333,3 +369,20 @@ def test_eval_refuses_a_bad_device_before_writing_anything(trained_run, tmp_path
     out = run("eval", "--checkpoint", str(trained_run / "run"), "--device", "gpu", "--output-dir", str(tmp_path / "ev"))
     assert out.returncode == 2 and "not a device" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "ev").exists()
+
+
+def test_report_to_goes_through_accelerates_trackers(tmp_path, capsys):
+    import importlib.util
+
+    (tmp_path / "tiny.yaml").write_text(TINY_RECIPE.replace("tensorboard: false", "tensorboard: true"))
+    base = ["train", "--config", str(tmp_path / "tiny.yaml"), "--cache-dir", str(tmp_path / "cache"),
+            "--max-steps", "2", "--test-examples", "4"]
+    assert main(base + ["--output-dir", str(tmp_path / "tb"), "--report-to", "tensorboard"]) == 0
+    assert list((tmp_path / "tb" / "logs").rglob("events.out.tfevents.*"))  # TensorBoard wrote its events
+    assert main(base + ["--output-dir", str(tmp_path / "none"), "--report-to", "none"]) == 0
+    assert not (tmp_path / "none" / "logs").exists()  # no tracker: nothing logged
+    capsys.readouterr()
+    if importlib.util.find_spec("wandb") is None:  # the user's choice, installed by them
+        assert main(base + ["--output-dir", str(tmp_path / "w"), "--report-to", "wandb"]) == 2
+        assert "the wandb package is not installed (pip install wandb)" in capsys.readouterr().err
+    assert main(base + ["--output-dir", str(tmp_path / "x"), "--report-to", "comet"]) == 2

@@ -24,6 +24,10 @@ class CountingEncoder(torch.nn.Module):
     def num_tokens(self):
         return 2
 
+    def identity(self):
+        return {"encoder": "counting", "weights": "pretrained", "image_size": self.image_size,
+                "pool_tokens": self.pool_tokens, "num_tokens": 2, "feature_dim": self.out_dim}
+
     def preprocess(self, images):
         return torch.stack([torch.full((3, 8, 8), float(i)) for i in images])
 
@@ -38,7 +42,7 @@ IMAGES = {f"img{i:02d}": i for i in range(10)}  # id -> "image" (the encoder abo
 @pytest.mark.parametrize("fmt", ["safetensors", "numpy"])
 def test_round_trip(tmp_path, fmt):
     encoder = CountingEncoder()
-    sig = encoder_signature("counting", encoder)
+    sig = encoder_signature(encoder)
     cache = FeatureCache(tmp_path, sig, fmt=fmt)
     assert cache.build(IMAGES, encoder, batch_size=3, shard_size=4, progress=False) == 10
     assert len(cache.shards()) == 3
@@ -52,8 +56,8 @@ def test_round_trip(tmp_path, fmt):
 
 def test_refuses_cache_from_another_encoder(tmp_path):
     encoder = CountingEncoder()
-    FeatureCache(tmp_path, encoder_signature("counting", encoder)).build(IMAGES, encoder, progress=False)
-    other = dict(encoder_signature("counting", encoder), image_size=16)
+    FeatureCache(tmp_path, encoder_signature(encoder)).build(IMAGES, encoder, progress=False)
+    other = dict(encoder_signature(encoder), image_size=16)
     with pytest.raises(CheckpointError, match="was made with .*'image_size': 8"):
         FeatureCache(tmp_path, other)
     with pytest.raises(CheckpointError, match="not a feature cache"):
@@ -62,7 +66,7 @@ def test_refuses_cache_from_another_encoder(tmp_path):
 
 def test_resume_after_interruption_skips_finished_shards(tmp_path):
     encoder = CountingEncoder()
-    sig = encoder_signature("counting", encoder)
+    sig = encoder_signature(encoder)
 
     def stop_after_first(path):
         raise KeyboardInterrupt
@@ -80,7 +84,7 @@ def test_resume_after_interruption_skips_finished_shards(tmp_path):
 
 def test_truncated_shard_is_reported(tmp_path):
     encoder = CountingEncoder()
-    sig = encoder_signature("counting", encoder)
+    sig = encoder_signature(encoder)
     FeatureCache(tmp_path, sig).build(IMAGES, encoder, shard_size=5, progress=False)
     shard = tmp_path / "shard-00001.safetensors"
     shard.write_bytes(shard.read_bytes()[:100])
@@ -92,8 +96,8 @@ def test_real_encoder_matches_direct_call(tmp_path, monkeypatch):
     monkeypatch.setenv("DEPT_VL_CACHE", str(tmp_path / "home"))
     images = {f"im{i}": str(write_image(tmp_path / f"{i}.png", i)) for i in range(3)}
     encoder = build_vision_encoder("efficientnet-lite0", image_size=32, pool_tokens=1)
-    cache = cached_features("demo", images, "efficientnet-lite0", encoder, progress=False)
-    assert cache.root == default_cache_dir("demo", encoder_signature("efficientnet-lite0", encoder))
+    cache = cached_features("demo", images, encoder, progress=False)
+    assert cache.root == default_cache_dir("demo", encoder_signature(encoder))
     assert str(cache.root).startswith(str(tmp_path / "home" / "features" / "demo"))
     direct = encoder(encoder.preprocess([images["im1"]]))
     assert torch.allclose(cache.get(["im1"]), direct, atol=1e-5)  # batched with 3 vs alone
@@ -102,7 +106,7 @@ def test_real_encoder_matches_direct_call(tmp_path, monkeypatch):
 @pytest.mark.parametrize("fmt", ["safetensors", "numpy"])
 def test_changed_or_non_finite_shards_are_refused_by_name(tmp_path, fmt):
     encoder = CountingEncoder()
-    sig = encoder_signature("counting", encoder)
+    sig = encoder_signature(encoder)
     FeatureCache(tmp_path, sig, fmt=fmt).build(IMAGES, encoder, shard_size=5, progress=False)
     shard = sorted(tmp_path.glob("shard-*"))[1]
     if fmt == "safetensors":
@@ -127,7 +131,7 @@ def test_changed_or_non_finite_shards_are_refused_by_name(tmp_path, fmt):
 def test_shards_without_a_checksum_are_still_read(tmp_path):
     from safetensors.torch import save_file
 
-    sig = encoder_signature("counting", CountingEncoder())
+    sig = encoder_signature(CountingEncoder())
     FeatureCache(tmp_path, sig)  # writes cache_config.json
     save_file({"features": torch.ones(1, 2, 3)}, tmp_path / "shard-00000.safetensors", metadata={"ids": '["a"]'})
     assert torch.equal(FeatureCache(tmp_path, sig).get(["a"]), torch.ones(1, 2, 3))  # written by dept-vl 0.1

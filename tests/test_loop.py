@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from dept_vl.errors import CheckpointError, TrainingError, TrainingInterrupted
 from dept_vl.training.loop import train
-from dept_vl.training.recipe import Recipe
+from dept_vl.runs.recipe import Recipe
 from dept_vl.training.state import best_checkpoint, latest_checkpoint
 from dept_vl._dataclass import from_dict
 
@@ -84,14 +84,20 @@ def test_resume_without_checkpoint_is_an_error(tmp_path):
         train(tiny_recipe(tmp_path), resume=True, log=lambda *_: None)
 
 
-@pytest.mark.parametrize("method", ["pt", "lora", "full"])
+@pytest.mark.parametrize("method", ["pt", "adept", "lora", "full"])
 def test_methods(tmp_path, method):
     recipe = tiny_recipe(tmp_path, model={"method": method, "lora": {"r": 2}}, max_steps=2, test_examples=4)
     metrics = train(recipe, log=lambda *_: None)
-    weights = adapter(tmp_path / "run" / "model")
+    model_dir = tmp_path / "run" / "model"
+    weights = load_file(model_dir / "model.safetensors") if method == "full" else adapter(model_dir)
+    assert (model_dir / "adapter_model.safetensors").exists() == (method != "full")  # full: not an adapter
     projection = 32 * 1280 + 32 + 2 * 32 + 2 * 32  # linear + bias, image index, LayerNorm
     if method == "pt":  # DePT's budget (4*32 + 24*2 + 2*32 = 240) as 240 / 32 = 8 prompt tokens, no A, B
         assert weights["dept.prompt_embeddings"].shape == (8, 32) and "dept.lora_embedding_A" not in weights
+    elif method == "adept":  # the rest of DePT's budget (240 - 4*32 = 112) as r = (112 - 32) // 65 = 1
+        assert weights["dept.ffn_down"].shape == (32, 1) and weights["dept.prompt_embeddings"].shape == (4, 32)
+        saved = json.loads((model_dir / "dept_vl_config.json").read_text())["model"]
+        assert saved["adept"] == {"r": 1} and saved["method"] == "adept"
     elif method == "lora":
         assert any("lora_A" in k for k in weights) and not any(k.startswith("dept.") for k in weights)
         assert all("lora_" in k or k.startswith("projection.") for k in weights)
@@ -151,7 +157,7 @@ def test_multitask_two_images_and_gradient_accumulation(tmp_path, vl_data):
     assert all(h.keys() >= {"loss/vqa", "loss/nlvr2"} for h in logged[:-1]) and logged
     weights = adapter(tmp_path / "run" / "model")  # a prompt per task, one A and B
     assert weights["dept.prompt_embeddings"].shape == (2, 4, 32) and "dept.lora_embedding_A" in weights
-    from dept_vl.training.predict import Predictor
+    from dept_vl.inference.predict import Predictor
     from dept_vl.data.tasks import get_task
 
     pair = get_task("nlvr2").load("dev", vl_data["nlvr2"])

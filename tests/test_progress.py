@@ -18,8 +18,8 @@ def test_plain_lines_when_stderr_is_not_a_terminal(capsys, monkeypatch):
     bar.close()  # t = 41: the end is written
     assert capsys.readouterr().err.splitlines() == [
         "train dept: step 10/100 (10%), 1.0 step/s, ETA 1m30s",
-        "train dept: step 40/100 (40%), 1.0 step/s, ETA 1m00s, loss=0.150, lr=0.3",
-        "train dept: step 45/100 (45%), 1.1 step/s, ETA 50s, loss=0.150, lr=0.3"]
+        "train dept: step 40/100 (40%), 1.0 step/s, ETA 1m00s, loss=0.150, lr=0.3 (at step 10)",  # said when stale
+        "train dept: step 45/100 (45%), 1.1 step/s, ETA 50s, loss=0.150, lr=0.3 (at step 10)"]
 
 
 def test_nothing_written_for_a_bar_that_never_moved_or_is_disabled(capsys):

@@ -5,8 +5,8 @@ import yaml
 
 from dept_vl.data.tasks import get_task
 from dept_vl.errors import ConfigError
-from dept_vl.training.recipe import RECIPE_DIR as CONFIGS
-from dept_vl.training.recipe import TrainConfig, find_recipe, list_recipes, resolve_recipe
+from dept_vl.runs.recipe import RECIPE_DIR as CONFIGS
+from dept_vl.runs.recipe import TrainConfig, find_recipe, list_recipes, resolve_recipe
 
 
 
@@ -73,23 +73,25 @@ def test_packaged_recipes_resolve_by_name_from_anywhere(tmp_path, monkeypatch):
 
 
 def test_each_task_its_data_from_the_command_line_or_relative_to_the_recipe(tmp_path, monkeypatch):
-    from dept_vl.training.recipe import data_dirs
+    from dept_vl.data.data_dirs import DataDirs
 
     monkeypatch.chdir(tmp_path)
-    assert data_dirs(["vqa=data/vqa", "gqa=/abs/gqa"], tmp_path) == {"vqa": str(tmp_path / "data" / "vqa"),
-                                                                     "gqa": "/abs/gqa"}
-    assert data_dirs("d", tmp_path) == str(tmp_path / "d") and data_dirs(["hf:lmms-lab/GQA"], tmp_path) == "hf:lmms-lab/GQA"
-    assert data_dirs(["weird=name"], tmp_path) == str(tmp_path / "weird=name")  # not a task: a directory's name
+    assert DataDirs.parse(["vqa=data/vqa", "gqa=/abs/gqa"], tmp_path).to_plain() == {
+        "vqa": str(tmp_path / "data" / "vqa"), "gqa": "/abs/gqa"}
+    assert DataDirs.parse("d", tmp_path).to_plain() == str(tmp_path / "d")
+    assert DataDirs.parse(["hf:lmms-lab/GQA"], tmp_path).to_plain() == "hf:lmms-lab/GQA"
+    assert DataDirs.parse(["weird=name"], tmp_path).to_plain() == str(tmp_path / "weird=name")  # a directory's name
     with pytest.raises(ConfigError, match="give one --data-dir DIR .*or --data-dir TASK=DIR for each task"):
-        data_dirs(["a", "vqa=b"], tmp_path)
+        DataDirs.parse(["a", "vqa=b"], tmp_path)
     recipes = tmp_path / "recipes"
     recipes.mkdir()
     (recipes / "mine.yaml").write_text("train: {task: 'vqa,gqa', data_dir: {vqa: ../data/vqa, gqa: ../data/gqa}}\n")
     recipe = resolve_recipe(recipes / "mine.yaml", {"data_dir": ["gqa=elsewhere/gqa"]})
-    assert recipe.train.data_dir == {"vqa": str(tmp_path / "data" / "vqa"), "gqa": str(tmp_path / "elsewhere" / "gqa")}
+    assert recipe.train.data_dir.to_plain() == {"vqa": str(tmp_path / "data" / "vqa"),
+                                                "gqa": str(tmp_path / "elsewhere" / "gqa")}
     monkeypatch.chdir(recipes)  # the file's paths do not depend on where dept-vl runs
     assert resolve_recipe(recipes / "mine.yaml").train.data_dir_for("vqa") == str(tmp_path / "data" / "vqa")
-    packaged = resolve_recipe("shapes_multitask").train.data_dir  # packaged: relative to the working directory
+    packaged = resolve_recipe("shapes_multitask").train.data_dir.per_task  # packaged: relative to the working dir
     assert packaged["caption"] == str(recipes / "data" / "shapes" / "caption")
     with pytest.raises(ConfigError, match="--data-dir TASK=DIR for each of vqa, gqa"):
         resolve_recipe(recipes / "mine.yaml", {"data_dir": ["one/dir"]}).train.data_dir_for("vqa")

@@ -5,8 +5,8 @@ import os
 import pytest
 
 from dept_vl.errors import CheckpointError, ConfigError, OutputError
-from dept_vl.training.recipe import resolve_recipe
-from dept_vl.training.run_dir import RunDir, SavedModel
+from dept_vl.runs.recipe import resolve_recipe
+from dept_vl.runs.run_dir import RunDir, SavedModel
 
 
 def test_layout(tmp_path):

@@ -9,7 +9,7 @@ from PIL import Image
 
 from dept_vl.serve.app import create_app
 from dept_vl.serve.settings import ServeSettings
-from dept_vl.training.predict import Predictor
+from dept_vl.inference.predict import Predictor
 
 
 QUESTIONS = ["what color is the shape?", "what shape is in the image?", "is there a circle?", "is the shape red?"]
@@ -57,7 +57,9 @@ def test_model_description_and_page(client):
     model = client.get("/v1/model").json()
     assert (model["task"], model["method"], model["images_per_example"], model["takes_question"]) == \
         ("easyvqa", "dept", 1, True)
-    assert model["text_backbone"] == "backbone" and model["trainable_parameters"] > 0  # no server path shown
+    assert model["text_backbone"] == ("a random T5 (frozen, seed 0): d 32, 1 + 1 layers, a vocabulary of "
+                                      f"{model['text_backbone'].rsplit(' ', 2)[-2]} words")  # what it is, no path
+    assert int(model["text_backbone"].rsplit(" ", 2)[-2]) > 20 and model["trainable_parameters"] > 0
     page = client.get("/")
     assert page.status_code == 200 and '"task": "easyvqa"' in page.text and "http" not in page.text.split("<script>")[0]
     assert client.get("/docs").status_code == 200 and "/v1/predict" in client.get("/openapi.json").text

@@ -9,7 +9,7 @@ import urllib.error
 import pytest
 
 from dept_vl.bench.serve_load import ServerProcess, multipart_body
-from dept_vl.training.predict import Predictor
+from dept_vl.inference.predict import Predictor
 
 
 QUESTION = "what color is the shape?"

@@ -5,9 +5,10 @@ import sys
 
 import pytest
 
-from dept_vl.cli import build_parser, config_flags
+from dept_vl.cli import build_parser
+from dept_vl.cli.flags import config_from
 from dept_vl.errors import ConfigError
-from dept_vl.serve.settings import ServeSettings
+from dept_vl.serve.settings import ServeConfig, ServeSettings
 
 
 @pytest.mark.parametrize("bad, needle", [({"max_batch_size": 0}, "max_batch_size must be an integer >= 1"),
@@ -22,7 +23,7 @@ def test_bad_values_are_refused_by_name(bad, needle):
 
 def test_flags_come_from_the_fields():
     args = build_parser().parse_args(["serve", "--checkpoint", "run", "--max-batch-size", "4", "--api-key", "k"])
-    settings = ServeSettings(**config_flags(args, ServeSettings))
+    settings = config_from(args, ServeConfig).settings
     assert (settings.max_batch_size, settings.api_key, settings.max_wait_ms, settings.max_upload_mb) == (4, "k", 10, 10)
     assert "larger requests are refused (413) (default: 10.0)" in " ".join(
         build_parser()._subparsers._group_actions[0].choices["serve"].format_help().split())

@@ -16,13 +16,14 @@ from ..data.shapes_suite import write_shapes_suite
 from ..data.tasks import get_task
 from ..models.random_t5 import materialize_random_backbone
 from ..training.loop import train
-from ..training.recipe import resolve_recipe
+from ..runs.recipe import resolve_recipe
 
 TASKS = ("vqa", "gqa", "nlvr2", "caption")
 
 
 def run_multitask(output_dir: str | Path, steps: int = 150, examples: int = 60, seeds=(0,), method: str = "dept",
-                  log=print, model_overrides: dict | None = None, **train_overrides) -> dict:
+                  log=print, model_overrides: dict | None = None, progress: bool | None = None,
+                  **train_overrides) -> dict:
     """Train every task alone and all together, per seed; return the per-task scores and ratios. ``model_overrides``
     and ``train_overrides`` change the ``shapes_multitask`` recipe (e.g. ``{"prompt_per_task": False}``)."""
     out = Path(output_dir)
@@ -40,7 +41,7 @@ def run_multitask(output_dir: str | Path, steps: int = 150, examples: int = 60, 
                 "task": ",".join(tasks), "data_dir": data_dirs, "max_steps": max_steps, "seed": seed,
                 "output_dir": str(out / f"seed{seed}" / "+".join(tasks)), "cache_dir": str(out / "cache"),
                 **train_overrides}, model_overrides={**model_overrides, "text": {"backbone": backbone, "random": None}})
-            return train(recipe, overwrite=True, log=log)["test"]
+            return train(recipe, overwrite=True, log=log, progress=progress)["test"]
 
         single = {task: run((task,), steps)[get_task(task).metric] for task in TASKS}
         mixed = run(TASKS, steps * len(TASKS))

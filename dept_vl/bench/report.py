@@ -27,7 +27,8 @@ def format_table(report: dict) -> str:
     for p in report.get("paired", []):
         lines.append(f"paired {p['a']} / {p['b']} ({p['pairs']} pairs, median and quartiles): train step "
                      f"{p['step_ratio_median']:.3f} ({p['step_ratio_q1']:.3f}-{p['step_ratio_q3']:.3f}), generation "
-                     f"{p['infer_ratio_median']:.3f} ({p['infer_ratio_q1']:.3f}-{p['infer_ratio_q3']:.3f})")
+                     f"{p['infer_ratio_median']:.3f} ({p['infer_ratio_q1']:.3f}-{p['infer_ratio_q3']:.3f})"
+                     + (f"; counted FLOPs {p['flops_ratio']:.3f}" if p.get("flops_ratio") else ""))
     if "feature_cache" in report:
         fc = report["feature_cache"]
         paired = fc.get("speedup_paired")

@@ -19,11 +19,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
+from .._dataclass import check_int, setting
 from ..data.tasks import get_task
 from ..errors import InputError
-from ..training.run_dir import SavedModel
+from ..runs.run_dir import SavedModel
+from ..serve.settings import ServeSettings
 
 BOUNDARY = "dept-vl-bench-boundary"
 WARMUP = 200  # requests before memory is read
@@ -50,12 +53,12 @@ def multipart_body(fields: list[tuple[str, bytes, str | None]]) -> bytes:
 def sample_requests(checkpoint: str, count: int) -> list[bytes]:
     """Multipart bodies of the first ``count`` test questions of the checkpoint's task (repeated if fewer)."""
     saved = SavedModel.find(checkpoint)
-    task = get_task(saved.task())
+    task = saved.get_task()
     data = task.load(task.default_splits[2], saved.data_dir(task.name))
     bodies = []
     for example in data.examples[: min(count, 500)]:
         question = example.source.removeprefix(task.prefix).encode()
-        fields = [("question", question, None)] if task.name != "caption" else []
+        fields = [("question", question, None)] if task.takes_question else []
         fields += [("image", _image_bytes(data.images[i]), "image.png") for i in example.image_ids]
         bodies.append(multipart_body(fields))
     return [bodies[i % len(bodies)] for i in range(count)]
@@ -144,11 +147,33 @@ def _attempt(server: ServerProcess):
     return attempt
 
 
-def run_serve_bench(checkpoint: str, clients: int = 16, requests: int = 400, max_batch_size: int = 32,
-                    max_wait_ms: float = 10.0, sequential: bool = True, warmup: int = WARMUP, log=print) -> dict:
+@dataclass(kw_only=True)
+class BenchServeConfig:
+    """``dept-vl bench-serve``: load on ``dept-vl serve``: concurrent clients, then the same requests one at a time;
+    throughput, latency, batch sizes, errors, the server's memory."""
+
+    checkpoint: str = setting(help="a run's output dir or its model/ dir")
+    clients: int = setting(16, "concurrent clients")
+    requests: int = setting(400, "requests in each run")
+    warmup: int = setting(WARMUP, "requests sent before memory is first read")
+    sequential: bool = setting(True, "also send the requests one at a time, for the speed-up")
+    output_dir: str = setting("runs/bench", "where bench-serve.json goes")
+    json: str | None = setting(None, "write the report here instead (default: OUTPUT/bench-serve.json)")
+    server: ServeSettings = setting(factory=ServeSettings, help="the server's batching", flag={"flatten": True})
+
+    def __post_init__(self) -> None:
+        for name, minimum in (("clients", 1), ("requests", 1), ("warmup", 0)):
+            check_int(name, getattr(self, name), minimum)
+
+
+def run_serve_bench(config: BenchServeConfig | str, log=print, **settings) -> dict:
+    """Measure ``config`` (or ``run_serve_bench("runs/x", clients=4, ...)``); return the report."""
+    cfg = config if isinstance(config, BenchServeConfig) else BenchServeConfig(checkpoint=str(config), **settings)
+    checkpoint, requests, warmup, clients = cfg.checkpoint, cfg.requests, cfg.warmup, cfg.clients
+    batch, wait = cfg.server.max_batch_size, cfg.server.max_wait_ms
     bodies = sample_requests(checkpoint, max(requests, warmup))
-    server = ServerProcess(checkpoint, "--max-batch-size", str(max_batch_size), "--max-wait-ms", str(max_wait_ms))
-    report = {"checkpoint": checkpoint, "max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms,
+    server = ServerProcess(checkpoint, "--max-batch-size", str(batch), "--max-wait-ms", str(wait))
+    report = {"checkpoint": checkpoint, "max_batch_size": batch, "max_wait_ms": wait,
               "warmup_requests": warmup, "rss_mb_start": round(server.rss_mb(), 1)}
     bodies, warmup_bodies = bodies[:requests], bodies[:warmup]
     try:
@@ -158,7 +183,7 @@ def run_serve_bench(checkpoint: str, clients: int = 16, requests: int = 400, max
         log(f"bench-serve: {requests} requests from {clients} clients ...")
         report["concurrent"] = load(server, bodies, clients)
         report["rss_mb_after"] = round(server.rss_mb(), 1)
-        if sequential:
+        if cfg.sequential:
             log(f"bench-serve: the same {requests} requests one at a time ...")
             report["sequential"] = load(server, bodies, 1)
             report["speedup"] = round(report["concurrent"]["requests_per_s"] / report["sequential"]["requests_per_s"],

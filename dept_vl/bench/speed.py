@@ -31,23 +31,26 @@ import torch
 from .._dataclass import check_choice, check_int, setting
 from ..errors import ConfigError
 from ..fast import BACKENDS, MODES, FastPath
-from ..method import DePTConfig
-from ..models import LoraSettings, ModelConfig, RandomTextConfig, TextBackbone, TextConfig, VisionConfig, \
-    VisionLanguageModel, build_vision_encoder, get_method, list_methods, register_method
+from ..methods import Budget, DePT, DePTConfig, get_method, list_methods, register_method, settings_at_budget
+from ..models import ModelConfig, RandomTextConfig, TextBackbone, TextConfig, VisionConfig, VisionLanguageModel, \
+    create_vision_encoder
 from ..models.buckets import bucket_labels, bucket_text
-from ..models.config import FEATURES
-from ..models.methods import attach_prompt, lora_rank_for_budget
+from ..models.names import FEATURES
 from ..models.random_t5 import build_word_tokenizer, save_random_t5
 from .timing import PeakMemory, TrainStep, bf16_autocast, median_time, paired_ratio, steady_rss, sync
 
 
-@register_method("bare", reference=True, help="the frozen backbone fed DePT's sequence length: a frozen prefix of "
-                 "l tokens and no A @ B, so dept / bare is the cost of DePT itself")
-def _bare(model) -> None:
-    attach_prompt(model, dataclasses.replace(model.config.dept, r=0)).prompt_embeddings.requires_grad_(False)
+def frozen_prefix(ctx) -> DePT:
+    """A DePT without A, B whose prompt (zeros) does not train: the frozen backbone at DePT's sequence length."""
+    prefix = DePT(dataclasses.replace(ctx.dept, r=0, prompt_init="random"), ctx.hidden_size)
+    torch.nn.init.zeros_(prefix.prompt_embeddings)
+    prefix.prompt_embeddings.requires_grad_(False)
+    return prefix
 
 
-METHODS = tuple(list_methods(reference=True))  # pt, dept, lora, full, bare
+register_method("bare", reference=True, adapter=frozen_prefix, help="the frozen backbone fed DePT's sequence "
+                "length: a frozen prefix of l tokens and no A @ B, so dept / bare is the cost of DePT itself")
+METHODS = tuple(list_methods(reference=True))  # every registered method (pt, dept, adept, lora, full) and bare
 SHAPES = {  # built offline from the configs' values; weights random (speed does not depend on them)
     "tiny": (RandomTextConfig(d_model=64, d_ff=128, num_layers=2, num_heads=4), 1000),
     "t5-base-shape": (RandomTextConfig(d_model=768, d_ff=3072, num_layers=12, num_heads=12), 32128),
@@ -62,6 +65,8 @@ BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}  #
 @dataclass
 class BenchConfig:
     backbone: str = setting("tiny", "tiny | t5-base-shape (random weights, built offline) | a Hugging Face name or path")
+    vlm: str | None = setting(None, "bench a native VLM instead: smolvlm-shape | tiny-vlm (random weights, built "
+                              "offline) | a hub name or directory; methods pt, dept, adept, lora, bare")
     batch_size: int = setting(8, "examples per step")
     text_length: int = setting(20, "text tokens per example")
     visual_tokens: int = setting(49, "visual tokens per example (precomputed features)")
@@ -125,13 +130,21 @@ def build_vision(cfg: BenchConfig, directory: Path) -> str:
     return str(directory)
 
 
-def make_model(cfg: BenchConfig, method: str, backbone: str, text: TextBackbone, lora_r: int, vision=None):
+def budget_settings(cfg: BenchConfig, method: str, text: TextBackbone):
+    """The settings of ``method`` that spend DePT's budget on ``text`` (None where they are DePT's own)."""
     dept = DePTConfig(prompt_length=cfg.prompt_length, r=cfg.r, max_length=cfg.max_length)
+    return settings_at_budget(method, Budget.of(dept, text.hidden_size, text.model))
+
+
+def make_model(cfg: BenchConfig, method: str, backbone: str, text: TextBackbone, vision=None):
+    """``method`` on the shared frozen ``text`` at DePT's budget (the registry's budget rule sets its settings)."""
+    dept = DePTConfig(prompt_length=cfg.prompt_length, r=cfg.r, max_length=cfg.max_length)
+    settings = budget_settings(cfg, method, text)
     config = ModelConfig(
         vision=VisionConfig(encoder=FEATURES, feature_dim=cfg.feature_dim, num_tokens=cfg.visual_tokens) if vision
         is None else VisionConfig(encoder=cfg.encoder, image_size=cfg.image_size),
         text=TextConfig(backbone=backbone, max_length=cfg.max_length - cfg.visual_tokens, max_target_length=cfg.answer_length),
-        dept=dept, method=method, lora=LoraSettings(r=lora_r))
+        dept=dept, method=method, sections={} if settings is None else {get_method(method).section: settings})
     if get_method(method).modifies_backbone:  # give it a copy, keep the shared backbone untouched
         text = TextBackbone(copy.deepcopy(text.model), text.tokenizer, text.name_or_path)
     return VisionLanguageModel(config, vision=vision, text=text).to(cfg.device)
@@ -224,7 +237,7 @@ def time_method(cfg: BenchConfig, model, batch: dict) -> dict:
     return row
 
 
-def _measure(cfg: BenchConfig, method: str, pad: bool, backbone: str, lora_r: int, memory: bool, queue) -> None:
+def _measure(cfg: BenchConfig, method: str, pad: bool, backbone: str, memory: bool, queue) -> None:
     """Child-process body of an isolated measurement: memory (with ``steady_rss``), or timings (with the default
     malloc: ``steady_rss``'s page faults would slow every step)."""
     if memory:
@@ -234,17 +247,17 @@ def _measure(cfg: BenchConfig, method: str, pad: bool, backbone: str, lora_r: in
     hf_logging.disable_progress_bar()
     torch.manual_seed(0)
     text = TextBackbone.from_pretrained(backbone)
-    model = make_model(cfg, method, backbone, text, lora_r)
+    model = make_model(cfg, method, backbone, text)
     batch = synthetic_batch(cfg, text.model.config.vocab_size, cfg.device, pad)
     queue.put((measure_memory if memory else time_method)(cfg, model, batch))
 
 
-def _in_fresh_process(cfg: BenchConfig, method: str, pad: bool, backbone: str, lora_r: int, memory: bool) -> dict:
+def _in_fresh_process(cfg: BenchConfig, method: str, pad: bool, backbone: str, memory: bool) -> dict:
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_measure, args=(cfg, method, pad, backbone, lora_r, memory, queue))
+    process = context.Process(target=_measure, args=(cfg, method, pad, backbone, memory, queue))
     process.start()
     try:
         return queue.get(timeout=3600)
@@ -274,7 +287,6 @@ def run_bench(cfg: BenchConfig, workdir: str | Path = ".bench", log=print) -> di
     if "pt" in methods and budget != cfg.m * d:
         log(f"note: DePT (l={cfg.prompt_length}, r={cfg.r}) has {budget} parameters, m={cfg.m} tokens "
             f"{cfg.m * d}; pt uses DePT's budget ({round(budget / d)} tokens)")
-    lora_r = lora_rank_for_budget(text.model, budget)
     vocab = text.model.config.vocab_size
     results = []
     runs = [(m, False) for m in methods] + ([("dept", True)] if cfg.pad_to_max_length else [])
@@ -282,10 +294,10 @@ def run_bench(cfg: BenchConfig, workdir: str | Path = ".bench", log=print) -> di
         name = run_name(method, pad)
         log(f"bench {name} ...")
         if cfg.isolate and not cfg.device.startswith("cuda"):  # a fresh process for each: timings, then memory
-            results.append({"method": name, **_in_fresh_process(cfg, method, pad, backbone, lora_r, False),
-                            **_in_fresh_process(cfg, method, pad, backbone, lora_r, True)})
+            results.append({"method": name, **_in_fresh_process(cfg, method, pad, backbone, False),
+                            **_in_fresh_process(cfg, method, pad, backbone, True)})
             continue
-        model = make_model(cfg, method, backbone, text, lora_r)
+        model = make_model(cfg, method, backbone, text)
         batch = synthetic_batch(cfg, vocab, cfg.device, pad)
         results.append({"method": name, **measure_memory(cfg, model, batch), **time_method(cfg, model, batch)})
         del model
@@ -293,14 +305,18 @@ def run_bench(cfg: BenchConfig, workdir: str | Path = ".bench", log=print) -> di
     for row in results:
         for key in ("train_step_s", "infer_s", "peak_mem_mb", "samples_per_s", "trainable_params"):
             row[f"{key}_vs_pt"] = row[key] / base[key] if base and base[key] else None
-    report = {"machine": machine(cfg.device), "config": dataclasses.asdict(cfg), "lora_r": lora_r,
-              "results": results, "paired": paired_ratios(cfg, runs, backbone, text, lora_r, vocab, log)}
+    report = {"machine": machine(cfg.device), "config": dataclasses.asdict(cfg), "dept_budget": budget,
+              "settings_at_budget": {m: dataclasses.asdict(s) for m in methods
+                                     if (s := budget_settings(cfg, m, text)) is not None},
+              "results": results, "paired": paired_ratios(cfg, runs, backbone, text, vocab, log)}
+    if "lora" in report["settings_at_budget"]:
+        report["lora_r"] = report["settings_at_budget"]["lora"]["r"]  # the key of reports of dept-vl 0.1
     if cfg.encoder:
-        report["feature_cache"] = encoder_speedup(cfg, backbone, text, lora_r, vocab, Path(workdir), log)
+        report["feature_cache"] = encoder_speedup(cfg, backbone, text, vocab, Path(workdir), log)
     return report
 
 
-def paired_ratios(cfg: BenchConfig, runs: list, backbone: str, text, lora_r: int, vocab: int, log) -> list[dict]:
+def paired_ratios(cfg: BenchConfig, runs: list, backbone: str, text, vocab: int, log) -> list[dict]:
     """dept / pt, dept / bare and dept@max_length / dept: training-step and generation time, each measured
     paired (``paired_ratio``)."""
     if not cfg.paired:
@@ -312,7 +328,7 @@ def paired_ratios(cfg: BenchConfig, runs: list, backbone: str, text, lora_r: int
             continue
         for method, pad in ((a, pad_a), (b, pad_b)):
             if (method, pad) not in timers:
-                model = make_model(cfg, method, backbone, text, lora_r)
+                model = make_model(cfg, method, backbone, text)
                 batch = synthetic_batch(cfg, vocab, cfg.device, pad)
                 timers[method, pad] = train_step(cfg, model, batch), GenerateStep(cfg, model, batch)
         names = [run_name(a, pad_a), run_name(b, pad_b)]
@@ -325,16 +341,17 @@ def paired_ratios(cfg: BenchConfig, runs: list, backbone: str, text, lora_r: int
     return out
 
 
-def encoder_speedup(cfg: BenchConfig, backbone: str, text, lora_r: int, vocab: int, workdir: Path, log) -> dict:
+def encoder_speedup(cfg: BenchConfig, backbone: str, text, vocab: int, workdir: Path, log) -> dict:
     """DePT step time running the frozen vision encoder every step against reading cached features (both timed
     separately, and paired)."""
     log(f"bench dept with {cfg.encoder} every step ...")
-    vision = build_vision_encoder(build_vision(cfg, workdir / str(cfg.encoder)), image_size=cfg.image_size)
+    vision = create_vision_encoder(VisionConfig(encoder=build_vision(cfg, workdir / str(cfg.encoder)),
+                                                image_size=cfg.image_size))
     vision = vision.to(cfg.device)
     shaped = dataclasses.replace(cfg, visual_tokens=vision.num_tokens(), feature_dim=vision.out_dim)
-    with_encoder = train_step(shaped, make_model(shaped, "dept", backbone, text, lora_r, vision=vision),
+    with_encoder = train_step(shaped, make_model(shaped, "dept", backbone, text, vision=vision),
                               synthetic_batch(shaped, vocab, cfg.device, False, pixels=True))
-    cached = train_step(shaped, make_model(shaped, "dept", backbone, text, lora_r),
+    cached = train_step(shaped, make_model(shaped, "dept", backbone, text),
                         synthetic_batch(shaped, vocab, cfg.device, False))
     times = {name: median_time(step, cfg.steps, cfg.warmup) for name, step in
              (("with_encoder", with_encoder), ("cached", cached))}

@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from ..method import param_groups
+from ..methods import param_groups
 
 
 class PeakMemory:

@@ -120,7 +120,14 @@ def make_batch(model, splits: Sequence[TaskSplit], images: ImageInputs, items: S
     targets = [split.task.training_target(ex, random.Random(f"{seed}-{step}-{i}")) for ex, (_, i) in
                zip(examples, items)]
     return model.prepare([ex.source for ex in examples], targets=targets, device=device, task=split.task.name,
-                         **images.inputs(task_index, split.data, examples))
+                         **images.inputs(task_index, split.data, examples), **contexts_of(examples))
+
+
+def contexts_of(examples: Sequence[Example]) -> dict:
+    """``{"contexts": [...]}`` when some example carries earlier turns of a conversation (own data), else {}."""
+    if not any(ex.meta.get("context") for ex in examples):
+        return {}
+    return {"contexts": [ex.meta.get("context") or [] for ex in examples]}
 
 
 class Prefetcher:

@@ -40,22 +40,32 @@ def _corrupt(path: Path, err: Exception) -> CheckpointError:
     return CheckpointError(f"feature cache shard {path} is corrupt ({err}); {REBUILD}")
 
 
+def _mismatch(root: Path, made_with, wanted: dict) -> str:
+    if isinstance(made_with, dict) and "weights" not in made_with:
+        return (f"feature cache {root} was made by an older dept-vl that did not record whether the encoder's "
+                "weights were the pretrained ones (features of a random and of a pretrained encoder could be mixed "
+                "up); delete it to rebuild it, or use another --cache-dir")
+    return f"feature cache {root} was made with {made_with}, not {wanted}; use another --cache-dir or delete it"
+
+
 def _unwritable(root: Path, err: OSError) -> OutputError:
     return OutputError(f"cannot write the feature cache in {root} ({err.strerror or err}); set DEPT_VL_CACHE to a "
                        "writable directory, or pass --cache-dir")
 
 
-def encoder_signature(name: str, encoder) -> dict[str, Any]:
-    """What makes two caches interchangeable: the encoder and every setting that changes its output."""
-    return {"encoder": name, "image_size": encoder.image_size, "pool_tokens": encoder.pool_tokens,
-            "num_tokens": encoder.num_tokens(), "feature_dim": encoder.out_dim}
+def encoder_signature(encoder) -> dict[str, Any]:
+    """What makes two caches interchangeable: the encoder's own account of itself (``VisionEncoder.identity``:
+    its name, its weights, and every setting that changes its output)."""
+    return dict(encoder.identity())
 
 
 def default_cache_dir(task: str, signature: Mapping[str, Any]) -> Path:
-    """``$DEPT_VL_CACHE`` (default ``~/.cache/dept-vl``) / features / <task> / <encoder>-<size>px-<tokens>tok."""
+    """``$DEPT_VL_CACHE`` (default ``~/.cache/dept-vl``) / features / <task> /
+    <encoder>-<weights>-<size>px-<tokens>tok."""
     root = cache_root()
     encoder = "".join(c if c.isalnum() or c in "-_." else "_" for c in signature["encoder"])
-    return root / "features" / task / f"{encoder}-{signature['image_size']}px-{signature['num_tokens']}tok"
+    return (root / "features" / task /
+            f"{encoder}-{signature['weights']}-{signature['image_size']}px-{signature['num_tokens']}tok")
 
 
 class FeatureCache:
@@ -68,8 +78,7 @@ class FeatureCache:
         if config_path.is_file():
             self.config = read_json(config_path)
             if signature is not None and self.config.get("signature") != dict(signature):
-                raise CheckpointError(f"feature cache {self.root} was made with {self.config.get('signature')}, "
-                                      f"not {dict(signature)}; use another --cache-dir or delete it")
+                raise CheckpointError(_mismatch(self.root, self.config.get("signature"), dict(signature)))
         elif signature is None:
             raise CheckpointError(f"{self.root} is not a feature cache (no {CACHE_CONFIG}); "
                                   "build one with `dept-vl features`")
@@ -208,21 +217,20 @@ class FeatureCache:
         return len(todo)
 
 
-def open_feature_cache(task: str, encoder_name: str, encoder, cache_dir: str | Path | None = None,
-                       fmt: str = "safetensors", dtype: str = "float32") -> FeatureCache:
+def open_feature_cache(task: str, encoder, cache_dir: str | Path | None = None, fmt: str = "safetensors",
+                       dtype: str = "float32") -> FeatureCache:
     """THE way to open (or create) the cache of ``encoder``'s features for ``task``: ``cache_dir`` is the cache
     directory itself (``--cache-dir`` means the same for ``features``, ``train`` and ``eval``; tasks that share it
     share the features of images with the same id), default ``default_cache_dir(task, ...)``. A cache made with
     other encoder settings is refused. ``fmt`` / ``dtype`` apply to a new cache."""
-    signature = encoder_signature(encoder_name, encoder)
+    signature = encoder_signature(encoder)
     root = Path(cache_dir) if cache_dir else default_cache_dir(task, signature)
     return FeatureCache(root, signature, fmt=fmt, dtype=dtype)
 
 
-def cached_features(task: str, images: Mapping[str, Any], encoder_name: str, encoder, cache_dir=None,
-                    **build_kwargs) -> FeatureCache:
+def cached_features(task: str, images: Mapping[str, Any], encoder, cache_dir=None, **build_kwargs) -> FeatureCache:
     """Open (or create) the cache for ``encoder`` and make sure every image of ``images`` is in it."""
-    cache = open_feature_cache(task, encoder_name, encoder, cache_dir)
+    cache = open_feature_cache(task, encoder, cache_dir)
     cache.build(images, encoder, **build_kwargs)
     return cache
 

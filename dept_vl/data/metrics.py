@@ -138,3 +138,25 @@ def caption_metrics(predictions: Mapping[Hashable, str], references: Mapping[Has
         bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
         cider, _ = Cider().compute_score(gts, res)
     return {"BLEU-1": bleu[0], "BLEU-2": bleu[1], "BLEU-3": bleu[2], "BLEU-4": bleu[3], "CIDEr": float(cider)}
+
+
+def anls(prediction: str, answers: Sequence[str], threshold: float = 0.5) -> float:
+    """Average Normalised Levenshtein Similarity of one prediction (DocVQA / ST-VQA): the best over the answers of
+    1 - edit distance / the longer length, lower-cased and trimmed; 0 where that distance is ``threshold`` or more."""
+    best = 0.0
+    a = " ".join(prediction.lower().split())
+    for answer in answers:
+        b = " ".join(answer.lower().split())
+        distance = _levenshtein(a, b) / max(len(a), len(b), 1)
+        best = max(best, 1.0 - distance if distance < threshold else 0.0)
+    return best
+
+
+def _levenshtein(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]

@@ -1,15 +1,19 @@
 """The frozen vision-language model around DePT: vision encoders, the trainable projection, text backbones, the
-training methods, the model configs, and ``VisionLanguageModel``, where ``[visual ; text] -> DePT -> backbone``
-is assembled."""
+model configs, the one name parser, and ``VisionLanguageModel``, where ``[visual ; text] -> DePT -> backbone`` is
+assembled. (The methods that train on it are ``dept_vl.methods``.)"""
 
-from .config import LoraSettings, ModelConfig, RandomTextConfig, TextConfig, VisionConfig, list_model_configs
-from .methods import Method, get_method, list_methods, register_method
+from ..methods import LoraSettings  # noqa: F401  (its home was models.config in dept-vl 0.1)
+from .config import ModelConfig, RandomTextConfig, TextConfig, VisionConfig, list_model_configs
+from .factory import create_model, load_model
+from .names import ModelName, parse_model_name
+from .native_vlm import NativeVisionLanguageModel
 from .projection import VisualProjection
 from .text import TextBackbone
-from .vision import VisionEncoder, build_vision_encoder, list_vision_encoders, register_vision_encoder
+from .vision import (VisionEncoder, build_vision_encoder, create_vision_encoder, list_vision_encoders,
+                     register_vision_encoder)
 from .vl_model import VisionLanguageModel
 
-__all__ = ["LoraSettings", "Method", "ModelConfig", "RandomTextConfig", "TextBackbone", "TextConfig",
-           "VisionConfig", "VisionEncoder", "VisionLanguageModel", "VisualProjection", "build_vision_encoder",
-           "get_method", "list_methods", "list_model_configs", "list_vision_encoders", "register_method",
+__all__ = ["ModelConfig", "ModelName", "NativeVisionLanguageModel", "RandomTextConfig", "TextBackbone", "TextConfig", "VisionConfig",
+           "VisionEncoder", "VisionLanguageModel", "VisualProjection", "build_vision_encoder", "create_vision_encoder",
+           "create_model", "list_model_configs", "list_vision_encoders", "load_model", "parse_model_name",
            "register_vision_encoder"]

@@ -11,12 +11,10 @@ from pathlib import Path
 from .._dataclass import check_choice, check_int, from_dict, setting
 from ..errors import ConfigError
 from ..io import read_config
-from ..method import DePTConfig
-from .methods import get_method
+from ..methods import DePTConfig, get_method, method_sections
+from .names import FEATURES, RANDOM
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "configs"
-FEATURES = "features"  # encoder name meaning "images arrive as precomputed features"
-RANDOM = "random"  # text backbone name meaning "a random T5 built for the task" (RandomTextConfig)
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -85,35 +83,64 @@ class TextConfig:
 
 
 @dataclass
-class LoraSettings:
-    """The LoRA baseline (``method: lora``), applied to the frozen text backbone through ``peft``."""
-
-    r: int = setting(8, "LoRA rank")
-    alpha: float = setting(16.0, "LoRA alpha (scaling alpha / r)")
-    dropout: float = setting(0.0, "dropout on the LoRA input")
-    target_modules: list[str] | None = setting(None, "module names to adapt; default: peft's choice (T5: q, v)")
-
-    def __post_init__(self) -> None:
-        check_int("lora.r", self.r, 1)
-
-
-@dataclass
 class ModelConfig:
     vision: VisionConfig = setting(factory=VisionConfig, help="the frozen vision encoder")
     text: TextConfig = setting(factory=TextConfig, help="the frozen text backbone")
-    dept: DePTConfig = setting(factory=DePTConfig, help="DePT's prompt and low-rank pair")
+    dept: DePTConfig = setting(factory=DePTConfig, help="the prompt (every prompt method) and DePT's low-rank pair")
     max_images: int = setting(1, "images per example (NLVR2: 2)")
-    method: str = setting("dept", "what trains: dept | pt (same budget) | lora (peft) | full (fine-tuning)")
-    lora: LoraSettings = setting(factory=LoraSettings, help="the LoRA baseline's settings (method: lora)")
+    method: str = setting("dept", "what trains: a registered method (dept | pt | adept | lora | full | ...)")
     tasks: list[str] = setting(factory=list, help="the tasks the model serves, in order (training fills it in)")
     prompt_per_task: bool = setting(True, "a model of several tasks gives each its own prompt P (A, B and the "
                                     "projection stay shared); false: one prompt for all")
+    vlm: str | None = setting(None, "a native Hugging Face VLM (LLaVA, Qwen2-VL, PaliGemma, Idefics3 / SmolVLM, "
+                              "Florence-2, BLIP-2) by hub name or directory, with its processor: the method acts on its "
+                              "joint sequence after the image merge; vision: and text.backbone are then unused")
+    train_projector: bool = setting(False, "with vlm: also train the VLM's own multimodal projector (at the "
+                                    "projection learning rate); the vision tower and language model stay frozen")
+    sections: dict = setting(factory=dict, help="the methods' own settings, by section (lora:, adept:); in a file "
+                             "each is a key of its own")
 
     def __post_init__(self) -> None:
         check_int("max_images", self.max_images, 1)
         get_method(self.method)  # an unknown method is a ConfigError naming the registered ones
         if not isinstance(self.tasks, list) or not all(isinstance(t, str) for t in self.tasks):
             raise ConfigError(f"tasks must be a list of task names, got {self.tasks!r}")
+        if self.vlm is not None and (not isinstance(self.vlm, str) or not self.vlm.strip()):
+            raise ConfigError(f"vlm must name a vision-language model (a hub name or a directory), got {self.vlm!r}")
+        if self.train_projector and self.vlm is None:
+            raise ConfigError("train_projector is for a native VLM (vlm: NAME); an assembled model's projection "
+                              "always trains")
+        known = method_sections()
+        for name, value in list(self.sections.items()):
+            if name not in known:
+                raise ConfigError(f"unknown model config section {name!r}; the methods' sections: {', '.join(known)}")
+            if isinstance(value, dict):
+                self.sections[name] = from_dict(known[name], value, name)
+            elif not isinstance(value, known[name]):
+                raise ConfigError(f"section {name!r} must be a mapping of {known[name].__name__} settings")
+
+    @staticmethod
+    def expand_dict(data: dict, where: str = "model") -> dict:
+        """``config: NAME`` names a packaged model config (``models/configs/NAME.json``) to start from; the other
+        keys override its fields (nested sections key by key), open_clip style."""
+        if "config" not in data:
+            return data
+        name = data["config"]
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}.config must name a model config ({', '.join(list_model_configs())})")
+        return merge_dicts(named_config(name), {k: v for k, v in data.items() if k != "config"})
+
+    @staticmethod
+    def extra_sections() -> dict[str, type]:
+        """The keys a model config takes besides its fields: each registered method's own section."""
+        return method_sections()
+
+    def settings_for(self, method: str | None = None):
+        """The settings of ``method`` (default: the config's own): its section as given, else its defaults."""
+        chosen = get_method(method or self.method)
+        if chosen.section == "dept":
+            return self.dept
+        return self.sections.get(chosen.section) or chosen.default_settings()
 
     @property
     def num_prompts(self) -> int:
@@ -121,7 +148,9 @@ class ModelConfig:
         return len(self.tasks) if self.prompt_per_task and len(self.tasks) > 1 else self.dept.num_prompts
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The config as a file holds it: the methods' sections as keys of their own."""
+        data = asdict(self)
+        return {**{k: v for k, v in data.items() if k != "sections"}, **data["sections"]}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
@@ -135,10 +164,23 @@ class ModelConfig:
     @classmethod
     def from_name(cls, name: str) -> "ModelConfig":
         """A named architecture from ``dept_vl/models/configs`` (see ``list_model_configs()``)."""
-        path = MODEL_CONFIG_DIR / f"{name}.json"
-        if not path.is_file():
-            raise ConfigError(f"unknown model config {name!r}; known: {', '.join(list_model_configs())}")
-        return cls.from_file(path)
+        return cls.from_dict(named_config(name))
+
+
+def merge_dicts(base: dict, update: dict) -> dict:
+    """``base`` with ``update``'s values, merging nested mappings key by key."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = merge_dicts(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def named_config(name: str) -> dict:
+    """The dict of the named architecture ``name`` (``dept_vl/models/configs/<name>.json``)."""
+    path = MODEL_CONFIG_DIR / f"{name}.json"
+    if not path.is_file():
+        raise ConfigError(f"unknown model config {name!r}; known: {', '.join(list_model_configs())}")
+    return read_config(path, "model config") or {}
 
 
 def list_model_configs() -> list[str]:

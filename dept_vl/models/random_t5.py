@@ -16,8 +16,11 @@ from typing import Iterable
 
 import torch
 
-from ..io import write_dir_atomically
+from ..io import read_json, write_dir_atomically, write_json
 from .config import RANDOM, ModelConfig, RandomTextConfig
+from .names import parse_model_name
+
+ABOUT = "dept_vl_backbone.json"  # what a backbone dept-vl built is (its shape), to describe it
 
 SPECIALS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2 (T5's pad / eos / unk convention)
 
@@ -52,9 +55,22 @@ def save_random_t5(directory: str | Path, shape: RandomTextConfig, tokenizer) ->
     with torch.random.fork_rng():  # the run's own random state (prompt init, ...) must not depend on this
         torch.manual_seed(shape.seed)
         model = T5ForConditionalGeneration(config)
+    about = {"kind": "random T5", **dataclasses.asdict(shape), "vocabulary": len(tokenizer)}
     # complete or absent: a killed run never leaves half a backbone
-    write_dir_atomically(directory, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+    write_dir_atomically(directory, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp),
+                                                 write_json(tmp / ABOUT, about)))
     return directory
+
+
+def describe_backbone(name: str) -> str:
+    """What a backbone is, to show a user: a random T5 of dept-vl's by its shape and vocabulary; anything else by its
+    name (a local directory by its last part only: a server's paths are its own)."""
+    about = Path(name) / ABOUT
+    if about.is_file():
+        shape = read_json(about)
+        return (f"a random T5 (frozen, seed {shape['seed']}): d {shape['d_model']}, {shape['num_layers']} + "
+                f"{shape['num_layers']} layers, a vocabulary of {shape['vocabulary']} words")
+    return parse_model_name(name).display()
 
 
 def materialize_random_backbone(config: ModelConfig, texts: Iterable[str], directory: str | Path,

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .gguf import is_gguf, load_gguf
+from .gguf import load_gguf
+from .names import parse_model_name
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -38,9 +39,15 @@ class TextBackbone(nn.Module):
         """Load by hub name or local path (never with ``trust_remote_code``), or a GGUF file (``gguf:FILE``)."""
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-        if is_gguf(name_or_path):
-            model, tok = load_gguf(name_or_path, dtype)
-            return cls(model, AutoTokenizer.from_pretrained(tokenizer) if tokenizer else tok, name_or_path)
+        name = parse_model_name(str(name_or_path), role="text backbone")
+        if name.kind == "gguf":
+            model, tok = load_gguf(name.text, dtype)
+            return cls(model, AutoTokenizer.from_pretrained(tokenizer) if tokenizer else tok, name.text)
+        if name.kind != "hf":
+            raise ConfigError(f"text backbone {name.text!r} is built by dept-vl train (text.backbone: random is "
+                              "written into the run directory first)" if name.kind == "random" else
+                              f"{name.text!r} is not a text backbone")
+        name_or_path = name.ref
         try:
             config = AutoConfig.from_pretrained(name_or_path)
         except (OSError, ValueError) as err:

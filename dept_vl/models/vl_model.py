@@ -8,31 +8,31 @@
 from __future__ import annotations
 
 import copy
-import os
+import dataclasses
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from .._version import __version__
 from ..errors import CheckpointError, ConfigError, InputError
-from ..io import load_state_checked, read_json, read_safetensors, write_json, write_safetensors
-from ..method import position_ids_from_mask
-from ..method.checkpoint import ADAPTER_WEIGHTS
+from ..io import local_or_hub
+from ..methods import MethodContext, get_method, position_ids_from_mask
 from .buckets import bucket_labels, bucket_text
-from .config import FEATURES, ModelConfig
-from .methods import get_method
+from .config import ModelConfig
+from .names import FEATURES
 from .projection import VisualProjection
+from .saved import MODEL_CONFIG_FILE, load_trainable, read_meta, save_trainable, saved_backbone, weights_file
 from .text import TextBackbone
-from .vision import VisionEncoder, build_vision_encoder
+from .vision import VisionEncoder, create_vision_encoder
 
-MODEL_CONFIG_FILE = "dept_vl_config.json"
+__all__ = ["MODEL_CONFIG_FILE", "VisionLanguageModel", "left_align"]
 
 
 class VisionLanguageModel(nn.Module):
     """DePT on a frozen vision-language model. Trainable: ``dept`` (P, A, B) and ``projection``
-    (``config.method`` picks prompt tuning, LoRA or full fine-tuning instead; see ``models/methods.py``).
+    (``config.method`` picks another registered method instead: prompt tuning, ADePT, LoRA, full fine-tuning; see
+    ``dept_vl/methods``). ``dept`` holds the input method's module, whichever it is (None for backbone methods).
 
     Images arrive as ``pixel_values`` (B, 3, H, W) / (B, images, 3, H, W) or as precomputed
     ``image_features`` (B, tokens, dim) / (B, images, tokens, dim); visual tokens come first so that
@@ -44,18 +44,16 @@ class VisionLanguageModel(nn.Module):
         self.config = config = copy.deepcopy(config)
         v = config.vision
         if vision is None and v.encoder != FEATURES:
-            vision = build_vision_encoder(v.encoder, image_size=v.image_size, pool_tokens=v.pool_tokens,
-                                          pretrained=v.pretrained)
+            vision = create_vision_encoder(v)
         self.vision = vision
         self.text = text or TextBackbone.from_config(config.text)
         feature_dim = vision.out_dim if vision is not None else v.feature_dim
         self.tokens_per_image = vision.num_tokens() if vision is not None else v.num_tokens
         self.projection = VisualProjection(feature_dim, self.text.hidden_size, config.max_images)
-        self.dept = None  # the prompt methods (dept, pt) attach one; lora and full train the backbone instead
         self.fast_path = None  # the FastPath applied to it (dept_vl.fast, --compile), which sets the next two:
         self.bucket_multiple: int | None = None  # lengths are padded to buckets of this
         self.generation_options: dict = {}  # greedy generation's options (a static, compiled KV cache)
-        get_method(config.method).setup(self)
+        self.dept = self._apply_method()
         longest = self.tokens_per_image * config.max_images + config.text.max_length
         if longest > config.dept.max_length and not config.dept.truncate:
             raise ConfigError(
@@ -63,6 +61,35 @@ class VisionLanguageModel(nn.Module):
                 f"text tokens = {longest} exceeds dept.max_length {config.dept.max_length}; raise dept.max_length, "
                 "pool the visual tokens (vision.pool_tokens) or shorten text.max_length"
             )
+
+    backbone_prefix = "text."  # parameters under this name are the text backbone's (param_groups)
+
+    @property
+    def reads_images(self) -> bool:
+        """It takes images (it has a vision encoder), not only precomputed features."""
+        return self.vision is not None
+
+    @property
+    def method_name(self) -> str:
+        return self.config.method
+
+    def _apply_method(self):
+        """Give the model its trainable parts: an input method's module (returned; it has a prompt per task of a
+        multi-task model), or a backbone method's change to the text backbone (None returned)."""
+        method, config = get_method(self.config.method), self.config
+        if method.section not in (None, "dept"):  # recorded as used, so that a saved run names its settings
+            config.sections[method.section] = config.settings_for()
+        if method.adapter is None:
+            self.text.model = method.backbone(self.text.model, config.settings_for())
+            self.text.frozen = method.adapter_only  # a whole backbone in training (full) trains with its dropout
+            return None
+        dept = dataclasses.replace(config.dept, num_prompts=config.num_prompts)
+        adapter = method.adapter(MethodContext(dept, config.settings_for(), self.text.hidden_size))
+        adapter.initialize_prompt(self.text.tokenizer, self.text.embeddings)
+        config.dept = adapter.config  # now carries hidden_size (and for pt its m tokens)
+        if getattr(adapter, "section_settings", None) is not None:  # e.g. ADePT's r, resolved from the budget
+            config.sections[method.section] = adapter.section_settings
+        return adapter
 
     # ---- frozen parts stay frozen ------------------------------------------------------------------
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
@@ -144,11 +171,14 @@ class VisionLanguageModel(nn.Module):
 
     # ---- convenience: raw images and strings in -------------------------------------------------
     def prepare(self, texts: Sequence[str], images=None, image_features=None, targets: Sequence[str] | None = None,
-                device=None, task=None):
-        """Tokenise ``texts`` (and ``targets``), preprocess ``images`` (PIL images or paths; a list per
+                device=None, task=None, contexts: Sequence | None = None):
+        """Tokenise ``texts`` (and ``targets``), preprocess ``images`` (PIL images, paths or image bytes; a list per
         example for several images) into the keyword arguments of ``forward`` / ``generate``, on ``device``
-        (default: the model's). ``task`` (a name, or one per example) picks the prompt of a multi-task model."""
+        (default: the model's). ``task`` (a name, or one per example) picks the prompt of a multi-task model;
+        ``contexts``: each example's earlier turns, (role, text) pairs, written before its text."""
         device = self.text.device if device is None else device
+        if contexts is not None:
+            texts = [with_context(text, context) for text, context in zip(texts, contexts)]
         template = self.config.text.prompt_template
         batch = self.text.tokenize([template.replace("{text}", t) for t in texts], self.config.text.max_length,
                                    device=device)
@@ -189,40 +219,32 @@ class VisionLanguageModel(nn.Module):
         return self.generate(**self.prepare(texts, images, image_features, task=task), num_beams=num_beams, **settings)
 
     # ---- checkpoints: trainable weights only -------------------------------------------------------
+    @property
+    def weights_file(self) -> str:
+        return weights_file(self.config.method)
+
     def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``adapter_model.safetensors`` (DePT + projection) then ``dept_vl_config.json``. A local backbone is
-        recorded by its path and by its path relative to ``directory``, so that a run moved or copied together
-        with its ``backbone/`` still loads."""
-        directory = Path(directory)
-        meta = {"format": "dept-vl", "version": __version__, "model": self.config.to_dict(),
-                "hidden_size": self.text.hidden_size, "projection": self.projection.shape_dict(),
-                "tokens_per_image": self.tokens_per_image}
-        if Path(self.config.text.backbone).is_dir():  # a local backbone: also where it lies seen from here
-            meta["text_backbone_relative"] = os.path.relpath(Path(self.config.text.backbone).resolve(),
-                                                             directory.resolve())
-        write_safetensors(directory / ADAPTER_WEIGHTS, self.trainable_parameters())
-        write_json(directory / MODEL_CONFIG_FILE, meta)
+        """Write the trainable weights (``weights_file``: the method's + projection) then ``dept_vl_config.json``
+        (``models/saved.py``: a local backbone is recorded relative to ``directory`` too)."""
+        save_trainable(self, directory, {"hidden_size": self.text.hidden_size, "projection": self.projection.shape_dict(),
+                                         "tokens_per_image": self.tokens_per_image}, local=self.config.text.backbone)
 
     def load_trainable(self, directory: str | Path) -> None:
         """Put the trainable weights saved in ``directory`` (``save_pretrained``, or a training checkpoint) into
         this model, naming any weight that is missing or does not fit; the frozen parts stay as they are."""
-        directory = Path(directory)
-        weights = read_safetensors(directory / ADAPTER_WEIGHTS, finite=True,
-                                   remedy="load an earlier checkpoint of the run (checkpoints/) or train it again")
-        load_state_checked(self, weights, str(directory), expected=set(self.trainable_parameters()))
+        load_trainable(self, directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, text: TextBackbone | None = None,
                         vision: VisionEncoder | None = None, backbone: str | None = None) -> "VisionLanguageModel":
         """Rebuild the model from the saved config (loading the named backbones, in the saved ``text.dtype``) and
-        restore the trainable weights. ``backbone`` / ``text`` / ``vision`` override the saved backbones."""
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise CheckpointError(f"checkpoint directory {directory} does not exist")
-        meta = read_json(directory / MODEL_CONFIG_FILE)
+        restore the trainable weights. ``directory`` may be a Hugging Face Hub repository (``user/repo``);
+        ``backbone`` / ``text`` / ``vision`` override the saved backbones."""
+        directory = local_or_hub(directory)
+        meta = read_meta(directory)
         config = ModelConfig.from_dict(meta["model"])
-        config.text.backbone = backbone or saved_backbone(config.text.backbone, meta.get("text_backbone_relative"),
-                                                          directory)
+        relative = meta.get("backbone_relative", meta.get("text_backbone_relative"))  # the latter: dept-vl 0.1
+        config.text.backbone = backbone or saved_backbone(config.text.backbone, relative, directory)
         text = text or TextBackbone.from_config(config.text)
         if text.hidden_size != meta["hidden_size"]:
             raise CheckpointError(f"checkpoint {directory} was trained for text width {meta['hidden_size']}, "
@@ -231,16 +253,12 @@ class VisionLanguageModel(nn.Module):
         model.load_trainable(directory)
         return model
 
-def saved_backbone(path: str, relative: str | None, directory: Path) -> str:
-    """The text backbone a checkpoint names: its saved path or hub name, or else, for a local backbone that is no
-    longer there (the run was moved or copied elsewhere), the same directory seen from the checkpoint."""
-    if relative is None or Path(path).is_dir():
-        return path
-    moved = Path(os.path.normpath(directory.resolve() / relative))
-    if moved.is_dir():
-        return str(moved)
-    raise CheckpointError(f"{directory}: its text backbone is missing: neither {path} nor {moved} exists; copy the "
-                          "run's backbone/ back beside it, or pass --backbone PATH")
+
+def with_context(text: str, context) -> str:
+    """An example's text after its earlier turns: ``user: ... assistant: ... user: <text>``."""
+    if not context:
+        return text
+    return " ".join(f"{role}: {turn}" for role, turn in context) + f" user: {text}"
 
 
 def left_align(embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,9 +13,11 @@ can get wrong is a 4xx with ``{"error": "<what and why>"}``; nothing in a reques
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -28,44 +30,71 @@ from starlette.exceptions import HTTPException
 
 from .._version import __version__
 from ..errors import DeptVLError
-from ..training.predict import Predictor
+from ..inference.predict import Predictor
+from ..io import parse_json
+from ..models.random_t5 import describe_backbone
+from .adapters import Adapter, AdapterSet, Part, encode, generate_parts
 from .batcher import DynamicBatcher
 from .inputs import Question, RequestError, parse_question, read_body
+from .openai_api import add_openai_routes
 from .settings import ServeSettings
 
 PAGE = Path(__file__).with_name("page.html")
 LOG = logging.getLogger("dept_vl.serve")
 
 
-def describe(predictor: Predictor, settings: ServeSettings) -> dict:
-    """What ``GET /v1/model`` says, and what the page needs to know."""
+def describe_adapter(adapter: Adapter) -> dict:
+    """What one adapter is: its task, method, backbones (a local directory by its name only: the server's paths
+    are its own), what it takes."""
+    predictor = adapter.predictor
     config = predictor.model.config
-
-    def name(backbone: str) -> str:  # a local directory by its name only: the server's paths are its own
-        return Path(backbone).name if Path(backbone).is_dir() else backbone
-
-    return {"task": predictor.task.name, "tasks": config.tasks or [predictor.task.name], "method": config.method,
-            "vision_encoder": name(config.vision.encoder), "text_backbone": name(config.text.backbone),
+    vision, text = (config.vlm, config.vlm) if config.vlm else (config.vision.encoder, config.text.backbone)
+    return {"name": adapter.name, "task": predictor.task.name, "tasks": config.tasks or [predictor.task.name],
+            "method": config.method, "vision_encoder": describe_backbone(vision), "text_backbone": describe_backbone(text),
             "trainable_parameters": sum(p.numel() for p in predictor.model.trainable_parameters().values()),
-            "images_per_example": predictor.task.num_images, "takes_question": predictor.task.name != "caption",
-            "max_batch_size": settings.max_batch_size, "api_key_required": settings.api_key is not None,
+            "images_per_example": predictor.task.num_images, "takes_question": predictor.task.takes_question}
+
+
+def describe(adapters: AdapterSet, settings: ServeSettings) -> dict:
+    """What ``GET /v1/model`` says (the first adapter's description, and every adapter's), and what the page needs."""
+    served = [describe_adapter(a) for a in adapters.adapters.values()]
+    return {**served[0], "adapters": served, "max_batch_size": settings.max_batch_size,
+            "api_key_required": settings.api_key is not None, "adapters_at_runtime": settings.adapter_dir is not None,
             "version": __version__}
 
 
-def answer_all(predictor: Predictor, questions: list[Question]) -> list:
-    """The answers to ``questions`` (one generate call), on the model's thread: each is checked first (images
-    for the task, a question unless it is a caption), and one that fails gets its error, not an answer."""
-    results, checked = [None] * len(questions), []
+def answer_all(adapters: AdapterSet, questions: list[Question]) -> list:
+    """The answers to ``questions``, on the model's thread: each checked first (its adapter, the images for its
+    task, a question unless it is a caption; one that fails gets its error, not an answer), then every adapter's
+    questions through its own input sequence and all of them through the backbone together."""
+    results, groups = [None] * len(questions), {}
     for i, q in enumerate(questions):
         try:
-            if q.task not in (None, predictor.task.name):
-                raise RequestError(400, f"this server answers task {predictor.task.name!r}, not {q.task!r}")
-            checked.append((i, predictor.request(q.images, q.question)))
+            adapter = _adapter(adapters, q.adapter)
+            if q.task not in (None, adapter.predictor.task.name):
+                raise RequestError(400, f"this server answers task {adapter.predictor.task.name!r}, not {q.task!r}"
+                                   + (f" (adapter {adapter.name!r})" if len(adapters.adapters) > 1 else ""))
+            checked = adapter.predictor.request(q.images, q.question)
+            groups.setdefault((adapter.name, q.max_tokens), (adapter, []))[1].append((i, checked))
         except (DeptVLError, RequestError) as err:
             results[i] = err if isinstance(err, RequestError) else RequestError(400, str(err))
-    for (i, _), answer in zip(checked, predictor.answer([request for _, request in checked]) if checked else []):
+    if not hasattr(adapters.shared, "encoder_inputs"):  # a native VLM (served alone): its own generate
+        for adapter, checked in groups.values():
+            for (i, _), answer in zip(checked, adapter.predictor.answer([r for _, r in checked])):
+                results[i] = answer
+        return results
+    parts = [Part([i for i, _ in checked], *encode(adapter, [r for _, r in checked], max_tokens), adapter)
+             for (_, max_tokens), (adapter, checked) in groups.items()]
+    for i, answer in generate_parts(adapters.shared, parts, adapters.num_beams).items():
         results[i] = answer
     return results
+
+
+def _adapter(adapters: AdapterSet, name: str | None) -> Adapter:
+    try:
+        return adapters.get(name)
+    except KeyError:
+        raise RequestError(404, f"no adapter {name!r}; this server serves {', '.join(adapters.adapters)}") from None
 
 
 def memory_trimmer(every_s: float = 1.0):
@@ -91,18 +120,18 @@ def memory_trimmer(every_s: float = 1.0):
     return trimmer
 
 
-def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> FastAPI:
+def create_app(served: AdapterSet | Predictor, settings: ServeSettings | None = None) -> FastAPI:
+    """The app answering for ``served`` (an AdapterSet, or one Predictor: one adapter, named after its task)."""
     settings = settings or ServeSettings()
+    adapters = served if isinstance(served, AdapterSet) else AdapterSet.of(served)
     trim = memory_trimmer()
 
     def answer(questions: list[Question]) -> list:
-        answers = answer_all(predictor, questions)
+        answers = answer_all(adapters, questions)
         trim()
         return answers
 
     batcher = DynamicBatcher(answer, settings.max_batch_size, settings.max_wait_ms, on_idle=lambda: trim(force=True))
-    description = describe(predictor, settings)
-
     decoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dept-vl-decode")
 
     @asynccontextmanager
@@ -113,34 +142,90 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         decoder.shutdown(wait=True)
 
     app = FastAPI(title="dept-vl", version=__version__, lifespan=lifespan,
-                  description="Answers questions about images with a DePT-adapted vision-language model.")
-    app.state.batcher, app.state.settings = batcher, settings
+                  description="Answers questions about images with DePT-adapted vision-language models.")
+    app.state.batcher, app.state.settings, app.state.adapters = batcher, settings, adapters
     _error_handlers(app)
-    page = PAGE.read_text().replace("/*MODEL*/null", json.dumps(description).replace("<", "\\u003c"))
+    limit = int(settings.max_upload_mb * 2**20)
+    check = lambda request: _check_key(request, settings.api_key)  # noqa: E731
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> str:
-        return page
+        model = json.dumps(describe(adapters, settings)).replace("<", "\\u003c")
+        return PAGE.read_text().replace("/*MODEL*/null", model)
 
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", "requests": batcher.items, "batches": batcher.batches,
-                "mean_batch_size": round(batcher.mean_batch_size, 2)}
+                "mean_batch_size": round(batcher.mean_batch_size, 2), "adapters": len(adapters.adapters)}
 
     @app.get("/v1/model")
     async def model() -> dict:
-        return description
+        return describe(adapters, settings)
 
     @app.post("/v1/predict")
     async def predict(request: Request) -> dict:
-        """Multipart: ``image`` file(s) + ``question``; or JSON ``{"image": <base64>, "question": ...}``."""
+        """Multipart: ``image`` file(s) + ``question`` (+ ``adapter``); or JSON ``{"image": <base64>, "question": ...,
+        "adapter": ...}``."""
         started = time.perf_counter()
-        _check_key(request, settings.api_key)
-        request = await read_body(request, int(settings.max_upload_mb * 2**20))
+        check(request)
+        request = await read_body(request, limit)
         answer = await batcher.submit(await parse_question(request, decoder))
         return {"answer": answer, "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
 
+    add_openai_routes(app, batcher.submit, adapters, check, lambda request: read_body(request, limit))
+    add_adapter_routes(app, adapters, settings, check)
     return app
+
+
+def add_adapter_routes(app: FastAPI, adapters: AdapterSet, settings: ServeSettings, check) -> None:
+    """``POST /v1/adapters`` ({"name", "path"}: a run under the operator's --adapter-dir) and ``DELETE
+    /v1/adapters/NAME``, behind the API key; questions already in a batch finish on the adapter they asked."""
+
+    @app.post("/v1/adapters")
+    async def add(request: Request) -> dict:
+        check(request)
+        if settings.adapter_dir is None:
+            raise RequestError(403, "this server loads no adapters at runtime (start it with --adapter-dir DIR)")
+        body = await (await read_body(request, 1 << 16)).body()
+        try:
+            data = parse_json(body)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise RequestError(400, f"the body is not valid JSON: {err}") from None
+        name, path = (data.get(k) if isinstance(data, dict) else None for k in ("name", "path"))
+        if not isinstance(name, str) or not NAME.fullmatch(name) or not isinstance(path, str):
+            raise RequestError(400, 'send {"name": NAME (letters, digits, - and _), "path": a run under the '
+                                    "server's --adapter-dir}")
+        source = _inside(Path(settings.adapter_dir), path)
+        try:
+            adapter = await asyncio.get_running_loop().run_in_executor(None, adapters.add, name, str(source))
+        except DeptVLError as err:
+            raise RequestError(400, str(err)) from None
+        return describe_adapter(adapter)
+
+    @app.delete("/v1/adapters/{name}")
+    async def remove(name: str, request: Request) -> dict:
+        check(request)
+        try:
+            adapters.remove(name)
+        except KeyError:
+            raise RequestError(404, f"no adapter {name!r}; this server serves {', '.join(adapters.adapters)}") from None
+        except DeptVLError as err:
+            raise RequestError(409, str(err)) from None
+        return {"removed": name, "adapters": list(adapters.adapters)}
+
+
+def _inside(root: Path, path: str) -> Path:
+    """``path`` under ``root``, resolved; a 403 for anything outside it (``..``, an absolute path, a symlink out)."""
+    root = root.resolve()
+    target = (root / path).resolve()
+    if not target.is_relative_to(root) or target == root:
+        raise RequestError(403, f"{path!r} is not a run under the server's adapter directory")
+    if not target.is_dir():
+        raise RequestError(404, f"no run {path!r} in the server's adapter directory")
+    return target
+
+
+NAME = re.compile(r"[A-Za-z0-9][\w-]{0,63}")
 
 
 def _check_key(request: Request, key: str | None) -> None:
@@ -156,6 +241,8 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestError)
     async def request_error(_request, err: RequestError):
+        if err.status == 499:  # the client went away mid-request: one line in the log, nobody to answer
+            LOG.info("%s", err.message)
         return JSONResponse({"error": err.message}, status_code=err.status)
 
     @app.exception_handler(HTTPException)

@@ -8,17 +8,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import io
-import json
-import warnings
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from ..models.images import to_rgb
+from ..errors import InputError
+from ..io import parse_json
+from ..models.images import open_image
 
 IMAGE_FIELDS = ("image", "images")
 
@@ -33,11 +32,14 @@ class RequestError(Exception):
 
 @dataclass
 class Question:
-    """One request's inputs: decoded RGB images, the question (None: a caption), the task if it named one."""
+    """One request's inputs: decoded RGB images, the question (None: a caption), the task if it named one, the
+    adapter it asks (None: the server's first), the longest answer it wants (None: the adapter's own)."""
 
     images: list
     question: str | None
     task: str | None = None
+    adapter: str | None = None
+    max_tokens: int | None = None
 
 
 async def read_body(request: Request, limit: int) -> Request:
@@ -47,11 +49,14 @@ async def read_body(request: Request, limit: int) -> Request:
     if int(request.headers.get("content-length") or 0) > limit:  # declared too large: refused before reading
         raise too_large
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise RequestError(499, f"the client disconnected after {size} bytes of its request") from None
     body = b"".join(chunks)
 
     async def replay() -> dict:
@@ -84,12 +89,13 @@ async def _from_form(request: Request, decode) -> Question:
     if any(not isinstance(value, UploadFile) for value in files):
         raise RequestError(400, "the image field must hold a file (image bytes), not text")
     images = [await decode(await f.read(), f"image {f.filename or i + 1}") for i, f in enumerate(files)]
-    return Question(images, _text(form.get("question"), "question"), _text(form.get("task"), "task"))
+    return Question(images, _text(form.get("question"), "question"), _text(form.get("task"), "task"),
+                    _text(form.get("adapter"), "adapter"))
 
 
 def _from_json(body: bytes) -> Question:
     try:
-        data = json.loads(body)
+        data = parse_json(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise RequestError(400, f"the body is not valid JSON: {err}") from None
     if not isinstance(data, dict):
@@ -98,7 +104,8 @@ def _from_json(body: bytes) -> Question:
     if not isinstance(encoded, list):
         raise RequestError(400, '"images" must be a list of base64 strings')
     images = [decode_image(_base64(value, i + 1), f"image {i + 1}") for i, value in enumerate(encoded)]
-    return Question(images, _text(data.get("question"), "question"), _text(data.get("task"), "task"))
+    return Question(images, _text(data.get("question"), "question"), _text(data.get("task"), "task"),
+                    _text(data.get("adapter"), "adapter"))
 
 
 def _base64(value, number: int) -> bytes:
@@ -118,19 +125,9 @@ def _text(value, name: str) -> str | None:
 
 
 def decode_image(data: bytes, name: str) -> Image.Image:
-    """RGB image from ``data``: 400 for nothing, a non-image, a truncated image, or more pixels than Pillow allows
-    (``PIL.Image.MAX_IMAGE_PIXELS``, a guard against decompression bombs)."""
-    if not data:
-        raise RequestError(400, f"{name} is empty")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                return to_rgb(image)
-        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
-            raise RequestError(400, f"{name} has more pixels than allowed: {err}") from None
-        except UnidentifiedImageError:
-            raise RequestError(400, f"{name} is not an image (not a format Pillow reads)") from None
-        except (OSError, SyntaxError, ValueError) as err:
-            raise RequestError(400, f"{name} is not an image that can be read: {err}") from None
+    """RGB image from ``data`` (``models.images.open_image``: the one opening path, EXIF orientation applied): 400
+    for nothing, a non-image, a truncated image, or more pixels than Pillow allows."""
+    try:
+        return open_image(data, name)
+    except InputError as err:
+        raise RequestError(400, str(err)) from None

@@ -12,21 +12,31 @@ from typing import Iterator
 import uvicorn
 
 from ..errors import OutputError
-from ..training.predict import Predictor
+from ..fast import resolve_device
+from ..inference.predict import Predictor
+from .adapters import AdapterSet
 from .app import create_app
-from .settings import ServeSettings
+from .settings import ServeConfig
 
 
-def serve(checkpoint: str, task: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-          settings: ServeSettings | None = None, device: str = "cpu", backbone: str | None = None,
-          num_beams: int = 1, access_log: bool = False, log=print) -> None:
-    predictor = Predictor(checkpoint, task, num_beams, backbone)
-    predictor.model.to(device)
-    _check_port(host, port)
-    config = uvicorn.Config(create_app(predictor, settings), host=host, port=port, access_log=access_log,
-                            log_level="warning")
-    log(f"dept-vl serve: {predictor.task.name} from {checkpoint} on http://{host}:{port} (Ctrl-C to stop)")
-    GracefulServer(config).run()
+def serve(config: ServeConfig, log=print) -> None:
+    """Load the checkpoint once on ``config.device`` and serve it until SIGTERM / Ctrl-C."""
+    runs = config.runs()
+    resolve_device(config.device)  # a bad --device is refused before the model loads
+    _check_port(config.host, config.port)
+    if len(runs) == 1 and config.task:  # one run, a task of its several named
+        name, run = next(iter(runs.items()))
+        adapters = AdapterSet.of(Predictor(run, config.task, config.num_beams, config.backbone, config.device,
+                                           compile=False), name)
+    else:
+        adapters = AdapterSet(config.device, config.backbone, config.num_beams)
+        for name, run in runs.items():
+            adapters.add(name, run)
+    server = uvicorn.Config(create_app(adapters, config.settings), host=config.host, port=config.port,
+                            access_log=config.access_log, log_level="warning")
+    served = ", ".join(f"{name} ({a.predictor.task.name})" for name, a in adapters.adapters.items())
+    log(f"dept-vl serve: {served} on http://{config.host}:{config.port} (Ctrl-C to stop)")
+    GracefulServer(server).run()
     log("dept-vl serve: stopped")
 
 

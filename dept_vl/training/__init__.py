@@ -1,2 +1,2 @@
-"""Training and using a trained model: recipes, the run directory, the training loop and its resumable state,
-evaluation and prediction."""
+"""Training: a run's session (data, model, feature caches, optimizer), the loop and its resumable state, the
+learning curves. Recipes and run directories are ``runs/``; validation and test scoring use ``inference/``."""

@@ -19,23 +19,35 @@ import torch
 
 from ..data.batches import Prefetcher, TaskSplit, make_batch
 from ..errors import TrainingError, TrainingInterrupted
-from ..progress import progress
+from ..io import DiskFullError
+from ..progress import progress, quiet
+from ..inference.evaluate import evaluate_split, write_predictions
+from ..runs.recipe import Recipe
+from ..runs.run_dir import RECIPE_FILE, RunDir
 from .curves import plot_curves
-from .evaluate import evaluate_split, write_predictions
-from .recipe import Recipe
-from .run_dir import RECIPE_FILE, RunDir
-from .session import Session, begin, make_accelerator, restore, setup
+from .session import Session, begin, load_splits, make_accelerator, restore, setup
 from .state import best_checkpoint, latest_checkpoint, rng_state, save_checkpoint
 
 
-def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=print) -> dict | None:
+def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=print, progress: bool | None = None
+          ) -> dict | None:
     """Run ``recipe`` to the end; return the metrics written to ``OUTPUT/metrics.json`` (on the main process;
     None on the others). An output directory that holds a run is continued (``resume``), replaced
-    (``overwrite``) or refused; it is locked while the run lasts."""
+    (``overwrite``) or refused; it is locked while the run lasts. ``log``: where messages go (None: nowhere);
+    ``progress``: progress bars / lines, ours and transformers' (default: only with the default ``log``, ``print``,
+    so that ``train(recipe, log=lambda *_: None)`` is silent)."""
+    progress = log is print if progress is None else progress
+    log = log or (lambda *_: None)
+    with contextlib.nullcontext() if progress else quiet():
+        return _train(recipe, resume, overwrite, log)
+
+
+def _train(recipe: Recipe, resume: bool, overwrite: bool, log) -> dict | None:
     run = RunDir.for_recipe(recipe)
     accelerator = make_accelerator(recipe, run)  # it knows which process is the main one; it writes nothing yet
+    splits = load_splits(recipe, log if accelerator.is_main_process else (lambda *_: None))  # bad data: no run dir
     with run.claim(resume, overwrite) if accelerator.is_main_process else contextlib.nullcontext():
-        session = setup(recipe, run, accelerator, log)
+        session = setup(recipe, run, accelerator, log, splits)
         if resume:
             restore(session)
         begin(session)
@@ -133,8 +145,7 @@ def fit(s: Session) -> None:
                 meter.check_finite(s)
             if meter.steps and logging:
                 entry = meter.log(s)
-                bar.set_postfix(loss=f"{entry['loss']:.3f}", lr=f"{s.optimizer.param_groups[0]['lr']:.2g}",
-                                it_s=f"{entry['steps_per_s']:.1f}")
+                bar.set_postfix(loss=f"{entry['loss']:.3f}", lr=f"{s.optimizer.param_groups[0]['lr']:.2g}")
             is_best = False
             if validating:
                 prefetch.wait()  # the next batches are built: the tokenizer and the cache are free
@@ -226,10 +237,23 @@ def save(s: Session, is_best: bool = False) -> Path:
              "rng": rng_state(), "history": s.history, "best": s.best}
     path = s.run.checkpoints / f"step-{s.step:06d}"
     if s.main:
-        path = save_checkpoint(s.run.checkpoints, s.step, s.raw, state, s.cfg.keep_checkpoints, is_best,
-                               {RECIPE_FILE: s.recipe.to_yaml()})
+        with _resumable(s):
+            path = save_checkpoint(s.run.checkpoints, s.step, s.raw, state, s.cfg.keep_checkpoints, is_best,
+                                   {RECIPE_FILE: s.recipe.to_yaml()})
     s.accelerator.wait_for_everyone()
     return path
+
+
+@contextlib.contextmanager
+def _resumable(s: Session):
+    """A full disk while the run writes: one line naming the file, its file system and the last good checkpoint,
+    which stays intact, to resume from once there is space."""
+    try:
+        yield
+    except DiskFullError as err:
+        last = latest_checkpoint(s.run.checkpoints)
+        raise TrainingError(f"{err.message}; the last good checkpoint is {last or 'none yet'}: free space and rerun "
+                            "the same command with --resume") from None
 
 
 # ---- finish -------------------------------------------------------------------------------------------------
@@ -239,7 +263,8 @@ def finish(s: Session) -> dict | None:
     if best_dir is not None and s.best["step"] != s.step:
         s.raw.load_trainable(best_dir)
     if s.main:
-        s.run.save_model(s.raw.save_pretrained, s.recipe.to_yaml())
+        with _resumable(s):
+            s.run.save_model(s.raw.save_pretrained, s.recipe.to_yaml())
     metrics = {"train": {"steps": s.step, "method": s.recipe.model.method,
                          "trainable_params": sum(p.numel() for p in s.params),
                          "processes": s.accelerator.num_processes,

@@ -8,6 +8,7 @@ resolved recipe and starts the trackers.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import random
 import time
@@ -20,14 +21,14 @@ import torch
 from ..data.batches import BatchOrder, ImageInputs, TaskSplit, k_shot
 from ..data.feature_cache import open_feature_cache
 from ..data.tasks import get_task
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..fast import FastPath, enable, use_compile
-from ..method import param_groups
-from ..models import VisionLanguageModel, build_vision_encoder, get_method
-from ..models.config import FEATURES
+from ..methods import get_method, param_groups
+from ..models import VisionLanguageModel, create_model, create_vision_encoder
+from ..models.names import FEATURES
 from ..models.random_t5 import materialize_random_backbone
-from .recipe import Recipe
-from .run_dir import RunDir
+from ..runs.recipe import Recipe
+from ..runs.run_dir import RunDir
 from .state import latest_checkpoint, load_state, restore_rng
 
 
@@ -70,23 +71,28 @@ def make_accelerator(recipe: Recipe, run: RunDir):
     from accelerate import Accelerator
 
     cfg = recipe.train
-    return Accelerator(mixed_precision=cfg.mixed_precision, log_with="tensorboard" if cfg.tensorboard else None,
-                       project_dir=str(run.logs))
+    missing = [t for t in cfg.trackers if importlib.util.find_spec(t) is None]
+    if missing:
+        raise ConfigError(f"--report-to {missing[0]}: the {missing[0]} package is not installed (pip install "
+                          f"{missing[0]}), or pick another tracker (tensorboard, none)")
+    return Accelerator(mixed_precision=cfg.mixed_precision, log_with=cfg.trackers or None, project_dir=str(run.logs))
 
 
-def setup(recipe: Recipe, run: RunDir, accelerator, log=print) -> Session:
-    """The data, the model (and its feature caches), the optimizer and the schedule."""
+def setup(recipe: Recipe, run: RunDir, accelerator, log=print, splits: dict | None = None) -> Session:
+    """The data (``splits``, when ``load_splits`` read them already), the model (and its feature caches), the
+    optimizer and the schedule."""
     from accelerate.utils import set_seed
 
     started, cfg = time.time(), recipe.train
     say = log if accelerator.is_main_process else (lambda *_: None)
     set_seed(cfg.seed)
-    splits = load_splits(recipe, say)
+    splits = splits if splits is not None else load_splits(recipe, say)
     raw = build_model(recipe, splits, run, accelerator)
     images = build_images(recipe, splits, raw.vision, accelerator, say)
     fast_path(recipe, raw, accelerator.device, say)
-    optimizer = torch.optim.AdamW(param_groups(raw, cfg.prompt_lr, cfg.lowrank_lr, cfg.weight_decay,
-                                               other_lr=cfg.projection_lr, backbone_lr=cfg.lr),
+    rates = cfg.learning_rates()
+    optimizer = torch.optim.AdamW(param_groups(raw, rates["prompt"], rates["lowrank"], cfg.weight_decay,
+                                               other_lr=rates["other"], backbone_lr=rates["backbone"]),
                                   fused=accelerator.device.type == "cuda" or None)
     order = BatchOrder([len(s.data) for s in splits["train"]], cfg.batch_size * accelerator.num_processes, cfg.seed,
                        accelerator.process_index, accelerator.num_processes, cfg.task_temperature)
@@ -138,8 +144,9 @@ def load_splits(recipe: Recipe, log) -> dict[str, list[TaskSplit | None]]:
     """Train (k-shot when asked), validation and test splits of every task."""
     cfg = recipe.train
     out = {"train": [], "eval": [], "test": []}
+    own = cfg.own_data()
     for name in cfg.tasks:
-        task = get_task(name)
+        task = get_task(name, own=own, log=log)
         task.skip_bad_lines = cfg.skip_bad_lines
         default = dict(zip(("train", "eval", "test"), task.default_splits))
         for role, chosen in (("train", cfg.train_split), ("eval", cfg.eval_split), ("test", cfg.test_split)):
@@ -153,6 +160,8 @@ def load_splits(recipe: Recipe, log) -> dict[str, list[TaskSplit | None]]:
             data.check_images()
             out[role].append(TaskSplit(task, data))
             log(f"{name} {role}: {split}, {len(data)} examples")
+        if hasattr(task, "kind"):  # own data: the run records what it is, for eval / predict / serve to know
+            cfg.data_kinds = {**(cfg.data_kinds or {}), name: task.kind()}
     return out
 
 
@@ -160,14 +169,17 @@ def build_model(recipe: Recipe, splits: dict, run: RunDir, accelerator) -> Visio
     """The model of the recipe (the random backbone of an offline run written first, by the main process, into the
     run directory; the recipe keeps naming it ``random``), its vision encoder on the accelerator's device. Built
     before the caches: a bad backbone fails fast."""
-    texts = [t for s in splits["train"] for ex in s.data.examples for t in (ex.source, *ex.targets)]
+    texts = [t for s in splits["train"] for ex in s.data.examples
+             for t in (ex.source, *ex.targets, *(turn for _, turn in ex.meta.get("context") or ()))]
+    texts += ["user", "assistant"] if any(ex.meta.get("context") for s in splits["train"] for ex in s.data.examples) \
+        else []
     with accelerator.main_process_first():  # the main process writes the random backbone; the others read it
         config = materialize_random_backbone(recipe.model, texts, run.backbone, write=accelerator.is_main_process)
     config = dataclasses.replace(config, tasks=list(recipe.train.tasks))  # the model says what it was trained for
-    v = config.vision
-    vision = None if v.encoder == FEATURES else build_vision_encoder(v.encoder, image_size=v.image_size,
-                                                                     pool_tokens=v.pool_tokens, pretrained=v.pretrained)
-    return VisionLanguageModel(config, vision=None if vision is None else vision.to(accelerator.device))
+    if config.vlm is not None:  # a native VLM: its processor reads the images, no separate encoder
+        return create_model(config)
+    vision = None if config.vision.encoder == FEATURES else create_vision_encoder(config.vision)
+    return create_model(config, vision=None if vision is None else vision.to(accelerator.device))
 
 
 def build_images(recipe: Recipe, splits: dict, vision, accelerator, log) -> ImageInputs:
@@ -185,7 +197,7 @@ def build_images(recipe: Recipe, splits: dict, vision, accelerator, log) -> Imag
                 views.append(split.data.images_for(split.data.examples[: limit or None]))
         images = ChainMap(*views)
         with accelerator.main_process_first():
-            cache = open_feature_cache(name, recipe.model.vision.encoder, vision, cfg.cache_dir)
+            cache = open_feature_cache(name, vision, cfg.cache_dir)
             if cache.missing(list(images)):
                 log(f"{name}: caching image features in {cache.root}")
             cache.build(images, vision, progress=accelerator.is_main_process)
@@ -212,5 +224,16 @@ def begin(s: Session) -> None:
     if s.main:
         s.run.root.mkdir(parents=True, exist_ok=True)
         s.run.save_recipe(s.recipe)
-    if s.cfg.tensorboard:
-        s.accelerator.init_trackers("dept-vl")
+    if s.cfg.trackers:
+        s.accelerator.init_trackers("dept-vl", config=_flat(s.recipe.to_dict()))
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """A nested config as the flat key -> number / text / bool a tracker records (TensorBoard takes no lists)."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float, str, bool)):
+            out[f"{prefix}{key}"] = value
+    return out

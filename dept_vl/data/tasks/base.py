@@ -96,15 +96,19 @@ class ImageView(KeyedImages):
 class Task:
     """A vision-language task: reads its data, picks training targets, and computes its metric.
 
-    Subclasses set ``name``, ``prefix`` (prepended to every source text), ``num_images`` and ``splits``, and
-    implement ``load`` and ``score``.
+    Subclasses set ``name``, ``prefix`` (prepended to every source text), ``splits`` and the abilities below, and
+    implement ``load_local`` (a data directory, or nothing for a task that ships its data), ``load_hf`` if it reads
+    Hugging Face ``datasets``, and ``score``; ``load`` chooses between them.
     """
 
     name: str = ""
     prefix: str = ""
-    num_images: int = 1
-    splits: tuple[str, ...] = ()
+    # what the task is, for everything that uses a model trained on it (predict, serve, the benches):
+    takes_question: bool = True  # each example has a question / statement; False: the image alone (a caption)
+    num_images: int = 1  # images per example
     metric: str = "accuracy"  # the number "best checkpoint" selection looks at
+    needs_data_dir: bool = True  # False: the task ships its data (easy-vqa)
+    splits: tuple[str, ...] = ()
     default_splits: tuple[str, str | None, str] = ("train", "val", "test")  # train, validation, test
     default_model: str = "t5-base_clip-vit-b32"  # the named model config `dept-vl train` uses by default
     skip_bad_lines: bool = False  # JSONL readers skip (and count) malformed lines instead of stopping
@@ -113,10 +117,28 @@ class Task:
     generation: dict = {}  # the task's own ``generate`` settings, used wherever its answers are generated
 
     def load(self, split: str, data_dir: str | Path | None = None) -> TaskData:
+        """The split's examples: from Hugging Face ``datasets`` (``hf:<name>`` or a ``save_to_disk`` directory), else
+        from the data directory (checked), or from the task's own data; never empty."""
+        if is_hf_source(data_dir):
+            return check_not_empty(self.load_hf(split, str(data_dir)))
+        self.check_split(split)
+        return check_not_empty(self.load_local(split, self.data_dir(data_dir) if self.needs_data_dir else None))
+
+    def load_local(self, split: str, root: Path | None) -> TaskData:
+        """The examples of ``split`` (checked to be one of ``splits``) from the data directory ``root``."""
         raise NotImplementedError
+
+    def load_hf(self, split: str, source: str) -> TaskData:
+        """The examples of ``split`` from ``datasets`` (``hf:<name>`` or a ``save_to_disk`` directory)."""
+        raise ConfigError(f"task {self.name!r} does not read Hugging Face datasets ({source})")
 
     def training_target(self, example: Example, rng: random.Random) -> str:
         """The target text one training step sees (default: the first reference)."""
+        return example.targets[0]
+
+    def reference_answer(self, example: Example) -> str:
+        """The best prediction for ``example`` (default: its first reference): what scores 1.0 by the task's own
+        metric (its contract test checks that)."""
         return example.targets[0]
 
     def score(self, predictions: dict[str, str], examples: Sequence[Example]) -> dict[str, float]:
@@ -152,6 +174,15 @@ class Task:
         return path
 
 
+def is_hf_source(data_dir: str | Path | None) -> bool:
+    """True for ``hf:<name>`` and for directories written by ``datasets``' ``save_to_disk``."""
+    if data_dir is None:
+        return False
+    text = str(data_dir)
+    path = Path(text)
+    return text.startswith("hf:") or (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
 _TASKS: Registry[type[Task]] = Registry("task")
 
 
@@ -164,7 +195,8 @@ def list_tasks() -> list[str]:
     return sorted(_TASKS.names())
 
 
-def get_task(name: str) -> Task:
+def registered_task(name: str) -> Task:
+    """A new instance of the task registered as ``name``."""
     return _TASKS.get(name)()
 
 

@@ -14,8 +14,8 @@ from typing import Sequence
 
 from ...io import read_data_json
 from ..metrics import caption_metrics
-from .base import Example, Task, TaskData, check_not_empty, register_task, require
-from .hf_datasets import DatasetImages, is_hf_source, open_hf_split, require_columns
+from .base import Example, Task, TaskData, register_task, require
+from .hf_datasets import DatasetImages, open_hf_split, require_columns
 
 KARPATHY_SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
 
@@ -27,6 +27,7 @@ class COCOCaption(Task):
     prepare_script = "prepare_coco.py"
     splits = tuple(KARPATHY_SPLITS)
     metric = "CIDEr"
+    takes_question = False  # a caption is said of the image alone
     # A sentence, not a word: no trigram twice. Without it a frozen decoder tends to loop on one word ("a gray gray
     # gray ..."); in the four-task shapes suite this took captions from CIDEr 0.43 to 0.73 (0.68 -> 0.78 alone).
     generation = {"no_repeat_ngram_size": 3}
@@ -34,11 +35,7 @@ class COCOCaption(Task):
     def source(self, text: str = "") -> str:
         return self.prefix if not text.strip() else f"{self.prefix} {text.strip()}"
 
-    def load(self, split: str, data_dir: str | Path | None = None) -> TaskData:
-        if is_hf_source(data_dir):
-            return self._load_hf(split, str(data_dir))
-        self.check_split(split)
-        root = self.data_dir(data_dir)
+    def load_local(self, split: str, root: Path | None) -> TaskData:
         path = self.data_file(root, "dataset_coco.json")
         records = require(read_data_json(path), "images", str(path), list)
         return self._examples(split, records, str(path), root=root)
@@ -57,9 +54,9 @@ class COCOCaption(Task):
                         for s in require(record, "sentences", f"{where}, image {i}", list)]
             examples.append(Example(str(record.get("cocoid", key)), (key,), self.source(), captions))
         hint = self.prepare_hint(root) if root is not None else ""
-        return check_not_empty(TaskData(self.name, split, examples, paths if images is None else images, hint))
+        return TaskData(self.name, split, examples, paths if images is None else images, hint)
 
-    def _load_hf(self, split: str, source: str) -> TaskData:
+    def load_hf(self, split: str, source: str) -> TaskData:
         """yerevann/coco-karpathy-style rows (filepath, filename, sentences, split, cocoid) with an ``image``;
         images decoded only when read."""
         rows = open_hf_split(source, split)

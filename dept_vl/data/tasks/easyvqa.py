@@ -11,7 +11,7 @@ from typing import Sequence
 
 from ...errors import InputError
 from ..metrics import exact_match, grouped_mean
-from .base import Example, Task, TaskData, check_not_empty, register_task
+from .base import Example, Task, TaskData, register_task
 
 SHAPES = {"circle", "rectangle", "triangle"}
 
@@ -31,9 +31,9 @@ class EasyVQA(Task):
     splits = ("train", "test")
     default_splits = ("train", None, "test")  # no validation split: train on all, test at the end
     default_model = "random-t5_efficientnet-lite0"  # offline: real EfficientNet-Lite0, random small T5
+    needs_data_dir = False  # the questions and images ship in the easy-vqa package
 
-    def load(self, split: str, data_dir: str | Path | None = None) -> TaskData:
-        self.check_split(split)
+    def load_local(self, split: str, root: Path | None) -> TaskData:
         try:
             import easy_vqa
         except ImportError:
@@ -44,7 +44,7 @@ class EasyVQA(Task):
         examples = [Example(f"{split}-{n}", (f"{split}/{image}",), self.source(text), [answer],
                             meta={"type": question_type(answer)})
                     for n, (text, answer, image) in enumerate(zip(texts, answers, image_ids))]
-        return check_not_empty(TaskData(self.name, split, examples, images))
+        return TaskData(self.name, split, examples, images)
 
     def score(self, predictions: dict[str, str], examples: Sequence[Example]) -> dict[str, float]:
         scores = [exact_match(predictions.get(ex.id, ""), ex.targets[0], clean=False) for ex in examples]

@@ -19,8 +19,8 @@ from typing import Sequence
 from ...errors import InputError
 from ...io import read_data_json
 from ..metrics import exact_match, grouped_mean
-from .base import Example, Task, TaskData, check_not_empty, register_task, require
-from .hf_datasets import DatasetImages, is_hf_source, open_hf_split, require_columns
+from .base import Example, Task, TaskData, register_task, require
+from .hf_datasets import DatasetImages, open_hf_split, require_columns
 
 
 @register_task
@@ -31,11 +31,7 @@ class GQA(Task):
     splits = ("train", "val", "train+val", "testdev")
     default_splits = ("train", "val", "testdev")
 
-    def load(self, split: str, data_dir: str | Path | None = None) -> TaskData:
-        if is_hf_source(data_dir):
-            return self._load_hf(split, str(data_dir))
-        self.check_split(split)
-        root = self.data_dir(data_dir)
+    def load_local(self, split: str, root: Path | None) -> TaskData:
         examples, images = [], {}
         for part in split.split("+"):
             path = self.data_file(root, f"{part}_balanced_questions.json")
@@ -46,9 +42,9 @@ class GQA(Task):
                 example = self._example(str(qid), q, f"{path}, question {qid}")
                 images[example.image_ids[0]] = str(root / "images" / f"{example.image_ids[0]}.jpg")
                 examples.append(example)
-        return check_not_empty(TaskData(self.name, split, examples, images, missing_hint=self.prepare_hint(root)))
+        return TaskData(self.name, split, examples, images, missing_hint=self.prepare_hint(root))
 
-    def _load_hf(self, split: str, source: str) -> TaskData:
+    def load_hf(self, split: str, source: str) -> TaskData:
         """Each part of ``split`` (``train+val``: two) from ``datasets``; images decoded only when read."""
         examples, images, hub = [], [], source.startswith("hf:")
         for part in split.split("+"):
@@ -66,7 +62,7 @@ class GQA(Task):
                 raise InputError(f"{where}: rows have no column 'image'")
             examples += [self._example(str(q.get("id") or f"{part}-{i}"), q, f"{where}, row {i}")
                          for i, q in enumerate(rows)]
-        return check_not_empty(TaskData(self.name, split, examples, ChainMap(*images)))
+        return TaskData(self.name, split, examples, ChainMap(*images))
 
     def _example(self, qid: str, q: dict, where: str) -> Example:
         return Example(qid, (str(require(q, "imageId", where)),), self.source(require(q, "question", where, str)),

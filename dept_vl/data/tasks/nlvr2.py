@@ -16,8 +16,8 @@ from typing import Sequence
 from ...errors import InputError
 from ...io import iter_jsonl
 from ..metrics import exact_match, grouped_mean
-from .base import Example, Task, TaskData, check_not_empty, register_task, require
-from .hf_datasets import DatasetImages, is_hf_source, open_hf_split, require_columns
+from .base import Example, Task, TaskData, register_task, require
+from .hf_datasets import DatasetImages, open_hf_split, require_columns
 
 LABELS = {"true": "true", "false": "false", "1": "true", "0": "false"}  # ints: ClassLabel rows
 
@@ -45,11 +45,7 @@ class NLVR2(Task):
     default_splits = ("train", "dev", "test1")
     default_model = "t5-base_clip-vit-b32_nlvr2"
 
-    def load(self, split: str, data_dir: str | Path | None = None) -> TaskData:
-        if is_hf_source(data_dir):
-            return self._load_hf(split, str(data_dir))
-        self.check_split(split)
-        root = self.data_dir(data_dir)
+    def load_local(self, split: str, root: Path | None) -> TaskData:
         path = self.data_file(root, f"{split}.json")
         examples, images = [], {}
         for number, record in iter_jsonl(path, self.skip_bad_lines, log=logging.getLogger("dept_vl").warning):
@@ -61,9 +57,9 @@ class NLVR2(Task):
                 images[key] = str(root / "images" / split / f"{key}.png")
             examples.append(Example(identifier, pair, self.source(require(record, "sentence", where, str)),
                                     [label_text(require(record, "label", where), where)]))
-        return check_not_empty(TaskData(self.name, split, examples, images, missing_hint=self.prepare_hint(root)))
+        return TaskData(self.name, split, examples, images, missing_hint=self.prepare_hint(root))
 
-    def _load_hf(self, split: str, source: str) -> TaskData:
+    def load_hf(self, split: str, source: str) -> TaskData:
         """Rows with ``sentence``, ``label`` and ``left_image`` / ``right_image``; images decoded only when read."""
         rows = open_hf_split(source, split)
         require_columns(rows, ("sentence", "label", "left_image", "right_image"), f"{source} split {split!r}")
@@ -74,7 +70,7 @@ class NLVR2(Task):
         examples = [Example(name, (f"{name}-left", f"{name}-right"), self.source(row["sentence"]),
                             [label_text(row["label"], f"{source} row {i}")])
                     for i, (name, row) in enumerate(zip(names, rows.remove_columns(["left_image", "right_image"])))]
-        return check_not_empty(TaskData(self.name, split, examples, images))
+        return TaskData(self.name, split, examples, images)
 
     def score(self, predictions: dict[str, str], examples: Sequence[Example]) -> dict[str, float]:
         scores = [exact_match(predictions.get(ex.id, ""), ex.targets[0], clean=False) for ex in examples]

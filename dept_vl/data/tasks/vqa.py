@@ -11,14 +11,15 @@ Layout (``data_scripts/prepare_vqav2.py`` builds it)::
 from __future__ import annotations
 
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
 from ...errors import InputError
 from ...io import read_data_json
 from ..metrics import grouped_mean, vqa_accuracy
-from .base import Example, Task, TaskData, check_not_empty, register_task, require
-from .hf_datasets import DatasetImages, is_hf_source, open_hf_split, require_columns
+from .base import Example, Task, TaskData, register_task, require
+from .hf_datasets import DatasetImages, open_hf_split, require_columns
 
 SUBTYPES = ("train2014", "val2014")
 
@@ -37,17 +38,12 @@ class VQAv2(Task):
     prepare_script = "prepare_vqav2.py"
     target_sampling = "frequency"  # or "most_common": always the annotators' most frequent answer
 
-    def load(self, split: str, data_dir: str | Path | None = None) -> TaskData:
-        if is_hf_source(data_dir):
-            return self._load_hf(split, str(data_dir))
-        self.check_split(split)
-        root = self.data_dir(data_dir)
+    def load_local(self, split: str, root: Path | None) -> TaskData:
         keep = None if split in SUBTYPES else self._karpathy_ids(root, split)
         examples, images = [], {}
         for subtype in (split,) if split in SUBTYPES else SUBTYPES:
             self._load_subtype(root, subtype, keep, examples, images)
-        data = TaskData(self.name, split, examples, images, missing_hint=self.prepare_hint(root))
-        return check_not_empty(data)
+        return TaskData(self.name, split, examples, images, missing_hint=self.prepare_hint(root))
 
     def _karpathy_ids(self, root: Path, split: str) -> set[int]:
         """The COCO image ids of a Karpathy split (``karpathy_split.json``, written by prepare_vqav2.py)."""
@@ -88,7 +84,7 @@ class VQAv2(Task):
                        meta={"answer_type": ann.get("answer_type"), "question_type": ann.get("question_type"),
                              "answer": ann.get("multiple_choice_answer", answers[0] if answers else "")})
 
-    def _load_hf(self, split: str, source: str) -> TaskData:
+    def load_hf(self, split: str, source: str) -> TaskData:
         """HuggingFaceM4/VQAv2-style rows: question, question_id, image_id, answers[{answer}], answer_type, image;
         images decoded only when read."""
         rows = open_hf_split(source, split)
@@ -96,12 +92,16 @@ class VQAv2(Task):
         images = DatasetImages(rows, (f"coco_{i}" for i in rows["image_id"]))
         examples = [self._example(str(row["question_id"]), f"coco_{row['image_id']}", row["question"], row, source)
                     for row in rows.remove_columns("image")]
-        return check_not_empty(TaskData(self.name, split, examples, images))
+        return TaskData(self.name, split, examples, images)
 
     def training_target(self, example: Example, rng: random.Random) -> str:
         if self.target_sampling == "most_common" or not example.targets:
             return example.meta["answer"]
         return rng.choice(example.targets)  # uniform over the ten answers = sampling by frequency
+
+    def reference_answer(self, example: Example) -> str:
+        """The answer most annotators gave (the official accuracy counts matches with the ten answers)."""
+        return Counter(example.targets).most_common(1)[0][0] if example.targets else example.meta["answer"]
 
     def score(self, predictions: dict[str, str], examples: Sequence[Example]) -> dict[str, float]:
         scores = [vqa_accuracy(predictions.get(ex.id, ""), ex.targets) for ex in examples]

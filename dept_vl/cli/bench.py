@@ -1,0 +1,92 @@
+"""``dept-vl bench``: speed and memory of every method side by side (BenchConfig), or with ``--quality`` their
+accuracy, or with ``--multitask`` each task alone against all together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .._dataclass import check_int, setting
+from ..bench.multitask import format_multitask, run_multitask
+from ..bench.native import run_native_bench
+from ..bench.quality import QUALITY_METHODS, format_quality, run_quality
+from ..bench.report import format_table, write_report
+from ..bench.speed import BenchConfig, run_bench
+from ..errors import ConfigError
+from .commands import say
+from .flags import add_command, config_from
+
+
+@dataclass
+class BenchCommand:
+    """``dept-vl bench``: speed and memory of pt / dept / adept / lora / full / the bare backbone side by side
+    (--quality: accuracy; --multitask: multi-task against single-task)."""
+
+    output_dir: str = setting("runs/bench", "where bench.json, bench.png and the built backbones go")
+    json: str | None = setting(None, "write the report here (default: OUTPUT/bench.json)")
+    png: str | None = setting(None, "write the bar chart here (default: OUTPUT/bench.png)")
+    quality: bool = setting(False, "train every method on easy-vqa and compare accuracy")
+    quality_steps: int = setting(3000, "training steps per method")
+    quality_methods: str = setting(",".join(QUALITY_METHODS), "methods to train, comma-separated")
+    quality_config: str | None = setting(None, "the recipe every method trains with (default: the offline default), "
+                                         "e.g. easyvqa_smollm2")
+    quality_set: list[str] | None = setting(None, "a train setting for every method, e.g. k_shot=1200 (repeatable)",
+                                            flag={"action": "append", "metavar": "KEY=VALUE"})
+    multitask: bool = setting(False, "each task of the shapes suite alone, then all four together with as many "
+                              "batches each: does the mix learn every task?")
+    multitask_steps: int = setting(150, "batches per task")
+    multitask_examples: int = setting(60, "examples per task and split")
+    seeds: str = setting("0", "comma-separated seeds of the multitask and quality benches")
+    speed: BenchConfig = setting(factory=BenchConfig, help="the speed bench", flag={"flatten": True})
+
+    def __post_init__(self) -> None:
+        for name in ("quality_steps", "multitask_steps", "multitask_examples"):
+            check_int(name, getattr(self, name), 1)
+
+
+def seeds_of(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(seed) for seed in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--seeds takes comma-separated integers, got {text!r}") from None
+
+
+def train_settings(items: list[str] | None) -> dict:
+    """``KEY=VALUE`` train settings (values read as YAML) as a dict; TrainConfig checks the keys and values."""
+    settings = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--quality-set takes KEY=VALUE, got {item!r}")
+        settings[key.strip()] = yaml.safe_load(value)
+    return settings
+
+
+def run_bench_command(args) -> None:
+    """Speed and memory of pt / dept / adept / lora / full / the bare backbone side by side (--quality:
+    accuracy)."""
+    cfg = config_from(args, BenchCommand)
+    out = Path(cfg.output_dir)
+    if cfg.multitask:
+        report = run_multitask(out, cfg.multitask_steps, cfg.multitask_examples, seeds_of(cfg.seeds), log=say,
+                               progress=True)
+        text, json_path, png = format_multitask(report), cfg.json or out / "multitask.json", None
+    elif cfg.quality:
+        report = run_quality(out, cfg.quality_steps, cfg.quality_methods, log=say, config=cfg.quality_config,
+                             seeds=seeds_of(cfg.seeds), progress=True, **train_settings(cfg.quality_set))
+        text, json_path, png = format_quality(report), cfg.json or out / "bench.json", None
+    elif cfg.speed.vlm:
+        report = run_native_bench(cfg.speed, out / "backbones", log=say)
+        text, json_path, png = format_table(report), cfg.json or out / "bench.json", cfg.png or out / "bench.png"
+    else:
+        report = run_bench(cfg.speed, out / "backbones", log=say)
+        text, json_path, png = format_table(report), cfg.json or out / "bench.json", cfg.png or out / "bench.png"
+    print(text)
+    write_report(report, json_path, png)
+    say(f"wrote {json_path}" + (f" and {png}" if png else ""))
+
+
+def add_bench(sub) -> None:
+    add_command(sub, "bench", BenchCommand, run_bench_command)

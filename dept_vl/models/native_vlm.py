@@ -1,0 +1,310 @@
+"""The native-VLM backbone family: a Hugging Face VLM (LLaVA, Qwen2-VL, PaliGemma, Idefics3 / SmolVLM, Florence-2,
+BLIP-2) with its own processor and chat template, frozen, and the method on its joint sequence after the image
+merge (``methods.native``). ``dept-vl train --vlm NAME_OR_DIR`` trains it like the assembled models: the same
+``prepare`` / ``forward`` / ``generate`` / ``save_pretrained`` as ``VisionLanguageModel``.
+
+Inputs are written by the model's own processor: the question as the user's turn of its chat template (with one
+image placeholder per image; ``{image}{text}`` when the processor has no template), the answer as the assistant's
+turn. A decoder-only model learns on the answer's tokens only (the rest is -100); an encoder-decoder's answer is the
+decoder's target. Left padding for decoder-only models, right padding for encoder-decoders.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError, InputError
+from ..io import local_or_hub
+from ..methods import attach_dept, get_method
+from ..methods.native import NativeVLMWrapper, language_input, language_model, native_family
+from .config import ModelConfig
+from .images import as_image
+from .saved import load_trainable, read_meta, save_trainable, saved_backbone
+from .text import DTYPES
+
+PROJECTORS = ("multi_modal_projector", "connector", "language_projection", "visual.merger", "image_projection",
+              "image_proj_norm")  # the trainable bridge of each family (--train-projector), by module name
+
+
+def load_native(name: str, dtype: str | None = None):
+    """(model, processor) of a native VLM by hub name or directory (never with ``trust_remote_code``)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    kwargs = {"dtype": DTYPES[dtype]} if dtype else {}
+    try:
+        processor = AutoProcessor.from_pretrained(name)
+        model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
+    except (OSError, ValueError, KeyError) as err:
+        raise ConfigError(f"cannot load the vision-language model {name!r} (a hub name, or a directory written by "
+                          f"save_pretrained with its processor): {' '.join(str(err).split())[:300]}") from None
+    native_family(model)  # a VLM of no supported family: one clear line
+    return model, processor
+
+
+def visual_tokens(config) -> int | None:
+    """The image placeholders a native VLM's processor writes per image (per tile for Idefics3 / SmolVLM), from its
+    config; None where the number depends on the image (Qwen2-VL's dynamic resolution, LLaVA-NeXT's tiles)."""
+    kind, vision = config.model_type, getattr(config, "vision_config", None)
+    grid = (vision.image_size // vision.patch_size) ** 2 if hasattr(vision, "patch_size") and \
+        isinstance(getattr(vision, "image_size", None), int) else None
+    if kind in ("llava", "vipllava"):
+        return grid + (getattr(config, "vision_feature_select_strategy", "default") == "full")
+    if kind == "paligemma":
+        return grid
+    if kind in ("idefics3", "smolvlm"):
+        return grid // config.scale_factor ** 2
+    if kind == "blip-2":
+        return config.num_query_tokens
+    return None
+
+
+class NativeText:
+    """What the rest of dept-vl asks of a text backbone, for a native VLM's language model."""
+
+    def __init__(self, owner: "NativeVisionLanguageModel"):
+        self._owner = owner
+
+    @property
+    def tokenizer(self):
+        return self._owner.processor.tokenizer
+
+    @property
+    def embeddings(self) -> nn.Module:
+        return self._owner.vlm.get_input_embeddings()
+
+    @property
+    def hidden_size(self) -> int:
+        return self.embeddings.weight.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.embeddings.weight.device
+
+    @property
+    def kind(self) -> str:
+        return "seq2seq" if self._owner.native.is_encoder_decoder else "causal"
+
+    def to(self, *args, **kwargs):
+        language_input(self._owner.vlm)[0].to(*args, **kwargs)
+        return self
+
+    def unknown_words(self, text: str) -> tuple[int, int]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        unk = self.tokenizer.unk_token_id
+        return sum(unk is not None and i == unk for i in ids), len(ids)
+
+
+class NativeVisionLanguageModel(nn.Module):
+    """A frozen native VLM with its processor; trainable: the method (and with ``train_projector`` the VLM's own
+    projector). ``native`` is the wrapper that runs the method after the image merge."""
+
+    reads_images = True
+    vision = None  # no separate frozen encoder: images go through the VLM itself (no feature cache)
+    tokens_per_image = None
+
+    def __init__(self, config: ModelConfig, vlm: nn.Module | None = None, processor=None):
+        super().__init__()
+        self.config = config = copy.deepcopy(config)
+        if vlm is None:
+            vlm, processor = load_native(config.vlm, config.text.dtype)
+        self.processor, self.text = processor, NativeText(self)
+        self.fast_path, self.bucket_multiple, self.generation_options = None, None, {}
+        self.native = self._apply_method(vlm)
+        self.projector_prefixes = self._train_projector() if config.train_projector else ()
+
+    @property
+    def vlm(self) -> nn.Module:
+        return self.native.model
+
+    @property
+    def dept(self):
+        return self.native.dept
+
+    @property
+    def method_name(self) -> str:
+        return self.config.method
+
+    backbone_prefix = "native.model."  # the frozen VLM's parameters (param_groups)
+
+    def _apply_method(self, vlm: nn.Module) -> NativeVLMWrapper:
+        """The VLM frozen, wrapped; an input method on its merged sequence, or a backbone method on its language
+        model (never the vision tower)."""
+        method, config = get_method(self.config.method), self.config
+        family = native_family(vlm)
+        if method.section not in (None, "dept"):
+            config.sections[method.section] = config.settings_for()
+        if method.adapter is None:
+            vlm.requires_grad_(False).eval()
+            method.backbone(language_model(vlm), config.settings_for())
+            return NativeVLMWrapper(vlm, None, family, config.method)
+        dept = dataclasses.replace(config.dept, num_prompts=config.num_prompts)
+        wrapped = attach_dept(vlm, dept, method=config.method, settings=config.settings_for(),
+                              tokenizer=self.processor.tokenizer)
+        config.dept = wrapped.dept.config
+        return wrapped
+
+    def _train_projector(self) -> tuple[str, ...]:
+        """Unfreeze the VLM's own projector (the bridge from its vision tower to its language model)."""
+        found = [name for name, module in self.vlm.named_modules() if name.endswith(PROJECTORS)]
+        if not found:
+            raise ConfigError(f"--train-projector: no projector module ({', '.join(PROJECTORS)}) in "
+                              f"{type(self.vlm).__name__}")
+        for name in found:
+            self.vlm.get_submodule(name).requires_grad_(True)
+        return tuple(f"native.model.{name}." for name in found)
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if get_method(self.config.method).adapter_only:  # frozen: dropout stays off (full fine-tuning keeps it)
+            self.vlm.eval()
+        return self
+
+    # ---- training and generation ------------------------------------------------------------------------------
+    def forward(self, input_ids, attention_mask, labels=None, prompt_ids=None, **inputs):
+        """The VLM's output; ``.loss``: the mean cross-entropy on ``labels`` (-100 = ignored)."""
+        return self.native(input_ids=input_ids, attention_mask=attention_mask, labels=labels, prompt_ids=prompt_ids,
+                           **inputs)
+
+    @torch.no_grad()
+    def generate(self, input_ids, attention_mask, prompt_ids=None, max_new_tokens: int | None = None,
+                 num_beams: int = 1, **inputs) -> list[str]:
+        """Greedy (``num_beams=1``) or beam-search answers as text (``inputs``: the processor's other outputs and
+        any ``generate`` option)."""
+        tokenizer = self.processor.tokenizer
+        ids = self.native.generate(input_ids=input_ids, attention_mask=attention_mask, prompt_ids=prompt_ids,
+                                   max_new_tokens=max_new_tokens or self.config.text.max_target_length,
+                                   num_beams=num_beams, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                                   **{**self.generation_options, **inputs})
+        new = ids if self.native.is_encoder_decoder else ids[:, input_ids.shape[1]:]
+        return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+    def predict(self, texts: Sequence[str], images=None, num_beams: int = 1, task=None, **settings) -> list[str]:
+        """Answer ``texts`` about ``images``: ``model.predict(["what shape is this?"], [Image.open(p)])``."""
+        return self.generate(**self.prepare(texts, images, task=task), num_beams=num_beams, **settings)
+
+    # ---- checkpoints: the trainable weights only ----------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> None:
+        """The trainable weights and ``dept_vl_config.json`` naming the VLM (``models/saved.py``)."""
+        save_trainable(self, directory, {"hidden_size": self.text.hidden_size, "family": native_family(self.vlm).name},
+                       local=self.config.vlm)
+
+    def load_trainable(self, directory: str | Path) -> None:
+        load_trainable(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, backbone: str | None = None) -> "NativeVisionLanguageModel":
+        """The VLM the checkpoint names (``backbone``: from here instead), with the trained weights; ``directory``
+        may be a Hugging Face Hub repository (``user/repo``)."""
+        directory = local_or_hub(directory)
+        meta = read_meta(directory)
+        config = ModelConfig.from_dict(meta["model"])
+        config.vlm = backbone or saved_backbone(config.vlm, meta.get("backbone_relative"), directory,
+                                                "vision-language model")
+        model = cls(config)
+        if model.text.hidden_size != meta["hidden_size"]:
+            raise CheckpointError(f"checkpoint {directory} was trained for width {meta['hidden_size']}, but "
+                                  f"{config.vlm!r} has width {model.text.hidden_size}")
+        model.load_trainable(directory)
+        return model
+
+    # ---- inputs, written by the model's own processor -----------------------------------------------------------
+    def _user_turn(self, text: str, images: int, context=()) -> list[dict]:
+        """The conversation up to the question: earlier turns (the images in the first user turn), then it."""
+        turns = [(role, turn) for role, turn in context or ()] + [("user", text)]
+        return [{"role": role, "content": [*([{"type": "image"}] * images if i == 0 else []),
+                                           {"type": "text", "text": turn}]} for i, (role, turn) in enumerate(turns)]
+
+    def _prompt(self, text: str, images: int, context=()) -> str:
+        """The question as the model's chat template writes a user turn (ending where the answer begins), after
+        the conversation's earlier turns."""
+        if getattr(self.processor, "chat_template", None):
+            return self.processor.apply_chat_template(self._user_turn(text, images, context),
+                                                      add_generation_prompt=True)
+        token = getattr(self.processor, "image_token", None)
+        return f"{(token or '') * images}{' '.join(t for _, t in context or ())} {text}".strip()
+
+    def _conversation(self, text: str, target: str, images: int, context=()) -> str:
+        """The question and its answer as one conversation (the answer's end marked as the template marks it)."""
+        prompt = self._prompt(text, images, context)
+        if getattr(self.processor, "chat_template", None):
+            turns = self._user_turn(text, images, context) + [{"role": "assistant", "content": [
+                {"type": "text", "text": target}]}]
+            full = self.processor.apply_chat_template(turns)
+            if full.startswith(prompt):
+                return full
+        return prompt + target + (self.processor.tokenizer.eos_token or "")
+
+    def _encode(self, texts: list[str], images: list) -> dict:
+        tokenizer = self.processor.tokenizer
+        tokenizer.padding_side = "right" if self.native.is_encoder_decoder else "left"
+        try:
+            batch = self.processor(text=texts, images=images, return_tensors="pt", padding=True)
+        except (ValueError, TypeError) as err:
+            raise InputError(f"the model's processor refused the inputs: {' '.join(str(err).split())[:300]}") from None
+        return dict(batch)
+
+    def prepare(self, texts: Sequence[str], images=None, image_features=None, targets: Sequence[str] | None = None,
+                device=None, task=None, contexts: Sequence | None = None) -> dict:
+        """The model's inputs (and ``labels`` of ``targets``) for ``texts`` about ``images`` (one or a list per
+        example), on ``device`` (default: the model's); ``contexts``: each example's earlier turns, rendered by
+        the chat template before its question."""
+        if images is None:
+            raise InputError("a native VLM reads images (it has no precomputed features)")
+        device = self.text.device if device is None else device
+        per_example = [list(im) if isinstance(im, (list, tuple)) else [im] for im in images]
+        pictures = [[as_image(i) for i in ims] for ims in per_example]
+        counts, contexts = [len(ims) for ims in pictures], contexts or [()] * len(texts)
+        prompts = [self._prompt(t, n, c) for t, n, c in zip(texts, counts, contexts)]
+        if targets is None or self.native.is_encoder_decoder:
+            batch = self._encode(prompts, pictures)
+            if targets is not None:
+                batch["labels"] = self.prepare_targets(targets, "cpu")
+        else:
+            batch = self._encode([self._conversation(t, a, n, c) for t, a, n, c in zip(texts, targets, counts,
+                                                                                     contexts)], pictures)
+            prompts = self._encode(prompts, pictures)
+            batch["labels"] = answer_labels(batch["input_ids"], batch["attention_mask"],
+                                            prompts["attention_mask"].sum(1))
+        prompt_ids = self.prompt_ids_for(task, len(texts), device)
+        if prompt_ids is not None:
+            batch["prompt_ids"] = prompt_ids
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def prepare_targets(self, targets: Sequence[str], device=None) -> torch.Tensor:
+        """The answers' token ids (-100 where padded), EOS appended: an encoder-decoder's decoder targets."""
+        tokenizer = self.processor.tokenizer
+        tokenizer.padding_side = "right"
+        enc = tokenizer([t + (tokenizer.eos_token or "") for t in targets], padding=True, add_special_tokens=False,
+                        truncation=True, max_length=self.config.text.max_target_length, return_tensors="pt")
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        return labels.to(self.text.device if device is None else device)
+
+    def prompt_ids_for(self, task, count: int, device=None):
+        """As ``VisionLanguageModel.prompt_ids_for``: which prompt each example gets in a model of several tasks."""
+        if self.dept is None or self.dept.config.num_prompts == 1:
+            return None
+        names = [task] if task is None or isinstance(task, str) else list(task)
+        unknown = [name for name in names if name not in self.config.tasks]
+        if unknown:
+            raise InputError(f"this model has a prompt for each of its tasks ({', '.join(self.config.tasks)}); name "
+                             f"one of them (got {unknown[0]!r})")
+        if isinstance(task, str):
+            return self.config.tasks.index(task)
+        return torch.tensor([self.config.tasks.index(name) for name in names], device=device)
+
+
+def answer_labels(input_ids: torch.Tensor, mask: torch.Tensor, prompt_lengths: torch.Tensor) -> torch.Tensor:
+    """``input_ids`` as labels of the answer only: -100 on padding and on each row's first ``prompt_lengths`` real
+    tokens (the question, its images and the template around them)."""
+    real = mask.long().cumsum(1)  # 1 at a row's first real token
+    keep = (mask == 1) & (real > prompt_lengths.to(real.device).unsqueeze(1))
+    return input_ids.masked_fill(~keep, -100)

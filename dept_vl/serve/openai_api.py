@@ -1,0 +1,162 @@
+"""An OpenAI-compatible API beside dept-vl's own, so that any OpenAI client talks to the server:
+
+    POST /v1/chat/completions   {"model": ADAPTER, "messages": [{"role": "user", "content": [{"type": "text", ...},
+                                {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}]}],
+                                "max_tokens": N, "temperature": 0, "n": 1, "stream": false}
+    GET  /v1/models             the adapters, as OpenAI lists models
+
+Images come only as data URLs (the server fetches nothing). Decoding is greedy: ``temperature`` must be 0 (or
+left out) and ``n`` 1. ``stream: true`` answers with server-sent events, as OpenAI sends them (the answer arrives
+whole in one delta: it is generated in a batch). Errors have OpenAI's shape: ``{"error": {"message", "type",
+"param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import time
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ..io import parse_json
+from .inputs import Question, RequestError, decode_image
+
+
+class OpenAIError(RequestError):
+    """A RequestError answered in OpenAI's error shape."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+        super().__init__(status, message)
+        self.param, self.code = param, code
+
+    def body(self) -> dict:
+        kind = {401: "authentication_error", 404: "invalid_request_error", 413: "invalid_request_error"}.get(
+            self.status, "invalid_request_error" if self.status < 500 else "server_error")
+        return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+
+
+def parse_chat(body: bytes) -> tuple[Question, dict]:
+    """The question a chat completion request asks, and the request's own fields (model, stream, ...)."""
+    try:
+        data = parse_json(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise OpenAIError(400, f"the body is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise OpenAIError(400, "the JSON body must be an object")
+    model, messages = data.get("model"), data.get("messages")
+    if not isinstance(model, str) or not model:
+        raise OpenAIError(400, "model: the name of an adapter this server serves (GET /v1/models)", "model")
+    if not isinstance(messages, list) or not messages:
+        raise OpenAIError(400, "messages must be a non-empty list", "messages")
+    _check_sampling(data)
+    user = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    if not user:
+        raise OpenAIError(400, "messages hold no user message", "messages")
+    text, images = _content(user[-1].get("content"))
+    for earlier in user[:-1]:  # images of earlier turns count too (the conversation is about them)
+        images = _content(earlier.get("content"))[1] + images
+    max_tokens = data.get("max_tokens", data.get("max_completion_tokens"))
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        raise OpenAIError(400, "max_tokens must be a positive integer", "max_tokens")
+    return Question(images, text or None, adapter=model, max_tokens=max_tokens), data
+
+
+def _check_sampling(data: dict) -> None:
+    if data.get("temperature") not in (None, 0, 0.0):
+        raise OpenAIError(400, "this server decodes greedily: temperature must be 0 (or left out)", "temperature")
+    if data.get("n") not in (None, 1):
+        raise OpenAIError(400, "this server returns one choice: n must be 1", "n")
+
+
+def _content(content) -> tuple[str, list]:
+    """A message's text and decoded images (text, or parts of type text / image_url with a data URL)."""
+    if isinstance(content, str):
+        return content, []
+    if not isinstance(content, list):
+        raise OpenAIError(400, "a message's content must be text or a list of content parts", "messages")
+    texts, images = [], []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image_url":
+            images.append(_data_url(part.get("image_url"), len(images) + 1))
+        else:
+            raise OpenAIError(400, f"unsupported content part {str(part)[:60]}: use text and image_url", "messages")
+    return " ".join(texts), images
+
+
+def _data_url(image_url, number: int):
+    url = image_url.get("url") if isinstance(image_url, dict) else image_url
+    if not isinstance(url, str) or not url.startswith("data:"):
+        raise OpenAIError(400, f"image {number}: only data URLs (data:image/png;base64,...) are accepted; this server "
+                               "fetches nothing", "messages")
+    try:
+        data = base64.b64decode(url.split(",", 1)[-1], validate=True)
+    except (binascii.Error, ValueError):
+        raise OpenAIError(400, f"image {number}: the data URL is not base64", "messages") from None
+    try:
+        return decode_image(data, f"image {number}")
+    except RequestError as err:
+        raise OpenAIError(err.status, err.message, "messages") from None
+
+
+def completion(answer: str, model: str, created: int, ident: str) -> dict:
+    return {"id": ident, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop",
+                         "logprobs": None}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": len(answer.split()),
+                      "total_tokens": len(answer.split())}}
+
+
+def stream(answer: str, model: str, created: int, ident: str):
+    """The server-sent events of a streamed answer: the role, the answer, the end, [DONE]."""
+    def chunk(delta: dict, finish: str | None) -> str:
+        return "data: " + json.dumps({"id": ident, "object": "chat.completion.chunk", "created": created,
+                                      "model": model, "choices": [{"index": 0, "delta": delta,
+                                                                   "finish_reason": finish, "logprobs": None}]}) + "\n\n"
+
+    async def events():
+        yield chunk({"role": "assistant", "content": ""}, None)
+        yield chunk({"content": answer}, None)
+        yield chunk({}, "stop")
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def add_openai_routes(app: FastAPI, submit, adapters, check_key, read_body) -> None:
+    """``POST /v1/chat/completions`` (answered by ``submit(question)``) and ``GET /v1/models``."""
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        try:
+            check_key(request)
+            body = await (await read_body(request)).body()
+            question, data = await asyncio.get_running_loop().run_in_executor(None, parse_chat, body)
+            if question.adapter not in adapters.adapters:
+                raise OpenAIError(404, f"the model {question.adapter!r} does not exist: this server serves "
+                                       f"{', '.join(adapters.adapters)}", "model", "model_not_found")
+            answer = await submit(question)
+        except OpenAIError:
+            raise
+        except RequestError as err:  # the server's own checks, answered in OpenAI's shape here
+            raise OpenAIError(err.status, err.message) from None
+        created, ident = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        if data.get("stream"):
+            return stream(answer, question.adapter, created, ident)
+        return completion(answer, question.adapter, created, ident)
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "dept-vl"}
+                                           for name in adapters.adapters]}
+
+    @app.exception_handler(OpenAIError)
+    async def openai_error(_request, err: OpenAIError):
+        return JSONResponse(err.body(), status_code=err.status)
