@@ -1,10 +1,14 @@
 """The feature cache: round trip, refusal of another encoder's cache, resume after an interruption."""
 
+import os
+import time
+
 import pytest
 import torch
 
 from dept_vl.errors import CheckpointError, InputError
 from dept_vl.data.feature_cache import FeatureCache, cached_features, default_cache_dir, encoder_signature
+from dept_vl.data.shard_files import row_crcs
 from dept_vl.io import tensor_checksum
 from dept_vl.models import build_vision_encoder
 
@@ -73,12 +77,17 @@ def test_resume_after_interruption_skips_finished_shards(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         FeatureCache(tmp_path, sig).build(IMAGES, encoder, shard_size=4, progress=False, after_shard=stop_after_first)
-    (tmp_path / ".shard-00001.safetensors.abc.tmp").write_bytes(b"partial")  # a write killed half way
+    killed = tmp_path / ".shard-00001.safetensors.abc.tmp"
+    killed.write_bytes(b"partial")  # a write killed half way, 20 minutes ago
+    os.utime(killed, (time.time() - 1200, time.time() - 1200))
+    busy = tmp_path / ".shard-beef-00000.safetensors.xyz.tmp"
+    busy.write_bytes(b"in progress")  # another writer's shard being written now: left alone
     assert len(FeatureCache(tmp_path, sig)) == 4
     encoder.seen = 0
     cache = FeatureCache(tmp_path, sig)
     assert cache.build(IMAGES, encoder, shard_size=4, progress=False) == 6 and encoder.seen == 6
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert [p.name for p in tmp_path.glob(".*.tmp")] == [busy.name]
+    assert not list((tmp_path / "claims").iterdir())  # every claim released
     assert torch.equal(cache.get(sorted(IMAGES))[:, 0, 0], torch.arange(10.0))
 
 
@@ -86,9 +95,9 @@ def test_truncated_shard_is_reported(tmp_path):
     encoder = CountingEncoder()
     sig = encoder_signature(encoder)
     FeatureCache(tmp_path, sig).build(IMAGES, encoder, shard_size=5, progress=False)
-    shard = tmp_path / "shard-00001.safetensors"
+    shard = sorted(tmp_path.glob("shard-*"))[1]
     shard.write_bytes(shard.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match="shard-00001.safetensors is corrupt"):
+    with pytest.raises(CheckpointError, match=f"{shard.name} is corrupt.*dept-vl features"):
         FeatureCache(tmp_path, sig)
 
 
@@ -122,6 +131,7 @@ def test_changed_or_non_finite_shards_are_refused_by_name(tmp_path, fmt):
             arrays = dict(data)
         arrays["features"][0, 0, 0] = np.nan
         arrays["dept_vl_sha256"] = np.array(tensor_checksum({"features": torch.from_numpy(arrays["features"])}))
+        arrays["row_crc32"] = row_crcs(arrays["features"])
         np.savez(shard, **arrays)  # a matching checksum: only the NaN is wrong
         with pytest.raises(CheckpointError, match=f"{shard.name} holds NaN or inf values.*dept-vl features"):
             FeatureCache(tmp_path, sig).get(["img05"])

@@ -50,8 +50,9 @@ def multipart_body(fields: list[tuple[str, bytes, str | None]]) -> bytes:
     return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
 
 
-def sample_requests(checkpoint: str, count: int) -> list[bytes]:
-    """Multipart bodies of the first ``count`` test questions of the checkpoint's task (repeated if fewer)."""
+def sample_requests(checkpoint: str, count: int, adapters: list[str] | None = None) -> list[bytes]:
+    """Multipart bodies of the first ``count`` test questions of the checkpoint's task (repeated if fewer); with
+    ``adapters``, request i asks adapter i mod their number."""
     saved = SavedModel.find(checkpoint)
     task = saved.get_task()
     data = task.load(task.default_splits[2], saved.data_dir(task.name))
@@ -60,8 +61,9 @@ def sample_requests(checkpoint: str, count: int) -> list[bytes]:
         question = example.source.removeprefix(task.prefix).encode()
         fields = [("question", question, None)] if task.takes_question else []
         fields += [("image", _image_bytes(data.images[i]), "image.png") for i in example.image_ids]
-        bodies.append(multipart_body(fields))
-    return [bodies[i % len(bodies)] for i in range(count)]
+        bodies.append(fields)
+    return [multipart_body(bodies[i % len(bodies)] + ([("adapter", adapters[i % len(adapters)].encode(), None)]
+                                                      if adapters else [])) for i in range(count)]
 
 
 def _image_bytes(image) -> bytes:
@@ -76,12 +78,17 @@ class ServerProcess:
     """``dept-vl serve --checkpoint CHECKPOINT *serve_args`` in a subprocess on a free loopback port; ready once
     /health answers. ``stop()`` sends SIGTERM and gives the exit code; its stderr is then in ``stderr``."""
 
-    def __init__(self, checkpoint: str, *serve_args: str):
+    def __init__(self, checkpoint: str | None, *serve_args: str, wait: bool = True):
         self.url = f"http://127.0.0.1:{free_port()}"
         self.stderr = ""
+        serving = ["--checkpoint", str(checkpoint)] if checkpoint else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dept_vl.cli", "serve", "--checkpoint", str(checkpoint), "--port",
-             self.url.rsplit(":", 1)[1], *serve_args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            [sys.executable, "-m", "dept_vl.cli", "serve", *serving, "--port", self.url.rsplit(":", 1)[1],
+             *serve_args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
         deadline = time.time() + 300
         while time.time() < deadline and self.process.poll() is None:
             try:
@@ -91,6 +98,20 @@ class ServerProcess:
                 time.sleep(0.3)
         self.process.kill()
         raise InputError(f"dept-vl serve did not start: {self.process.communicate()[1].strip()[-500:]}")
+
+    @classmethod
+    def start_all(cls, *serve_args: list[str]) -> list["ServerProcess"]:
+        """One server per argument list, started side by side; all stopped if one does not start."""
+        servers = [cls(None, *args, wait=False) for args in serve_args]
+        try:
+            for server in servers:
+                server.wait_ready()
+        except BaseException:
+            for server in servers:
+                server.process.kill()
+                server.process.wait()
+            raise
+        return servers
 
     def get(self, path: str) -> dict:
         with urllib.request.urlopen(self.url + path, timeout=30) as response:
@@ -117,14 +138,17 @@ class ServerProcess:
         return self.process.returncode
 
 
-def load(server: ServerProcess, bodies: list[bytes], clients: int) -> dict:
-    """Send ``bodies`` from ``clients`` threads; requests/s, latency percentiles (ms), errors, mean batch size."""
-    before = server.get("/health")
+def load(server: ServerProcess | list[ServerProcess], bodies: list[bytes], clients: int) -> dict:
+    """Send ``bodies`` from ``clients`` threads (to several servers: request i to server i mod their number);
+    requests/s, latency percentiles (ms), errors, mean batch size."""
+    servers = server if isinstance(server, list) else [server]
+    before = _health(servers)
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        outcomes = list(pool.map(_attempt(server), bodies))
+        attempts = [_attempt(s) for s in servers]
+        outcomes = list(pool.map(lambda i: attempts[i % len(servers)](bodies[i]), range(len(bodies))))
     seconds = time.perf_counter() - started
-    after = server.get("/health")
+    after = _health(servers)
     latencies = sorted(1000 * t for t in outcomes if isinstance(t, float))
     cuts = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else latencies * 99
     batches = after["batches"] - before["batches"]
@@ -132,6 +156,11 @@ def load(server: ServerProcess, bodies: list[bytes], clients: int) -> dict:
             "seconds": round(seconds, 2), "requests_per_s": round(len(bodies) / seconds, 2),
             "p50_ms": round(cuts[49], 1), "p95_ms": round(cuts[94], 1), "p99_ms": round(cuts[98], 1),
             "mean_batch_size": round((after["requests"] - before["requests"]) / batches, 2) if batches else 0.0}
+
+
+def _health(servers: list[ServerProcess]) -> dict:
+    states = [s.get("/health") for s in servers]
+    return {"batches": sum(h["batches"] for h in states), "requests": sum(h["requests"] for h in states)}
 
 
 def _attempt(server: ServerProcess):
@@ -157,12 +186,17 @@ class BenchServeConfig:
     requests: int = setting(400, "requests in each run")
     warmup: int = setting(WARMUP, "requests sent before memory is first read")
     sequential: bool = setting(True, "also send the requests one at a time, for the speed-up")
+    adapters: int = setting(1, "above 1: the run served as this many adapters by one server, against one adapter and "
+                            "against as many one-adapter servers (--no-peer: not those)")
+    peer: bool = setting(True, "with --adapters: also measure as many one-adapter servers")
+    rounds: int = setting(4, "with --adapters: the one-adapter and the K-adapter server take this many turns (the "
+                          "requests split between them); the throughput ratio is the median of the turns' ratios")
     output_dir: str = setting("runs/bench", "where bench-serve.json goes")
     json: str | None = setting(None, "write the report here instead (default: OUTPUT/bench-serve.json)")
     server: ServeSettings = setting(factory=ServeSettings, help="the server's batching", flag={"flatten": True})
 
     def __post_init__(self) -> None:
-        for name, minimum in (("clients", 1), ("requests", 1), ("warmup", 0)):
+        for name, minimum in (("clients", 1), ("requests", 1), ("warmup", 0), ("adapters", 1), ("rounds", 1)):
             check_int(name, getattr(self, name), minimum)
 
 

@@ -1,5 +1,6 @@
 """``dept-vl bench``: speed and memory of every method side by side (BenchConfig), or with ``--quality`` their
-accuracy, or with ``--multitask`` each task alone against all together."""
+accuracy, with ``--multitask`` each task alone against all together, with ``--data-scale`` training memory
+against the feature cache's size."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from .._dataclass import check_int, setting
+from ..bench.data_scale import format_data_scale, run_data_scale
 from ..bench.multitask import format_multitask, run_multitask
 from ..bench.native import run_native_bench
 from ..bench.quality import QUALITY_METHODS, format_quality, run_quality
@@ -22,7 +24,7 @@ from .flags import add_command, config_from
 @dataclass
 class BenchCommand:
     """``dept-vl bench``: speed and memory of pt / dept / adept / lora / full / the bare backbone side by side
-    (--quality: accuracy; --multitask: multi-task against single-task)."""
+    (--quality: accuracy; --multitask: multi-task against single-task; --data-scale: memory against cache size)."""
 
     output_dir: str = setting("runs/bench", "where bench.json, bench.png and the built backbones go")
     json: str | None = setting(None, "write the report here (default: OUTPUT/bench.json)")
@@ -38,19 +40,24 @@ class BenchCommand:
                               "batches each: does the mix learn every task?")
     multitask_steps: int = setting(150, "batches per task")
     multitask_examples: int = setting(60, "examples per task and split")
+    data_scale: bool = setting(False, "training memory on generated feature caches of growing size, two processes "
+                               "sharing one, the data path's rate against the step's, cache build with 1 and 2 "
+                               "processes")
+    data_scale_images: str = setting("5000,20000,100000", "cache sizes (images) of --data-scale, comma-separated")
+    data_scale_steps: int = setting(100, "training steps (batch 64) per --data-scale run")
     seeds: str = setting("0", "comma-separated seeds of the multitask and quality benches")
     speed: BenchConfig = setting(factory=BenchConfig, help="the speed bench", flag={"flatten": True})
 
     def __post_init__(self) -> None:
-        for name in ("quality_steps", "multitask_steps", "multitask_examples"):
+        for name in ("quality_steps", "multitask_steps", "multitask_examples", "data_scale_steps"):
             check_int(name, getattr(self, name), 1)
 
 
-def seeds_of(text: str) -> tuple[int, ...]:
+def seeds_of(text: str, flag: str = "--seeds") -> tuple[int, ...]:
     try:
         return tuple(int(seed) for seed in text.split(","))
     except ValueError:
-        raise ConfigError(f"--seeds takes comma-separated integers, got {text!r}") from None
+        raise ConfigError(f"{flag} takes comma-separated integers, got {text!r}") from None
 
 
 def train_settings(items: list[str] | None) -> dict:
@@ -69,7 +76,11 @@ def run_bench_command(args) -> None:
     accuracy)."""
     cfg = config_from(args, BenchCommand)
     out = Path(cfg.output_dir)
-    if cfg.multitask:
+    if cfg.data_scale:
+        report = run_data_scale(seeds_of(cfg.data_scale_images, "--data-scale-images"), cfg.data_scale_steps,
+                                out / "data-scale", log=say)
+        text, json_path, png = format_data_scale(report), cfg.json or out / "data-scale.json", None
+    elif cfg.multitask:
         report = run_multitask(out, cfg.multitask_steps, cfg.multitask_examples, seeds_of(cfg.seeds), log=say,
                                progress=True)
         text, json_path, png = format_multitask(report), cfg.json or out / "multitask.json", None

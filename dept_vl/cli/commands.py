@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .._dataclass import check_int, setting
 from ..bench.report import write_report
+from ..bench.serve_adapters import format_adapter_bench, run_adapter_bench
 from ..bench.serve_load import BenchServeConfig, format_serve_bench, run_serve_bench
 from ..errors import ConfigError
 from ..inference.evaluate import EvalConfig, evaluate_checkpoint
@@ -94,7 +95,8 @@ def run_features(args) -> None:
     """Compute the frozen vision encoder's features for every image of a task's splits, into the cache that
     `dept-vl train` with the same recipe reads."""
     for report in build_features(config_from(args, FeaturesConfig), log=say):
-        print(json.dumps(report, indent=2))
+        if report["process"] == 0:  # under accelerate launch, one report: every process waited for the whole cache
+            print(json.dumps(report, indent=2))
 
 
 def run_eval(args) -> None:
@@ -123,8 +125,15 @@ def run_bench_serve(args) -> None:
     """Load on `dept-vl serve`: concurrent clients, then the same requests one at a time; throughput, latency,
     batch sizes, errors, the server's memory."""
     config = config_from(args, BenchServeConfig)
-    report = run_serve_bench(config, log=say)
-    print(format_serve_bench(report))
+    if config.adapters > 1:
+        settings = ("--max-batch-size", str(config.server.max_batch_size), "--max-wait-ms",
+                    str(config.server.max_wait_ms))
+        report = run_adapter_bench(config.checkpoint, config.adapters, config.clients, config.requests,
+                                   config.warmup, settings, config.peer, config.rounds, log=say)
+        print(format_adapter_bench(report))
+    else:
+        report = run_serve_bench(config, log=say)
+        print(format_serve_bench(report))
     path = config.json or Path(config.output_dir) / "bench-serve.json"
     write_report(report, path, None)
     say(f"wrote {path}")
@@ -160,6 +169,7 @@ def add_commands(sub) -> None:
     add_command(sub, "eval", EvalConfig, run_eval)
     add_command(sub, "predict", PredictConfig, run_predict_command)
     add_command(sub, "serve", ServeConfig, run_serve)
-    add_command(sub, "bench-serve", BenchServeConfig, run_bench_serve, skip=("api_key", "max_upload_mb"))
+    add_command(sub, "bench-serve", BenchServeConfig, run_bench_serve, skip=("api_key", "max_upload_mb",
+                                                                            "adapter_dir"))
     add_command(sub, "fetch-gguf", FetchGgufConfig, run_fetch_gguf)
     add_command(sub, "push", PushConfig, run_push)

@@ -2,42 +2,46 @@
 
 Layout of a cache directory::
 
-    cache_config.json             the encoder's name and settings (checked on every open)
-    shard-00000.safetensors       "features" (N, tokens, dim); the N image ids in the file's metadata
-    shard-00001.safetensors ...   (or shard-*.npz with arrays "features" and "ids" for format="numpy")
+    cache_config.json                  the encoder's name and settings (checked on every open)
+    shard-<writer>-00000.safetensors   "features" (N, tokens, dim); the N image ids and a CRC-32 per row in the
+    shard-<writer>-00001.safetensors   file's metadata (or shard-*.npz with arrays "features", "ids", "row_crc32")
+    claims/                            the chunks writers are encoding now (``cache_claims``)
 
 Every shard is written atomically (temp file + fsync + rename), so a shard on disk is always complete; an
-interrupted build loses at most the shard in progress, and ``build`` resumes by skipping cached ids.
+interrupted build loses at most the shards in progress, and ``build`` resumes by skipping cached ids. Writers
+(``accelerate launch`` processes, or separate commands) share the work through claims and name their shards
+apart, so they never collide.
+
+Reading keeps only the index (image id -> shard, row) in memory: ``get`` reads the rows it is asked for from the
+shard files (``shard_files.ShardFile``), through the page cache that every process on the machine shares, with at
+most ``max_open`` shard files open. Memory does not grow with the cache.
 """
 
 from __future__ import annotations
 
-import json
+import secrets
+import threading
+import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
 
 from ..errors import CheckpointError, ConfigError, InputError, OutputError
-from ..io import (CHECKSUM, atomic_write, cache_root, check_tensors, read_json, tensor_checksum, write_json,
-                  write_safetensors)
+from ..io import cache_root, read_json, write_json
 from ..progress import progress as progress_bar
+from .cache_claims import STALE_AFTER, Claims, chunk_key
+from .shard_files import (ShardError, ShardFile, ShardLayout, all_finite, as_tensor, non_finite, read_layout,
+                          write_shard)
 
 CACHE_CONFIG = "cache_config.json"
 FORMATS = {"safetensors": ".safetensors", "numpy": ".npz"}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-_UNREADABLE = (SafetensorError, OSError, ValueError, KeyError)
-
-
 REBUILD = "delete it and rerun `dept-vl features` (or the training) to recompute it"
-
-
-def _corrupt(path: Path, err: Exception) -> CheckpointError:
-    return CheckpointError(f"feature cache shard {path} is corrupt ({err}); {REBUILD}")
 
 
 def _mismatch(root: Path, made_with, wanted: dict) -> str:
@@ -69,45 +73,75 @@ def default_cache_dir(task: str, signature: Mapping[str, Any]) -> Path:
 
 
 class FeatureCache:
-    """Read and extend one cache directory. ``signature`` must match the one the cache was made with."""
+    """Read and extend one cache directory. ``signature`` must match the one the cache was made with.
+    ``max_open``: shard files held open at once (reads never keep features in memory)."""
 
     def __init__(self, root: str | Path, signature: Mapping[str, Any] | None = None, fmt: str = "safetensors",
-                 dtype: str = "float32"):
+                 dtype: str = "float32", max_open: int = 128):
         self.root = Path(root)
+        self.config = self._open_config(signature, fmt, dtype)
+        self.suffix = FORMATS[self.config["format"]]
+        self.max_open, self.writer, self._written = max(1, max_open), secrets.token_hex(4), 0
+        self._index: dict[str, int] = {}  # image id -> shard number << 32 | row
+        self._layouts: list[ShardLayout] = []
+        self._names: set[str] = set()
+        self._open: OrderedDict[int, ShardFile] = OrderedDict()
+        self._verified: set[int] = set()  # shards without row checksums, verified whole by this process
+        self._lock = threading.RLock()
+        self.refresh()
+
+    def _open_config(self, signature, fmt: str, dtype: str) -> dict:
         config_path = self.root / CACHE_CONFIG
         if config_path.is_file():
-            self.config = read_json(config_path)
-            if signature is not None and self.config.get("signature") != dict(signature):
-                raise CheckpointError(_mismatch(self.root, self.config.get("signature"), dict(signature)))
-        elif signature is None:
+            config = read_json(config_path)
+            if signature is not None and config.get("signature") != dict(signature):
+                raise CheckpointError(_mismatch(self.root, config.get("signature"), dict(signature)))
+            return config
+        if signature is None:
             raise CheckpointError(f"{self.root} is not a feature cache (no {CACHE_CONFIG}); "
                                   "build one with `dept-vl features`")
-        else:
-            if fmt not in FORMATS:
-                raise ConfigError(f"unknown cache format {fmt!r}; choose from {', '.join(FORMATS)}")
-            if dtype not in DTYPES:
-                raise ConfigError(f"unknown cache dtype {dtype!r}; choose from {', '.join(DTYPES)}")
-            self.config = {"signature": dict(signature), "format": fmt, "dtype": dtype}
-            try:
-                write_json(config_path, self.config)
-            except OSError as err:
-                raise _unwritable(self.root, err) from None
-        self.suffix = FORMATS[self.config["format"]]
-        self._index: dict[str, tuple[Path, int]] = {}
-        self._loaded: dict[Path, torch.Tensor] = {}
-        for shard in self.shards():
-            for row, image_id in enumerate(self._read_ids(shard)):
-                self._index[image_id] = (shard, row)
+        if fmt not in FORMATS:
+            raise ConfigError(f"unknown cache format {fmt!r}; choose from {', '.join(FORMATS)}")
+        if dtype not in DTYPES:
+            raise ConfigError(f"unknown cache dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+        config = {"signature": dict(signature), "format": fmt, "dtype": dtype}
+        try:
+            write_json(config_path, config)  # atomic: writers starting together all write the same file
+        except OSError as err:
+            raise _unwritable(self.root, err) from None
+        return config
 
-    # ---- reading -----------------------------------------------------------------------------------------
+    # ---- the index ---------------------------------------------------------------------------------------
     def shards(self) -> list[Path]:
         return sorted(self.root.glob(f"shard-*{self.suffix}"))
+
+    def refresh(self) -> int:
+        """Index the shards written since the last look (by this or another writer); return how many."""
+        new = [path for path in self.shards() if path.name not in self._names]
+        for path in new:
+            self._add_to_index(path)
+        return len(new)
+
+    def _add_to_index(self, path: Path) -> None:
+        try:
+            layout = read_layout(path)
+        except ShardError as err:
+            raise ShardError(f"{err}; {REBUILD}") from None
+        number = len(self._layouts)
+        self._layouts.append(layout)
+        self._names.add(path.name)
+        for row, image_id in enumerate(layout.ids):
+            self._index[image_id] = number << 32 | row
+        layout.ids = None  # the index holds them
 
     def __contains__(self, image_id: str) -> bool:
         return image_id in self._index
 
     def __len__(self) -> int:
         return len(self._index)
+
+    def ids(self) -> list[str]:
+        return list(self._index)
 
     @property
     def num_tokens(self) -> int:
@@ -120,101 +154,137 @@ class FeatureCache:
     def missing(self, image_ids: Sequence[str]) -> list[str]:
         return [i for i in image_ids if i not in self._index]
 
+    # ---- reading -----------------------------------------------------------------------------------------
     def get(self, image_ids: Sequence[str]) -> torch.Tensor:
-        """Features of ``image_ids`` stacked as (len(ids), tokens, dim), in float32."""
-        rows = []
-        for image_id in image_ids:
-            if image_id not in self._index:
-                raise InputError(f"image {image_id!r} is not in the feature cache {self.root}; "
-                                 "run `dept-vl features` for this split")
-            shard, row = self._index[image_id]
-            rows.append(self._shard(shard)[row])
-        return torch.stack(rows).float()
+        """Features of ``image_ids`` stacked as (len(ids), tokens, dim), in float32: each row read from its shard
+        file into one array, checked (row checksum, then NaN / inf over the batch)."""
+        codes = [self._code(image_id) for image_id in image_ids]
+        if not codes:
+            return torch.empty(0, self.num_tokens, self.feature_dim)
+        first = self._layouts[codes[0] >> 32]
+        batch = np.empty((len(codes), *first.shape[1:]), dtype=first.dtype)
+        rows = batch.reshape(len(codes), -1).view(np.uint8)
+        by_shard: dict[int, list[int]] = {}
+        for k, code in enumerate(codes):
+            by_shard.setdefault(code >> 32, []).append(k)
+        with self._lock:  # no other thread closes a file this batch reads
+            for number, positions in by_shard.items():
+                shard = self._shard_file(number)
+                if shard.layout.shape[1:] != first.shape[1:] or shard.layout.dtype != first.dtype:
+                    raise CheckpointError(f"feature cache {self.root} holds shards of different shapes or dtypes "
+                                          f"({first.path.name}, {shard.layout.path.name}); {REBUILD}")
+                for k in positions:
+                    shard.read_row(codes[k] & 0xFFFFFFFF, rows[k])
+        if not all_finite(batch, first.torch_dtype):  # name the shard of the first bad row
+            bad = next(k for k in range(len(codes)) if not all_finite(batch[k], first.torch_dtype))
+            raise non_finite(self._layouts[codes[bad] >> 32].path, REBUILD)
+        return as_tensor(batch, first.torch_dtype).float()
 
-    def _shard(self, path: Path) -> torch.Tensor:
-        """A shard's features, checked against the checksum written with them and for NaN / inf."""
-        if path not in self._loaded:
+    def _code(self, image_id: str) -> int:
+        code = self._index.get(image_id)
+        if code is None:
+            raise InputError(f"image {image_id!r} is not in the feature cache {self.root}; "
+                             "run `dept-vl features` for this split")
+        return code
+
+    def _shard_file(self, number: int) -> ShardFile:
+        """Shard ``number`` open for reading; the least recently used is closed past ``max_open``."""
+        with self._lock:
+            if number in self._open:
+                self._open.move_to_end(number)
+                return self._open[number]
+            layout = self._layouts[number]
             try:
-                if self.suffix == ".npz":
-                    with np.load(path, allow_pickle=False) as data:
-                        features = torch.from_numpy(data["features"])
-                        checksum = str(data[CHECKSUM]) if CHECKSUM in data.files else None
-                else:
-                    with safe_open(str(path), framework="pt") as fh:
-                        features, checksum = fh.get_tensor("features"), (fh.metadata() or {}).get(CHECKSUM)
-            except _UNREADABLE as err:
-                raise _corrupt(path, err) from None
-            check_tensors(path, {"features": features}, checksum, finite=True, remedy=REBUILD)
-            self._loaded[path] = features
-        return self._loaded[path]
+                shard = ShardFile(layout, REBUILD, verify=number not in self._verified)
+            except FileNotFoundError:
+                raise CheckpointError(f"feature cache shard {layout.path} was deleted while in use; {REBUILD}") \
+                    from None
+            self._verified.add(number)
+            self._open[number] = shard
+            while len(self._open) > self.max_open:
+                self._open.popitem(last=False)[1].close()
+            return shard
 
-    def _read_ids(self, path: Path) -> list[str]:
-        try:
-            if self.suffix == ".npz":
-                with np.load(path, allow_pickle=False) as data:
-                    return [str(i) for i in data["ids"]]
-            with safe_open(str(path), framework="pt") as fh:
-                return json.loads(fh.metadata()["ids"])
-        except _UNREADABLE as err:
-            raise _corrupt(path, err) from None
+    @property
+    def open_files(self) -> int:
+        return len(self._open)
+
+    def close(self) -> None:
+        with self._lock:
+            for shard in self._open.values():
+                shard.close()
+            self._open.clear()
 
     # ---- writing -----------------------------------------------------------------------------------------
     def add_shard(self, image_ids: Sequence[str], features: torch.Tensor) -> Path:
-        """Write one complete shard atomically and index it."""
+        """Write one complete shard atomically, under a name no other writer uses, and index it."""
         if len(image_ids) != features.shape[0]:
             raise ValueError(f"{len(image_ids)} ids for {features.shape[0]} feature rows")
-        existing = self.shards()
-        number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
-        path = self.root / f"shard-{number:05d}{self.suffix}"
+        path = self.root / f"shard-{self.writer}-{self._written:05d}{self.suffix}"
         features = features.detach().to("cpu", DTYPES[self.config["dtype"]]).contiguous()
         try:
-            if self.suffix == ".npz":
-                self._write_npz(path, features, image_ids)
-            else:
-                write_safetensors(path, {"features": features}, metadata={"ids": json.dumps(list(image_ids))})
+            write_shard(path, features, image_ids)
         except OSError as err:
             raise _unwritable(self.root, err) from None
-        self._loaded[path] = features
-        for row, image_id in enumerate(image_ids):
-            self._index[image_id] = (path, row)
+        self._written += 1
+        self._add_to_index(path)
         return path
-
-    @staticmethod
-    def _write_npz(path: Path, features: torch.Tensor, image_ids: Sequence[str]) -> None:
-        array = features.float().numpy() if features.dtype == torch.bfloat16 else features.numpy()
-        checksum = tensor_checksum({"features": torch.from_numpy(array)})
-
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, features=array, ids=np.array(list(image_ids), dtype=str), **{CHECKSUM: np.array(checksum)})
-
-        atomic_write(path, write)
 
     @torch.no_grad()
     def build(self, images: Mapping[str, Any], encoder: Callable, batch_size: int = 64, shard_size: int = 1024,
-              progress: bool = True, after_shard: Callable[[Path], None] | None = None) -> int:
-        """Encode every image of ``images`` (id -> path or PIL image) not cached yet; return how many were new.
+              progress: bool = True, after_shard: Callable[[Path], None] | None = None, poll: float = 0.5) -> int:
+        """Encode every image of ``images`` (id -> path or PIL image) not cached yet; return how many this writer
+        encoded. ``encoder`` is a VisionEncoder (``preprocess`` + call).
 
-        ``encoder`` is a VisionEncoder (``preprocess`` + call). Resumable: cached ids are skipped.
-        """
+        The sorted ids are cut into chunks of ``shard_size``; each chunk is claimed, encoded and written by one
+        writer (``cache_claims``), so processes building one cache at once share the work; chunks other writers
+        hold are waited for, so on return every image is cached. Resumable: cached ids are skipped."""
         remove_stale_temp_files(self.root)
-        todo = [i for i in sorted(images) if i not in self._index]
-        bar = progress_bar(total=len(images), initial=len(images) - len(todo), desc="image features", unit="img",
-                           disable=not progress)
-        device = next((b.device for b in encoder.buffers()), torch.device("cpu"))
-        for start in range(0, len(todo), shard_size):
-            ids = todo[start : start + shard_size]
-            chunks = []
+        ordered = sorted(images)
+        todo = [c for c in (ordered[s : s + shard_size] for s in range(0, len(ordered), shard_size)) if self.missing(c)]
+        bar = progress_bar(total=len(images), initial=len(images) - sum(len(self.missing(c)) for c in todo),
+                           desc="image features", unit="img", disable=not progress)
+        claims, encoded = Claims(self.root), 0
+        while todo:
+            held_by_others = []
+            for chunk in todo:
+                before = len(self.missing(chunk))
+                done = self._build_chunk(chunk, images, encoder, batch_size, claims, bar, after_shard)
+                if done is None:
+                    held_by_others.append(chunk)
+                    continue
+                encoded += done
+                bar.update(before - done)  # what another writer cached meanwhile
+            if held_by_others:
+                time.sleep(poll)
+                self.refresh()
+            todo = [chunk for chunk in held_by_others if self.missing(chunk)]
+        bar.close()
+        return encoded
+
+    def _build_chunk(self, chunk, images, encoder, batch_size, claims: Claims, bar, after_shard) -> int | None:
+        """Encode the uncached images of ``chunk`` under its claim: how many, or None if another writer holds it."""
+        claim = claims.claim(chunk_key(chunk))
+        if claim is None:
+            return None
+        try:
+            self.refresh()  # the claim's last holder may have just cached it
+            ids = self.missing(chunk)
+            if not ids:
+                return 0
+            device = next((b.device for b in encoder.buffers()), torch.device("cpu"))
+            parts = []
             for b in range(0, len(ids), batch_size):
                 batch = ids[b : b + batch_size]
-                pixels = encoder.preprocess([images[i] for i in batch]).to(device)
-                chunks.append(encoder(pixels).cpu())
+                parts.append(encoder(encoder.preprocess([images[i] for i in batch]).to(device)).cpu())
                 bar.update(len(batch))
-            path = self.add_shard(ids, torch.cat(chunks))
-            if after_shard is not None:
-                after_shard(path)
-        bar.close()
-        return len(todo)
+                claim.touch()
+            path = self.add_shard(ids, torch.cat(parts))
+        finally:
+            claim.release()
+        if after_shard is not None:
+            after_shard(path)
+        return len(ids)
 
 
 def open_feature_cache(task: str, encoder, cache_dir: str | Path | None = None, fmt: str = "safetensors",
@@ -235,13 +305,15 @@ def cached_features(task: str, images: Mapping[str, Any], encoder, cache_dir=Non
     return cache
 
 
-def remove_stale_temp_files(root: str | Path) -> int:
-    """Delete temp files a killed write left behind (never read: shards are found only by their final names).
-
-    Only one process may build a cache at a time (under ``accelerate``, the main process).
-    """
-    count = 0
+def remove_stale_temp_files(root: str | Path, older_than: float = STALE_AFTER) -> int:
+    """Delete temp files a killed write left behind (never read: shards are found only by their final names):
+    those not written to for ``older_than`` seconds, so that another writer's shard in progress is left alone."""
+    count, now = 0, time.time()
     for tmp in Path(root).glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
-        count += 1
+        try:
+            if now - tmp.stat().st_mtime >= older_than:
+                tmp.unlink()
+                count += 1
+        except FileNotFoundError:  # finished (renamed) or removed meanwhile
+            pass
     return count

@@ -98,8 +98,10 @@ class TextBackbone(nn.Module):
         to stop."""
         if add_eos:
             texts = [t + self.tokenizer.eos_token for t in texts]
-        self._warn_if_truncated(texts, max_length)
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        full = (enc["attention_mask"].sum(dim=1) >= max_length).nonzero().flatten().tolist()
+        if full:  # only texts that fill max_length can have been cut: tokenize those again, uncut, to know
+            self._warn_if_truncated([texts[i] for i in full], max_length)
         device = self.device if device is None else device
         return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
 

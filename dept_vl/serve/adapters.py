@@ -170,12 +170,27 @@ class Part:
     adapter: Adapter
 
 
-def encode(adapter: Adapter, requests: list[tuple[str, list]], max_new_tokens: int | None) -> tuple:
+@torch.no_grad()
+def encode_images(shared, requests: list[tuple[str, list]]) -> list[torch.Tensor | None]:
+    """Each request's images through the shared frozen vision encoder, all of a batch's in one pass (adapters
+    differ after it): a (images, tokens, dim) tensor per request; None each for a model without an encoder."""
+    if shared.vision is None or not requests:
+        return [None] * len(requests)
+    images = [image for _, request_images in requests for image in request_images]
+    features = shared.vision(shared.vision.preprocess(images).to(shared.text.device))
+    return list(features.split([len(request_images) for _, request_images in requests]))
+
+
+def encode(adapter: Adapter, requests: list[tuple[str, list]], max_new_tokens: int | None,
+           features: list[torch.Tensor | None] | None = None) -> tuple:
     """The input sequences of an adapter's questions: its prompt, its rows of A @ B, its projection, its task's
-    text (its model's one place of assembly)."""
+    text (its model's one place of assembly). ``features``: their images already encoded (``encode_images``)."""
     model, task = adapter.predictor.model, adapter.predictor.task
     texts, images = zip(*requests)
-    batch = model.prepare(list(texts), list(images), task=task.name)
+    if features is not None and features[0] is not None:
+        batch = model.prepare(list(texts), image_features=torch.stack(features), task=task.name)
+    else:
+        batch = model.prepare(list(texts), list(images), task=task.name)
     keys = ("input_ids", "attention_mask", "pixel_values", "image_features", "prompt_ids")
     embeds, mask = model.encoder_inputs(**{k: batch[k] for k in keys if k in batch})
     return embeds, mask, max_new_tokens or model.config.text.max_target_length

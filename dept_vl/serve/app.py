@@ -33,7 +33,7 @@ from ..errors import DeptVLError
 from ..inference.predict import Predictor
 from ..io import parse_json
 from ..models.random_t5 import describe_backbone
-from .adapters import Adapter, AdapterSet, Part, encode, generate_parts
+from .adapters import Adapter, AdapterSet, Part, encode, encode_images, generate_parts
 from .batcher import DynamicBatcher
 from .inputs import Question, RequestError, parse_question, read_body
 from .openai_api import add_openai_routes
@@ -83,8 +83,12 @@ def answer_all(adapters: AdapterSet, questions: list[Question]) -> list:
             for (i, _), answer in zip(checked, adapter.predictor.answer([r for _, r in checked])):
                 results[i] = answer
         return results
-    parts = [Part([i for i, _ in checked], *encode(adapter, [r for _, r in checked], max_tokens), adapter)
-             for (_, max_tokens), (adapter, checked) in groups.items()]
+    features = iter(encode_images(adapters.shared, [r for _, checked in groups.values() for _, r in checked]))
+    parts = []
+    for (_, max_tokens), (adapter, checked) in groups.items():
+        requests = [r for _, r in checked]
+        parts.append(Part([i for i, _ in checked], *encode(adapter, requests, max_tokens,
+                                                           [next(features) for _ in requests]), adapter))
     for i, answer in generate_parts(adapters.shared, parts, adapters.num_beams).items():
         results[i] = answer
     return results

@@ -1,9 +1,14 @@
 """``dept-vl features``: the frozen vision encoder's features for every image of a recipe's task splits, computed
-once into the cache that ``dept-vl train`` (and ``eval``) with the same recipe read."""
+once into the cache that ``dept-vl train`` (and ``eval``) with the same recipe read.
+
+Under ``accelerate launch`` every process encodes its share of the images on its own device (``--device cuda``
+means ``cuda:LOCAL_RANK``) and writes its own shards; the cache's claims split the work (``cache_claims``)."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import time
 from collections import ChainMap
 from dataclasses import dataclass
 
@@ -67,17 +72,39 @@ def build_features(cfg: FeaturesConfig, log=print) -> list[dict]:
         vision = dataclasses.replace(vision, encoder=cfg.encoder, image_size=None, pool_tokens=None)
     vision = dataclasses.replace(vision, image_size=cfg.image_size or vision.image_size,
                                  pool_tokens=cfg.pool_tokens or vision.pool_tokens)
-    encoder = create_vision_encoder(vision).to(cfg.device)
+    rank, world = launched_rank()
+    encoder = create_vision_encoder(vision).to(process_device(cfg.device))
+    if world > 1:  # start together, so that the work is shared from the first chunk
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
     reports = []
     for task, splits, images in jobs:
         cache = open_feature_cache(task.name, encoder, cfg.cache_dir or recipe.train.cache_dir, fmt=cfg.format,
                                    dtype=cfg.dtype)
-        log(f"{task.name}: {len(images)} images in {', '.join(splits)}; "
-            f"{len(images) - len(cache.missing(list(images)))} already cached in {cache.root}")
-        new = cache.build(images, encoder, batch_size=cfg.batch_size, shard_size=cfg.shard_size)
+        if rank == 0:
+            log(f"{task.name}: {len(images)} images in {', '.join(splits)}; "
+                f"{len(images) - len(cache.missing(list(images)))} already cached in {cache.root}"
+                + (f"; {world} processes share the rest" if world > 1 else ""))
+        start = time.perf_counter()
+        new = cache.build(images, encoder, batch_size=cfg.batch_size, shard_size=cfg.shard_size, progress=rank == 0)
         reports.append({"task": task.name, "cache_dir": str(cache.root), "images": len(images), "computed": new,
-                        "shards": len(cache.shards()), **cache.config["signature"]})
+                        "seconds": round(time.perf_counter() - start, 3),
+                        "shards": len(cache.shards()), "process": rank, "processes": world,
+                        **cache.config["signature"]})
     return reports
+
+
+def launched_rank() -> tuple[int, int]:
+    """(rank, world size) of this process under ``accelerate launch`` / torchrun; (0, 1) otherwise."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def process_device(device: str) -> str:
+    """``cuda`` under a launcher means this process's own GPU, ``cuda:LOCAL_RANK``."""
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
 
 
 def _split_images(task, split: str, data_dir):

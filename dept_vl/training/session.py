@@ -183,7 +183,8 @@ def build_model(recipe: Recipe, splits: dict, run: RunDir, accelerator) -> Visio
 
 
 def build_images(recipe: Recipe, splits: dict, vision, accelerator, log) -> ImageInputs:
-    """Per task, a feature cache holding every image of its splits (built by the main process), or raw images."""
+    """Per task, a feature cache holding every image of its splits (every process encodes a share, on its own
+    device, and returns once all are cached), or raw images."""
     cfg = recipe.train
     caches = []
     for t, name in enumerate(cfg.tasks):
@@ -196,11 +197,11 @@ def build_images(recipe: Recipe, splits: dict, vision, accelerator, log) -> Imag
             if split is not None:
                 views.append(split.data.images_for(split.data.examples[: limit or None]))
         images = ChainMap(*views)
-        with accelerator.main_process_first():
-            cache = open_feature_cache(name, vision, cfg.cache_dir)
-            if cache.missing(list(images)):
-                log(f"{name}: caching image features in {cache.root}")
-            cache.build(images, vision, progress=accelerator.is_main_process)
+        cache = open_feature_cache(name, vision, cfg.cache_dir)
+        if cache.missing(list(images)):
+            log(f"{name}: caching image features in {cache.root}"
+                + (f" ({accelerator.num_processes} processes share the work)" if accelerator.num_processes > 1 else ""))
+        cache.build(images, vision, progress=accelerator.is_main_process)  # each process its share; all wait
         caches.append(cache)
     return ImageInputs(caches)
 

@@ -10,7 +10,9 @@ Layout (``data_scripts/prepare_vqav2.py`` builds it)::
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -65,24 +67,39 @@ class VQAv2(Task):
         annotations = {require(a, "question_id", str(a_path)): a
                        for a in require(read_data_json(a_path), "annotations", str(a_path), list)}
         folder = root / "images" / subtype if (root / "images" / subtype).is_dir() else root / subtype
+        prefix = f"{folder}{os.sep}"
+        keys: dict[int, str] = {}  # one key string per image, shared by its questions and the image map
         for q in questions:
-            where = f"{q_path}, question {q.get('question_id', '?') if isinstance(q, dict) else '?'}"
-            image_id = require(q, "image_id", where, int)
+            record = _well_formed(q, annotations)
+            if record is None:  # the slow path, only to name what is wrong
+                record = self._checked(q, annotations, str(q_path), str(a_path))
+            image_id, qid, question, ann, answers = record
             if keep is not None and image_id not in keep:
                 continue
-            qid = require(q, "question_id", where)
-            if qid not in annotations:
-                raise InputError(f"{a_path}: no annotation for question {qid}")
-            key = coco_image_key(subtype, image_id)
-            images[key] = str(folder / f"{key}.jpg")
-            examples.append(self._example(str(qid), key, require(q, "question", where, str), annotations[qid],
-                                          str(a_path)))
+            if image_id not in keys:
+                keys[image_id] = key = coco_image_key(subtype, image_id)
+                images[key] = f"{prefix}{key}.jpg"
+            examples.append(self._example(str(qid), keys[image_id], question, ann, answers))
 
-    def _example(self, qid: str, image_key: str, question: str, ann: dict, where: str) -> Example:
-        answers = [require(a, "answer", f"{where}, question {qid}", str) for a in require(ann, "answers", where, list)]
-        return Example(qid, (image_key,), self.source(question), answers,
-                       meta={"answer_type": ann.get("answer_type"), "question_type": ann.get("question_type"),
-                             "answer": ann.get("multiple_choice_answer", answers[0] if answers else "")})
+    @staticmethod
+    def _checked(q, annotations: dict, q_path: str, a_path: str) -> tuple:
+        """A question record checked field by field: an InputError naming the file, question and field."""
+        where = f"{q_path}, question {q.get('question_id', '?') if isinstance(q, dict) else '?'}"
+        image_id = require(q, "image_id", where, int)
+        qid = require(q, "question_id", where)
+        if qid not in annotations:
+            raise InputError(f"{a_path}: no annotation for question {qid}")
+        question, ann = require(q, "question", where, str), annotations[qid]
+        answers = [require(a, "answer", f"{a_path}, question {qid}", str) for a in require(ann, "answers", a_path,
+                                                                                         list)]
+        return image_id, qid, question, ann, [sys.intern(a) for a in answers]
+
+    def _example(self, qid: str, image_key: str, question: str, ann: dict, answers: list[str]) -> Example:
+        """Strings that repeat across questions (answers, types) are interned: a VQAv2-sized split holds each
+        once."""
+        meta = {"answer_type": _intern(ann.get("answer_type")), "question_type": _intern(ann.get("question_type")),
+                "answer": _intern(ann.get("multiple_choice_answer", answers[0] if answers else ""))}
+        return Example(qid, (image_key,), self.source(question), answers, meta=meta)
 
     def load_hf(self, split: str, source: str) -> TaskData:
         """HuggingFaceM4/VQAv2-style rows: question, question_id, image_id, answers[{answer}], answer_type, image;
@@ -90,7 +107,9 @@ class VQAv2(Task):
         rows = open_hf_split(source, split)
         require_columns(rows, ("question_id", "image_id", "question", "answers", "image"), f"{source} split {split!r}")
         images = DatasetImages(rows, (f"coco_{i}" for i in rows["image_id"]))
-        examples = [self._example(str(row["question_id"]), f"coco_{row['image_id']}", row["question"], row, source)
+        examples = [self._example(str(row["question_id"]), f"coco_{row['image_id']}", row["question"], row,
+                                  [sys.intern(require(a, "answer", f"{source}, question {row['question_id']}", str))
+                                   for a in require(row, "answers", source, list)])
                     for row in rows.remove_columns("image")]
         return TaskData(self.name, split, examples, images)
 
@@ -107,3 +126,21 @@ class VQAv2(Task):
         scores = [vqa_accuracy(predictions.get(ex.id, ""), ex.targets) for ex in examples]
         return grouped_mean(scores, [ex.meta.get("answer_type") for ex in examples])
 
+
+
+def _well_formed(q, annotations: dict) -> tuple | None:
+    """(image_id, question_id, question, annotation, answers) of a valid question record, else None: the fast path
+    for the 600k questions of VQAv2, no message built unless something is wrong."""
+    try:
+        image_id, qid, question = q["image_id"], q["question_id"], q["question"]
+        ann = annotations[qid]
+        answers = [sys.intern(a["answer"]) for a in ann["answers"]]  # a TypeError for an answer that is no string
+    except (KeyError, TypeError):
+        return None
+    if type(image_id) is not int or type(question) is not str:
+        return None
+    return image_id, qid, question, ann, answers
+
+
+def _intern(value):
+    return sys.intern(value) if type(value) is str else value
