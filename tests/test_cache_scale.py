@@ -173,6 +173,7 @@ def test_the_data_scale_worker_trains_through_the_cache_and_reports_memory(tmp_p
     args = argparse.Namespace(cache=str(cache.root), backbone=tiny, steps=3, batch_size=8, mode="train")
     report = run(args)
     assert report["steps"] == 3 and report["images"] == 300 and report["peak_rss_mb"] >= report["peak_pss_mb"] > 0
+    assert 0 < report["start_pss_mb"] <= report["peak_pss_mb"]
     assert report["open_shard_files"] <= 5
     rates = run(argparse.Namespace(**{**vars(args), "mode": "rates"}))
     assert rates["data_batches_per_s"] > 0 and rates["data_over_step"] == pytest.approx(
