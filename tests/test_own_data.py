@@ -98,6 +98,24 @@ def test_the_same_questions_give_the_same_run_in_every_format(formats, tmp_path,
     assert len(set(scores.values())) == 1, scores  # one image, one question, one answer: one run
 
 
+def test_a_directory_of_split_folders_gives_each_split_its_folder(formats, tmp_path, capsys):
+    """``--data DIR`` where DIR/train and DIR/test are imagefolders (``datasets``' layout): no held-out share."""
+    train, test = formats["imagefolder"]
+    root = train.parent
+    assert (train.name, test.name, test.parent) == ("train", "test", root)
+    run = tmp_path / "run"
+    assert main(tiny_args(tmp_path, "--data", str(root), "--output-dir", str(run), "--cache-dir",
+                          str(tmp_path / "cache"))) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["test"]["examples"] == 12 and "test: test, 12 examples" in out.err, out.err[-800:]
+    assert "train: train, 40 examples" in out.err  # both folders whole: no held-out share
+    assert main(["eval", "--checkpoint", str(run), "--data", str(root), "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert json.loads(capsys.readouterr().out)["test"]["examples"] == 12  # eval --data DIR: its test/ folder
+    (root / "test" / "metadata.jsonl").rename(root / "test" / "elsewhere.jsonl")
+    spec = OwnTask(DataSpec("d", str(root / "train"), test_fraction=0.25))
+    assert len(spec.records("test")) == 10  # without a test folder the held-out share is back
+
+
 def test_held_out_fractions_are_seeded_and_reported(formats, tmp_path, capsys):
     train, _ = formats["messages"]
     args = tiny_args(tmp_path, "--data", str(train), "--test-fraction", "0.25", "--cache-dir", str(tmp_path / "c"))

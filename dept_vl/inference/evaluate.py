@@ -15,7 +15,7 @@ from ..data.batches import ImageInputs, TaskSplit, contexts_of
 from ..data.data_dirs import DataDirs
 from ..data.feature_cache import cached_features
 from ..data.tasks import Example, get_task
-from ..data.tasks.own import parse_sources
+from ..data.tasks.own import parse_sources, split_sources
 from ..errors import ConfigError
 from ..fast import for_inference, resolve_device
 from ..io import write_json, write_text
@@ -169,7 +169,8 @@ def own_test_data(saved: SavedModel, data: dict | None) -> dict:
         target = name if name in own else next(iter(own)) if len(own) == 1 and len(data) == 1 else None
         if target is None:
             raise ConfigError(f"eval --data {name}=...: the run's data sets are {', '.join(own)}")
-        own[target] = dataclasses.replace(own[target], test=source)
+        test = split_sources(source, None, None, False)[2]  # a directory of split folders: its test/
+        own[target] = dataclasses.replace(own[target], test=test or source)
     return own
 
 

@@ -19,7 +19,7 @@ from .._dataclass import check_choice, check_int, check_number, from_dict, setti
 from ..errors import ConfigError
 from ..data.data_dirs import DataDirs
 from ..data.tasks import DataSpec, get_task
-from ..data.tasks.own import parse_sources
+from ..data.tasks.own import parse_sources, split_sources
 from ..fast import BACKENDS, MODES
 from ..io import read_config, write_text
 from ..methods.registry import GROUPS
@@ -152,12 +152,14 @@ class TrainConfig:
 
     def own_data(self) -> dict[str, DataSpec]:
         """name -> DataSpec of the run's own data (--data), for ``get_task(name, own=...)``."""
-        kinds = self.data_kinds or {}
-        return {name: DataSpec(name, source, (self.val_data or {}).get(name), (self.test_data or {}).get(name),
-                               self.data_format, self.metric, self.test_fraction,
-                               self.val_fraction if self.eval_every else 0.0, self.seed, self.skip_bad_lines,
-                               **kinds.get(name, {}))
-                for name, source in (self.data or {}).items()}
+        kinds, specs = self.data_kinds or {}, {}
+        for name, source in (self.data or {}).items():
+            train, val, test = split_sources(source, (self.val_data or {}).get(name), (self.test_data or {}).get(name),
+                                             bool(self.eval_every))
+            specs[name] = DataSpec(name, train, val, test, self.data_format, self.metric, self.test_fraction,
+                                   self.val_fraction if self.eval_every else 0.0, self.seed, self.skip_bad_lines,
+                                   **kinds.get(name, {}))
+        return specs
 
     @property
     def trackers(self) -> list[str]:

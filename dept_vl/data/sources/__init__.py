@@ -23,7 +23,9 @@ from . import messages  # noqa: F401
 from . import simple  # noqa: F401
 from .base import Record, detect_format, first_object, get_format, image_id, list_formats
 
-__all__ = ["Record", "image_id", "list_formats", "read_source"]
+from .imagefolder import split_dirs
+
+__all__ = ["Record", "image_id", "list_formats", "read_source", "split_dirs"]
 
 
 def read_source(source: str, format: str | None = None, skip_bad_lines: bool = False, log=None) -> list[Record]:

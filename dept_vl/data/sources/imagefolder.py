@@ -18,6 +18,19 @@ def metadata_file(directory: Path) -> Path | None:
     return next((directory / name for name in METADATA if (directory / name).is_file()), None)
 
 
+SPLIT_DIRS = {"train": ("train", "training"), "val": ("validation", "val", "valid", "dev"), "test": ("test",)}
+
+
+def split_dirs(path: Path) -> dict[str, Path]:
+    """A directory whose ``train/`` (and ``test/``, ``validation/``) subfolders are imagefolders, as ``datasets``
+    lays out splits: split -> subfolder; {} for anything else (a directory with its own metadata is one split)."""
+    if not path.is_dir() or metadata_file(path) is not None:
+        return {}
+    found = {split: next((path / n for n in names if metadata_file(path / n) is not None), None)
+             for split, names in SPLIT_DIRS.items()}
+    return {split: folder for split, folder in found.items() if folder is not None} if found["train"] else {}
+
+
 def read_imagefolder(path: Path, skip_bad_lines: bool = False, log=None, bad: list | None = None
                      ) -> Iterator[Record]:
     bad = [] if bad is None else bad

@@ -22,7 +22,7 @@ from typing import Sequence
 from ..._dataclass import check_choice, check_number
 from ...errors import ConfigError, InputError
 from ..metrics import anls, caption_metrics, exact_match, grouped_mean, vqa_accuracy
-from ..sources import Record, image_id, read_source
+from ..sources import Record, image_id, read_source, split_dirs
 from .base import Example, Task, TaskData
 
 METRICS = ("exact", "vqa", "anls", "bleu", "cider")
@@ -73,6 +73,18 @@ def parse_sources(values, what: str = "--data", default: str | None = None) -> d
             raise ConfigError(f"{what}: two sources for {name!r}; name them: {what} NAME=FILE")
         out[name] = source
     return out
+
+
+def split_sources(source: str, val: str | None, test: str | None, want_val: bool
+                  ) -> tuple[str, str | None, str | None]:
+    """(train, val, test) for ``--data SOURCE``: a directory of split folders (``train/``, ``test/``,
+    ``validation/``, each an imagefolder, as ``datasets`` lays them out) gives each split its folder, unless
+    ``--val-data`` / ``--test-data`` name one; anything else is the training data as it is."""
+    folders = {} if str(source).startswith("hf:") else split_dirs(Path(source))
+    if not folders:
+        return source, val, test
+    val = val or (str(folders["val"]) if want_val and "val" in folders else None)
+    return str(folders["train"]), val, test or (str(folders["test"]) if "test" in folders else None)
 
 
 def default_name(source: str) -> str:
