@@ -132,32 +132,35 @@ def test_eval_cli_writes_its_own_files_and_never_the_runs(trained_run, capsys):
     assert len((trained_run / "ev" / "predictions-easyvqa-test-first10.jsonl").read_text().splitlines()) == 10
 
 
-def test_predict_cli_prints_only_the_answer(trained_run, tmp_path):
+def test_predict_cli_prints_only_the_answer(trained_run, tmp_path, capsys):
     import easy_vqa
 
     image = easy_vqa.get_test_image_paths()[0]
     out = run("predict", image, "what color is the shape?", "--checkpoint", str(trained_run / "run"))
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0, out.stderr  # a real process: nothing but the answer reaches stdout
     answers = set(easy_vqa.get_answers())
     assert out.stdout.count("\n") == 1 and out.stdout.strip() in answers | {""}
-    beam = run("predict", image, "what color is the shape?", "--checkpoint", str(trained_run / "run"),
-               "--num-beams", "3")
-    assert beam.returncode == 0 and beam.stdout.count("\n") == 1
+    capsys.readouterr()
+    assert main(["predict", image, "what color is the shape?", "--checkpoint", str(trained_run / "run"),
+                 "--num-beams", "3"]) == 0
+    assert capsys.readouterr().out.count("\n") == 1
     batch = tmp_path / "in.jsonl"
     batch.write_text(json.dumps({"image": image, "question": "is there a circle?"}) + "\n" +
                      json.dumps({"images": [image], "question": "what shape is it?"}) + "\n")
-    out = run("predict", "--input", str(batch), "--checkpoint", str(trained_run / "run"))
-    lines = [json.loads(line) for line in out.stdout.splitlines()]
-    assert out.returncode == 0 and len(lines) == 2 and all("prediction" in line for line in lines)
+    assert main(["predict", "--input", str(batch), "--checkpoint", str(trained_run / "run")]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2 and all("prediction" in line for line in lines)
 
 
-def test_predict_cli_errors_are_one_line(trained_run, tmp_path):
-    missing = run("predict", str(tmp_path / "nope.png"), "what?", "--checkpoint", str(trained_run / "run"))
-    assert missing.returncode == 2 and "image not found" in missing.stderr and "Traceback" not in missing.stderr
-    no_question = run("predict", str(trained_run / "run" / "curves.png"), "--checkpoint", str(trained_run / "run"))
-    assert no_question.returncode == 2 and "needs a question" in no_question.stderr
-    no_ckpt = run("predict", "x.png", "what?", "--checkpoint", str(tmp_path))
-    assert no_ckpt.returncode == 2 and "dept_vl_config.json" in no_ckpt.stderr
+def test_predict_cli_errors_are_one_line(trained_run, tmp_path, capsys):
+    """In-process (the subprocess tests above show the real process prints what main() prints)."""
+    from test_errors import fails
+
+    fails(capsys, ["predict", str(tmp_path / "nope.png"), "what?", "--checkpoint", str(trained_run / "run")],
+          "image not found")
+    fails(capsys, ["predict", str(trained_run / "run" / "curves.png"), "--checkpoint", str(trained_run / "run")],
+          "needs a question")
+    fails(capsys, ["predict", "x.png", "what?", "--checkpoint", str(tmp_path)], "dept_vl_config.json")
 
 
 def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
@@ -284,15 +287,17 @@ def test_training_from_python_with_a_silent_log_is_silent(tmp_path, capfd):
     assert captured.err == "" and captured.out == ""  # no progress lines, no transformers bars
 
 
-def test_questions_in_unknown_words_are_answered_with_a_warning(trained_run):
+def test_questions_in_unknown_words_are_answered_with_a_warning(trained_run, capsys, caplog):
     import easy_vqa
 
     image = easy_vqa.get_test_image_paths()[0]
-    out = run("predict", image, "zorblat quixt vemm?", "--checkpoint", str(trained_run / "run"))
-    assert out.returncode == 0 and out.stdout.count("\n") == 1
-    assert "3 of the 4 words of 'zorblat quixt vemm?' are unknown to the model's tokenizer" in out.stderr
-    known = run("predict", image, "what color is the shape?", "--checkpoint", str(trained_run / "run"))
-    assert "unknown" not in known.stderr
+    assert main(["predict", image, "zorblat quixt vemm?", "--checkpoint", str(trained_run / "run")]) == 0
+    assert capsys.readouterr().out.count("\n") == 1
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("3 of the 4 words of 'zorblat quixt vemm?' are unknown to the model's tokenizer" in m for m in warned)
+    caplog.clear()
+    assert main(["predict", image, "what color is the shape?", "--checkpoint", str(trained_run / "run")]) == 0
+    assert not any("unknown" in r.getMessage() for r in caplog.records)
 
 
 def test_features_builds_the_cache_the_default_training_reads(tmp_path, monkeypatch, capsys):
