@@ -119,9 +119,14 @@ def tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()
     for key in sorted(tensors):
         tensor = tensors[key].detach().contiguous().cpu()
-        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor_header(key, tensor.dtype, tensor.shape))
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
     return digest.hexdigest()
+
+
+def tensor_header(key: str, dtype: torch.dtype, shape) -> bytes:
+    """What ``tensor_checksum`` hashes before a tensor's bytes (for checking one tensor streamed, chunk by chunk)."""
+    return f"{key}|{dtype}|{tuple(shape)}|".encode()
 
 
 def check_tensors(path: Path, tensors: dict[str, torch.Tensor], checksum: str | None, finite: bool,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..io import CHECKSUM, atomic_write, tensor_checksum, write_safetensors
+from ..io import CHECKSUM, atomic_write, tensor_checksum, tensor_header, write_safetensors
 
 ROW_CRC = "row_crc32"
 SAFETENSORS_DTYPES = {"F32": (np.float32, torch.float32), "F16": (np.float16, torch.float16),
@@ -171,7 +171,7 @@ class ShardFile:
     def _verify_whole(self) -> None:
         """A shard without row checksums: its SHA-256 (when it has one) and finiteness, streamed chunk by chunk."""
         lay = self.layout
-        digest = hashlib.sha256(f"features|{lay.torch_dtype}|{lay.shape}|".encode())
+        digest = hashlib.sha256(tensor_header("features", lay.torch_dtype, lay.shape))
         rows_per_chunk = max(1, VERIFY_CHUNK // lay.row_bytes)
         for start in range(0, lay.shape[0], rows_per_chunk):
             count = min(rows_per_chunk, lay.shape[0] - start)
