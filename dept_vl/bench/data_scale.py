@@ -43,20 +43,27 @@ def make_cache(root: Path, images: int, tokens: int = 50, dim: int = 768, dtype:
     return cache
 
 
+def launched(module_args: list[str], processes: int) -> tuple[list[str], dict]:
+    """(argv, env) running ``python *module_args``, under ``accelerate launch`` on the CPU (gloo) for several
+    processes, each with its share of the cores."""
+    env = dict(os.environ)
+    if processes > 1:
+        module_args = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+                       "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *module_args]
+        env.update(ACCELERATE_USE_CPU="1", OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 2) // processes)))
+    return [sys.executable, *module_args], env
+
+
 def worker(cache: Path, backbone: str, out: Path, steps: int, batch_size: int, mode: str = "train",
            processes: int = 1) -> list[dict]:
     """Run ``data_worker`` (under ``accelerate launch`` for several processes); its reports, one per process."""
     args = ["-m", "dept_vl.bench.data_worker", "--cache", str(cache), "--backbone", backbone, "--steps", str(steps),
             "--batch-size", str(batch_size), "--mode", mode, "--out", str(out)]
-    env = dict(os.environ)
-    if processes > 1:
-        args = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *args]
-        env.update(ACCELERATE_USE_CPU="1", OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 2) // processes)))
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("report-*.json"):
         old.unlink()
-    done = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True)
+    argv, env = launched(args, processes)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"data worker failed:\n{done.stderr[-3000:]}")
     return [json.loads(path.read_text()) for path in sorted(out.glob("report-*.json"))]
@@ -78,12 +85,8 @@ def build_throughput(workdir: Path, images: int, processes: int) -> dict:
         shutil.rmtree(cache)
     command = ["-m", "dept_vl.cli", "features", "--data", str(data / "data.jsonl"), "--cache-dir", str(cache),
                "--image-size", "224", "--shard-size", "64"]
-    env = dict(os.environ)
-    if processes > 1:
-        command = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *command]
-        env.update(ACCELERATE_USE_CPU="1", OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 2) // processes)))
-    done = subprocess.run([sys.executable, *command], env=env, capture_output=True, text=True)
+    argv, env = launched(command, processes)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"dept-vl features failed:\n{done.stderr[-3000:]}")
     report = json.loads(done.stdout)
