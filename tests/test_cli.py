@@ -14,18 +14,25 @@ def run(*args):
     return subprocess.run([sys.executable, "-m", "dept_vl.cli", *args], capture_output=True, text=True)
 
 
-def test_version_and_help():
-    out = run("--version")
+def help_text(capsys, *args) -> str:
+    """What ``dept-vl *args --help`` prints, whitespace folded (in-process: argparse exits 0 after printing)."""
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--help"])
+    assert exited.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_version_and_help(capsys):
+    out = run("--version")  # a real process: the module runs as the command
     assert out.returncode == 0 and out.stdout.strip() == f"dept-vl {__version__}"
-    out = run("--help")
-    assert out.returncode == 0 and all(c in out.stdout for c in ("budget", "features", "train", "eval", "predict"))
+    assert all(c in help_text(capsys) for c in ("budget", "features", "train", "eval", "predict"))
 
 
-def test_flags_carry_the_help_of_their_config_fields():
-    train = run("train", "--help").stdout
-    assert "--prompt-lr PROMPT_LR" in train and "learning rate of the prompts P (default: 0.3)" in " ".join(train.split())
+def test_flags_carry_the_help_of_their_config_fields(capsys):
+    train = help_text(capsys, "train")
+    assert "--prompt-lr PROMPT_LR" in train and "learning rate of the prompts P (default: 0.3)" in train
     assert "--no-cache-features" in train and "--method {pt,dept,adept,lora,full}" in train
-    bench = " ".join(run("bench", "--help").stdout.split())
+    bench = help_text(capsys, "bench")
     assert "--pad-to-max-length, --no-pad-to-max-length" in bench and "DePT's rank (default: 30)" in bench
 
 
@@ -68,8 +75,9 @@ def test_features_command_builds_and_resumes_cache(tmp_path, vl_data, capsys):
     assert first["images"] == 2 and first["computed"] == 2 and first["shards"] == 2 and first["num_tokens"] == 1
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["computed"] == 0  # everything already cached
-    out = run(*[a if a != "32" else "64" for a in args])  # same cache, other image size: refused
-    assert out.returncode == 2 and "was made with" in out.stderr and "Traceback" not in out.stderr
+    from test_errors import fails
+
+    fails(capsys, [a if a != "32" else "64" for a in args], "was made with")  # same cache, other image size: refused
 
 
 def test_training_reads_the_cache_that_features_built(tmp_path, vl_data, capsys):
@@ -136,10 +144,11 @@ def test_predict_cli_prints_only_the_answer(trained_run, tmp_path, capsys):
     import easy_vqa
 
     image = easy_vqa.get_test_image_paths()[0]
-    out = run("predict", image, "what color is the shape?", "--checkpoint", str(trained_run / "run"))
+    out = run("predict", image, "zorblat quixt vemm?", "--checkpoint", str(trained_run / "run"))
     assert out.returncode == 0, out.stderr  # a real process: nothing but the answer reaches stdout
     answers = set(easy_vqa.get_answers())
     assert out.stdout.count("\n") == 1 and out.stdout.strip() in answers | {""}
+    assert "words of 'zorblat quixt vemm?' are unknown" in out.stderr  # warnings go to stderr
     capsys.readouterr()
     assert main(["predict", image, "what color is the shape?", "--checkpoint", str(trained_run / "run"),
                  "--num-beams", "3"]) == 0
@@ -163,7 +172,7 @@ def test_predict_cli_errors_are_one_line(trained_run, tmp_path, capsys):
     fails(capsys, ["predict", "x.png", "what?", "--checkpoint", str(tmp_path)], "dept_vl_config.json")
 
 
-def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
+def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path, capsys):
     import signal
     import time
 
@@ -185,13 +194,15 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
 
     step = load_state(latest_checkpoint(run_dir / "checkpoints"))["step"]
     assert step >= 1
-    resumed = subprocess.run(args[:-1] + [str(step + 2), "--resume"], capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"resumed from {run_dir / 'checkpoints'}" in resumed.stderr
-    assert json.loads(resumed.stdout)["train"]["steps"] == step + 2
+    capsys.readouterr()
+    assert main(args[3:-1] + [str(step + 2), "--resume"]) == 0  # in-process: the resume needs no signal
+    resumed = capsys.readouterr()
+    assert f"resumed from {run_dir / 'checkpoints'}" in resumed.err
+    assert json.loads(resumed.out)["train"]["steps"] == step + 2
 
 
-def test_one_run_per_directory_locked_and_taken_over_after_a_kill(tmp_path):
+def test_one_run_per_directory_locked_and_taken_over_after_a_kill(tmp_path, capsys):
+    """The lock holder is a real process (killed with SIGKILL); the later runs are in-process."""
     import signal
     import time
 
@@ -203,17 +214,16 @@ def test_one_run_per_directory_locked_and_taken_over_after_a_kill(tmp_path):
     deadline = time.time() + 120
     while not (run_dir / "recipe.yaml").exists() and time.time() < deadline:
         time.sleep(0.2)
+    from test_errors import fails
+
     started = time.time()
-    second = run(*args[3:], "--max-steps", "2")
-    assert time.time() - started < 60 and second.returncode == 2 and "Traceback" not in second.stderr
-    assert f"is in use by another dept-vl process (pid {first.pid})" in second.stderr
+    fails(capsys, args[3:] + ["--max-steps", "2"], f"is in use by another dept-vl process (pid {first.pid})")
+    assert time.time() - started < 60
     first.send_signal(signal.SIGKILL)
     first.wait()
-    again = run(*args[3:], "--max-steps", "2")
-    assert again.returncode == 2 and "already holds a run" in again.stderr  # killed, but its run is still there
-    replaced = run(*args[3:], "--max-steps", "2", "--overwrite")  # the dead process's lock is taken over
-    assert replaced.returncode == 0, replaced.stderr[-2000:]
-    assert json.loads(replaced.stdout)["train"]["steps"] == 2
+    fails(capsys, args[3:] + ["--max-steps", "2"], "already holds a run")  # killed, but its run is still there
+    assert main(args[3:] + ["--max-steps", "2", "--overwrite"]) == 0  # the dead process's lock is taken over
+    assert json.loads(capsys.readouterr().out)["train"]["steps"] == 2
 
 
 def test_a_moved_run_still_predicts_and_evaluates(trained_run, tmp_path, capsys):
@@ -235,7 +245,8 @@ def test_a_moved_run_still_predicts_and_evaluates(trained_run, tmp_path, capsys)
         shutil.move(str(tmp_path / "hidden"), trained_run / "run" / "backbone")
 
 
-def test_predict_input_skips_bad_lines_with_their_numbers(trained_run, tmp_path):
+def test_predict_input_skips_bad_lines_with_their_numbers(trained_run, tmp_path, capsys, caplog):
+    """In-process: the warnings are log records (a real process prints them on stderr)."""
     import easy_vqa
 
     image = easy_vqa.get_test_image_paths()[0]
@@ -243,26 +254,28 @@ def test_predict_input_skips_bad_lines_with_their_numbers(trained_run, tmp_path)
              json.dumps({"image": str(tmp_path / "missing.png"), "question": "what?"}),
              json.dumps({"images": [image], "question": "is there a circle?"}), json.dumps({"question": "no image"})]
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
-    out = run("predict", "--input", str(tmp_path / "in.jsonl"), "--checkpoint", str(trained_run / "run"),
-              "--skip-bad-lines")
-    assert out.returncode == 0, out.stderr
-    answered = [json.loads(line) for line in out.stdout.splitlines()]
+    capsys.readouterr()
+    assert main(["predict", "--input", str(tmp_path / "in.jsonl"), "--checkpoint", str(trained_run / "run"),
+                 "--skip-bad-lines"]) == 0
+    answered = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [a["question"] for a in answered] == ["what color is the shape?", "is there a circle?"]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     for number, why in ((2, "malformed JSON"), (3, "image not found"), (5, 'no "image" or "images" field')):
-        assert f"line {number}" in out.stderr and why in out.stderr
-    summaries = [line for line in out.stderr.splitlines() if ": skipped " in line and "line(s)" in line]
+        assert any(f"line {number}" in m and why in m for m in warned), (number, warned)
+    summaries = [line for line in warned if ": skipped " in line and "line(s)" in line]
     assert summaries == [f"{tmp_path / 'in.jsonl'}: skipped 3 bad line(s)"]  # one summary for one skip of each kind
 
 
-def test_logs_are_plain_lines_in_a_file_and_end_with_the_run(tmp_path):
-    import os
-
+def test_logs_are_plain_lines_in_a_file_and_end_with_the_run(tmp_path, capsys, monkeypatch):
+    """stderr not a terminal (captured, as when redirected to a file): plain lines, no bar frames."""
+    monkeypatch.setenv("DEPT_VL_LOG_SECONDS", "0")
     (tmp_path / "tiny.yaml").write_text(TINY_RECIPE)
-    out = subprocess.run([sys.executable, "-m", "dept_vl.cli", "train", "--config", str(tmp_path / "tiny.yaml"),
-                          "--output-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")],
-                         capture_output=True, text=True, env={**os.environ, "DEPT_VL_LOG_SECONDS": "0"})
-    assert out.returncode == 0 and "\r" not in out.stderr
-    lines = out.stderr.splitlines()
+    capsys.readouterr()
+    assert main(["train", "--config", str(tmp_path / "tiny.yaml"), "--output-dir", str(tmp_path / "run"),
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
     steps = [line for line in lines if line.startswith("train dept: step ")]
     assert steps[0].startswith("train dept: step 1/4 (25%)") and "ETA" in steps[0]
     assert steps[-1].startswith("train dept: step 4/4 (100%)") and "loss=" in steps[-1] and "lr=" in steps[-1]
@@ -370,9 +383,11 @@ def test_predict_and_eval_take_the_fast_path(trained_run, tmp_path, monkeypatch,
         (tmp_path / "--no-compile" / "predictions-easyvqa-test-first8.jsonl").read_text()
 
 
-def test_eval_refuses_a_bad_device_before_writing_anything(trained_run, tmp_path):
-    out = run("eval", "--checkpoint", str(trained_run / "run"), "--device", "gpu", "--output-dir", str(tmp_path / "ev"))
-    assert out.returncode == 2 and "not a device" in out.stderr and "Traceback" not in out.stderr
+def test_eval_refuses_a_bad_device_before_writing_anything(trained_run, tmp_path, capsys):
+    from test_errors import fails
+
+    fails(capsys, ["eval", "--checkpoint", str(trained_run / "run"), "--device", "gpu", "--output-dir",
+                   str(tmp_path / "ev")], "not a device")
     assert not (tmp_path / "ev").exists()
 
 

@@ -61,17 +61,19 @@ def test_thirty_steps_compile_one_graph_per_bucket(tiny_t5_wide_dir):
     model = build(tiny_t5_wide_dir)  # one layer: quicker to trace
     fast = FastPath("aot_eager", bucket_multiple=8).apply(model).fast_path
     optimizer = torch.optim.AdamW(param_groups(model, 0.3, 1e-2, other_lr=1e-2))
-    rng, buckets, losses = random.Random(0), set(), []
+    rng, buckets, lengths, losses = random.Random(0), set(), set(), []
     model.train()
-    for _ in range(30):
-        batch = random_batch(model, rng, size=2)
+    for _ in range(30):  # questions of 4-13 words, one-word answers: two buckets (a compile costs ~8 s here)
+        texts = [" ".join(rng.choices(WORDS, k=rng.randint(4, 13))) for _ in range(2)]
+        batch = model.prepare(texts, image_features=torch.randn(2, 3, 16), targets=rng.choices(WORDS, k=2))
+        lengths.add(batch["attention_mask"].sum(1).max().item())
         buckets.add((batch["input_ids"].shape[1], batch["labels"].shape[1]))
         loss = model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         losses.append(loss.item())
-    assert len(buckets) >= 3  # real lengths 2-14 (text) and 2-4 (target) tokens
+    assert len(buckets) == 2 and len(lengths) >= 6  # many real lengths, two padded ones
     assert fast.graphs == len(buckets) and fast.graph_breaks == 0
     assert all(torch.isfinite(torch.tensor(losses)))
 
