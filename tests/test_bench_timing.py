@@ -88,3 +88,22 @@ def test_steady_rss_returns_freed_blocks_to_the_system():
         del block
         assert _rss() - before < 2 * 2**20
     """)
+
+
+def test_peak_sampler_keeps_the_highest_reading_of_each_value():
+    import time
+
+    from dept_vl.bench.timing import PeakSampler
+
+    readings = [{"rss": 5, "pss": 4}, {"rss": 9, "pss": 3}, {"rss": 7, "pss": 8}]  # then 1 and 1 forever
+    calls = []
+
+    def read():
+        calls.append(1)
+        return readings[len(calls) - 1] if len(calls) <= len(readings) else {"rss": 1, "pss": 1}
+
+    with PeakSampler(read, 0.001) as sampler:
+        deadline = time.time() + 10
+        while len(calls) <= len(readings) + 2 and time.time() < deadline:
+            time.sleep(0.001)
+    assert len(calls) > len(readings) and sampler.peak == {"rss": 9, "pss": 8}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from ..data.tasks import Example, Task, TaskData
 from ..methods import param_groups
 from ..models import TextBackbone
 from .speed import BenchConfig, make_model
-from .timing import steady_rss
+from .timing import PeakSampler, steady_rss
 
 
 class SyntheticTask(Task):
@@ -41,29 +40,6 @@ def memory_kb() -> dict[str, int]:
             if key in ("Rss", "Pss"):
                 values[key.lower()] = int(rest.split()[0])
     return values
-
-
-class PeakSampler:
-    """The peaks of RSS and PSS, sampled every 20 ms in a thread."""
-
-    def __init__(self):
-        self.peak = {"rss": 0, "pss": 0}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            for key, value in memory_kb().items():
-                self.peak[key] = max(self.peak[key], value)
-            time.sleep(0.02)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def data_path(cache: FeatureCache, model, batch_size: int, rank: int, world: int):
@@ -96,7 +72,7 @@ def run(args) -> dict:
     report = {"rank": accelerator.process_index, "processes": accelerator.num_processes, "images": len(cache)}
     before = memory_kb()  # the process's fixed cost: Python, torch, the model, accelerate; no batch read yet
     report.update(start_rss_mb=before["rss"] / 1024, start_pss_mb=before["pss"] / 1024)
-    with PeakSampler() as peak, Prefetcher(build, accelerator.device) as prefetch:
+    with PeakSampler(memory_kb, 0.02) as peak, Prefetcher(build, accelerator.device) as prefetch:
         start = time.perf_counter()
         for step in range(args.steps):
             train_step(wrapped, optimizer, accelerator, prefetch.get(step))

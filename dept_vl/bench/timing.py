@@ -1,5 +1,6 @@
 """Measuring one training step: its seconds (``TrainStep``), paired ratios of two steps that take turns
-(``paired_ratio``), and peak memory (``PeakMemory``: the CUDA allocator's peak, or sampled RSS on CPU)."""
+(``paired_ratio``), and peak memory (``PeakMemory``: the CUDA allocator's peak, or sampled RSS on CPU, through
+``PeakSampler``, which samples any readings in a thread)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,36 @@ import torch
 from ..methods import param_groups
 
 
+class PeakSampler:
+    """The peak of each value ``read()`` returns (a dict of numbers), sampled every ``interval`` seconds in a thread
+    while the block runs (and once at its start)."""
+
+    def __init__(self, read: Callable[[], dict], interval: float):
+        self.read, self.interval, self.peak = read, interval, dict(read())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            for key, value in self.read().items():
+                self.peak[key] = max(self.peak.get(key, value), value)
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
 class PeakMemory:
     """Peak memory of the block: CUDA allocator peak, or sampled RSS above the starting level on CPU."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
         self.kind = "cuda_max_memory_allocated" if self.cuda else "cpu_peak_rss_above_start"
-        self.peak = 0
 
     def __enter__(self):
         if self.cuda:
@@ -28,25 +52,17 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.start = torch.cuda.memory_allocated()
         else:
-            self.start, self._stop = _rss(), threading.Event()
-            self.peak = self.start
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
+            self.start = _rss()
+            self._sampler = PeakSampler(lambda: {"rss": _rss()}, 0.001).__enter__()
         return self
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss())
-            time.sleep(0.001)
 
     def __exit__(self, *exc):
         if self.cuda:
             torch.cuda.synchronize()
             self.mb = torch.cuda.max_memory_allocated() / 2**20
         else:
-            self._stop.set()
-            self._thread.join()
-            self.mb = max(0, self.peak - self.start) / 2**20
+            self._sampler.__exit__(*exc)
+            self.mb = max(0, self._sampler.peak["rss"] - self.start) / 2**20
 
 
 def steady_rss() -> bool:
