@@ -31,14 +31,31 @@ class Server(ServerProcess):
         return super().stop(), self.stderr
 
 
+BROWSER = bool(shutil.which("chromium") and shutil.which("chromedriver"))
+
+
+@pytest.fixture(scope="module")
+def servers(run_dir):
+    """The servers of this module's tests, started side by side (a start costs ~10 s here); each test stops its
+    own, the rest are stopped at the end."""
+    settings = {"batching": ["--max-wait-ms", "200", "--max-batch-size", "8"],
+                "sigterm": ["--max-wait-ms", "1500"],  # a lone request waits 1.5 s for company
+                **({"page": []} if BROWSER else {})}
+    started = Server.start_all(*(["--checkpoint", str(run_dir), *args] for args in settings.values()))
+    yield dict(zip(settings, started))
+    for server in started:
+        if server.process.poll() is None:
+            server.stop()
+
+
 def images(n):
     import easy_vqa
 
     return list(easy_vqa.get_test_image_paths().values())[:n]
 
 
-def test_concurrent_clients_are_batched_and_answered_as_predict_would(run_dir):
-    server = Server(run_dir, "--max-wait-ms", "200", "--max-batch-size", "8")
+def test_concurrent_clients_are_batched_and_answered_as_predict_would(run_dir, servers):
+    server = servers["batching"]
     try:
         pictures = images(16)
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
@@ -52,8 +69,8 @@ def test_concurrent_clients_are_batched_and_answered_as_predict_would(run_dir):
     assert code == 0 and "Traceback" not in err
 
 
-def test_sigterm_finishes_the_request_in_flight_and_exits_0(run_dir):
-    server = Server(run_dir, "--max-wait-ms", "1500")  # a lone request waits 1.5 s for company
+def test_sigterm_finishes_the_request_in_flight_and_exits_0(servers):
+    server = servers["sigterm"]
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(server.ask, images(1)[0])
         time.sleep(0.5)  # the request is in the batcher's window
@@ -64,9 +81,8 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(run_dir):
         server.get("/health")
 
 
-@pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
-                    reason="needs a browser: apt install chromium chromium-driver")
-def test_the_page_in_a_real_browser(run_dir, tmp_path):
+@pytest.mark.skipif(not BROWSER, reason="needs a browser: apt install chromium chromium-driver")
+def test_the_page_in_a_real_browser(run_dir, servers, tmp_path):
     from PIL import Image, ImageStat
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -74,7 +90,7 @@ def test_the_page_in_a_real_browser(run_dir, tmp_path):
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    server = Server(run_dir)
+    server = servers["page"]
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
