@@ -8,6 +8,7 @@ from dept_vl import __version__
 from dept_vl.cli import main
 
 from conftest import TINY_RECIPE, gqa_hf_rows
+from test_errors import fails
 
 
 def run(*args):
@@ -75,8 +76,6 @@ def test_features_command_builds_and_resumes_cache(tmp_path, vl_data, capsys):
     assert first["images"] == 2 and first["computed"] == 2 and first["shards"] == 2 and first["num_tokens"] == 1
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["computed"] == 0  # everything already cached
-    from test_errors import fails
-
     fails(capsys, [a if a != "32" else "64" for a in args], "was made with")  # same cache, other image size: refused
 
 
@@ -163,8 +162,6 @@ def test_predict_cli_prints_only_the_answer(trained_run, tmp_path, capsys):
 
 def test_predict_cli_errors_are_one_line(trained_run, tmp_path, capsys):
     """In-process (the subprocess tests above show the real process prints what main() prints)."""
-    from test_errors import fails
-
     fails(capsys, ["predict", str(tmp_path / "nope.png"), "what?", "--checkpoint", str(trained_run / "run")],
           "image not found")
     fails(capsys, ["predict", str(trained_run / "run" / "curves.png"), "--checkpoint", str(trained_run / "run")],
@@ -214,8 +211,6 @@ def test_one_run_per_directory_locked_and_taken_over_after_a_kill(tmp_path, caps
     deadline = time.time() + 120
     while not (run_dir / "recipe.yaml").exists() and time.time() < deadline:
         time.sleep(0.2)
-    from test_errors import fails
-
     started = time.time()
     fails(capsys, args[3:] + ["--max-steps", "2"], f"is in use by another dept-vl process (pid {first.pid})")
     assert time.time() - started < 60
@@ -384,8 +379,6 @@ def test_predict_and_eval_take_the_fast_path(trained_run, tmp_path, monkeypatch,
 
 
 def test_eval_refuses_a_bad_device_before_writing_anything(trained_run, tmp_path, capsys):
-    from test_errors import fails
-
     fails(capsys, ["eval", "--checkpoint", str(trained_run / "run"), "--device", "gpu", "--output-dir",
                    str(tmp_path / "ev")], "not a device")
     assert not (tmp_path / "ev").exists()

@@ -23,15 +23,17 @@ def build(backbone: str) -> VisionLanguageModel:
     return model
 
 
-def random_inputs(rng: random.Random, size: int = 4, answer_words: int = 3) -> tuple[list[str], list[str], torch.Tensor]:
-    """Questions of 1-13 words, answers of 1 to ``answer_words`` words, and visual features."""
-    texts = [" ".join(rng.choices(WORDS, k=rng.randint(1, 13))) for _ in range(size)]
+def random_inputs(rng: random.Random, size: int = 4, answer_words: int = 3, question_words: tuple = (1, 13)
+                  ) -> tuple[list[str], list[str], torch.Tensor]:
+    """Questions of ``question_words`` (1-13) words, answers of 1 to ``answer_words`` words, and visual features."""
+    texts = [" ".join(rng.choices(WORDS, k=rng.randint(*question_words))) for _ in range(size)]
     answers = [" ".join(rng.choices(WORDS, k=rng.randint(1, answer_words))) for _ in range(size)]
     return texts, answers, torch.randn(size, 3, 16, generator=torch.Generator().manual_seed(rng.randint(0, 10**6)))
 
 
-def random_batch(model, rng: random.Random, size: int = 4, answer_words: int = 3) -> dict:
-    texts, answers, features = random_inputs(rng, size, answer_words)
+def random_batch(model, rng: random.Random, size: int = 4, answer_words: int = 3, question_words: tuple = (1, 13)
+                 ) -> dict:
+    texts, answers, features = random_inputs(rng, size, answer_words, question_words)
     return model.prepare(texts, image_features=features, targets=answers)
 
 
@@ -64,8 +66,7 @@ def test_thirty_steps_compile_one_graph_per_bucket(tiny_t5_wide_dir):
     rng, buckets, lengths, losses = random.Random(0), set(), set(), []
     model.train()
     for _ in range(30):  # questions of 4-13 words, one-word answers: two buckets (a compile costs ~8 s here)
-        texts = [" ".join(rng.choices(WORDS, k=rng.randint(4, 13))) for _ in range(2)]
-        batch = model.prepare(texts, image_features=torch.randn(2, 3, 16), targets=rng.choices(WORDS, k=2))
+        batch = random_batch(model, rng, size=2, answer_words=1, question_words=(4, 13))
         lengths.add(batch["attention_mask"].sum(1).max().item())
         buckets.add((batch["input_ids"].shape[1], batch["labels"].shape[1]))
         loss = model(**batch).loss
