@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterator
 
 from ..._registry import Registry
 from ...errors import InputError
-from ...io import iter_jsonl, read_data_json
+from ...io import iter_jsonl
+from ..json_stream import iter_json_list, json_starts_with
 
 IMAGE_PLACEHOLDER = "<image>"
 
@@ -137,17 +138,15 @@ def text_field(record: dict, names: tuple[str, ...], where: str, required: bool 
 
 # ---- reading records of JSON / JSON Lines files ----------------------------------------------------------------
 def iter_objects(path: Path, skip_bad_lines: bool, log, bad: list | None = None) -> Iterator[tuple[str, Any]]:
-    """(where, object) for each line of a JSON Lines file (streamed: a file of any size costs one line at a time) or
-    each element of a JSON list file; lines that are not JSON go into ``bad`` (with ``skip_bad_lines``)."""
+    """(where, object) for each line of a JSON Lines file or each element of a JSON list file, both streamed (a file
+    of any size costs one record at a time); lines that are not JSON go into ``bad`` (with ``skip_bad_lines``)."""
     if path.suffix.lower() == ".jsonl":
         for number, record in iter_jsonl(path, skip_bad_lines, log=log, skipped=bad):
             yield f"{path}, line {number}", record
         return
-    data = read_data_json(path)
-    items = data.get("data", data) if isinstance(data, dict) else data
-    if not isinstance(items, list):
-        raise InputError(f"{path}: expected a JSON list of records (or JSON Lines, one record per line)")
-    for number, item in enumerate(items, 1):
+    key = "data" if json_starts_with(path) == "{" else None  # a list, or {"data": [...]}
+    items = iter_json_list(path, key, "a JSON list of records (or JSON Lines, one record per line)")
+    for number, item in enumerate(items, 1):  # streamed as JSON Lines are
         yield f"{path}, record {number}", item
 
 

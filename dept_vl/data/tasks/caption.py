@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 from typing import Sequence
 
-from ...io import read_data_json
+from ..json_stream import iter_json_list
 from ..metrics import caption_metrics
 from .base import Example, Task, TaskData, register_task, require
 from .hf_datasets import DatasetImages, open_hf_split, require_columns
@@ -37,8 +37,7 @@ class COCOCaption(Task):
 
     def load_local(self, split: str, root: Path | None) -> TaskData:
         path = self.data_file(root, "dataset_coco.json")
-        records = require(read_data_json(path), "images", str(path), list)
-        return self._examples(split, records, str(path), root=root)
+        return self._examples(split, iter_json_list(path, "images"), str(path), root=root)
 
     def _examples(self, split: str, records, where: str, root: Path | None = None, images=None) -> TaskData:
         """Examples of ``split`` from Karpathy-style records; images are files under ``root`` or ``images``."""

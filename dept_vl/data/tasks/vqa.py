@@ -19,6 +19,7 @@ from typing import Sequence
 
 from ...errors import InputError
 from ...io import read_data_json
+from ..json_stream import iter_json_list
 from ..metrics import grouped_mean, vqa_accuracy
 from .base import Example, Task, TaskData, register_task, require
 from .hf_datasets import DatasetImages, open_hf_split, require_columns
@@ -60,46 +61,50 @@ class VQAv2(Task):
 
     def _load_subtype(self, root: Path, subtype: str, keep: set[int] | None, examples: list, images: dict) -> None:
         """The questions of one official file pair (train2014 / val2014) whose image is in ``keep`` (default all).
-        Images are read from ``images/<subtype>`` (prepared) or ``<subtype>`` (the official download)."""
+        Images are read from ``images/<subtype>`` (prepared) or ``<subtype>`` (the official download). Both files
+        are read one record at a time: the annotations (360 MB for train2014) are never held whole."""
         q_path = self.data_file(root, f"v2_OpenEnded_mscoco_{subtype}_questions.json")
         a_path = self.data_file(root, f"v2_mscoco_{subtype}_annotations.json")
-        questions = require(read_data_json(q_path), "questions", str(q_path), list)
-        annotations = {require(a, "question_id", str(a_path)): a
-                       for a in require(read_data_json(a_path), "annotations", str(a_path), list)}
+        annotations = self._annotations(a_path)
         folder = root / "images" / subtype if (root / "images" / subtype).is_dir() else root / subtype
         prefix = f"{folder}{os.sep}"
         keys: dict[int, str] = {}  # one key string per image, shared by its questions and the image map
-        for q in questions:
+        for q in iter_json_list(q_path, "questions"):
             record = _well_formed(q, annotations)
             if record is None:  # the slow path, only to name what is wrong
                 record = self._checked(q, annotations, str(q_path), str(a_path))
-            image_id, qid, question, ann, answers = record
+            image_id, qid, question, (answers, meta) = record
             if keep is not None and image_id not in keep:
                 continue
             if image_id not in keys:
                 keys[image_id] = key = coco_image_key(subtype, image_id)
                 images[key] = f"{prefix}{key}.jpg"
-            examples.append(self._example(str(qid), keys[image_id], question, ann, answers))
+            examples.append(Example(str(qid), (keys[image_id],), self.source(question), answers, meta=meta))
+
+    @staticmethod
+    def _annotations(path: Path) -> dict:
+        """question id -> (the ten answers, meta) of every annotation in ``path``; the rest of each record is
+        dropped as it is read."""
+        annotations = {}
+        for ann in iter_json_list(path, "annotations"):
+            try:
+                qid, answers = ann["question_id"], [sys.intern(a["answer"]) for a in ann["answers"]]
+            except (KeyError, TypeError):  # the slow path, only to name what is wrong
+                qid = require(ann, "question_id", str(path), (int, str))
+                answers = [require(a, "answer", f"{path}, question {qid}", str)
+                           for a in require(ann, "answers", f"{path}, question {qid}", list)]
+            annotations[qid] = answers, _meta(ann, answers)
+        return annotations
 
     @staticmethod
     def _checked(q, annotations: dict, q_path: str, a_path: str) -> tuple:
         """A question record checked field by field: an InputError naming the file, question and field."""
         where = f"{q_path}, question {q.get('question_id', '?') if isinstance(q, dict) else '?'}"
         image_id = require(q, "image_id", where, int)
-        qid = require(q, "question_id", where)
+        qid = require(q, "question_id", where, (int, str))
         if qid not in annotations:
             raise InputError(f"{a_path}: no annotation for question {qid}")
-        question, ann = require(q, "question", where, str), annotations[qid]
-        answers = [require(a, "answer", f"{a_path}, question {qid}", str) for a in require(ann, "answers", a_path,
-                                                                                         list)]
-        return image_id, qid, question, ann, [sys.intern(a) for a in answers]
-
-    def _example(self, qid: str, image_key: str, question: str, ann: dict, answers: list[str]) -> Example:
-        """Strings that repeat across questions (answers, types) are interned: a VQAv2-sized split holds each
-        once."""
-        meta = {"answer_type": _intern(ann.get("answer_type")), "question_type": _intern(ann.get("question_type")),
-                "answer": _intern(ann.get("multiple_choice_answer", answers[0] if answers else ""))}
-        return Example(qid, (image_key,), self.source(question), answers, meta=meta)
+        return image_id, qid, require(q, "question", where, str), annotations[qid]
 
     def load_hf(self, split: str, source: str) -> TaskData:
         """HuggingFaceM4/VQAv2-style rows: question, question_id, image_id, answers[{answer}], answer_type, image;
@@ -107,10 +112,12 @@ class VQAv2(Task):
         rows = open_hf_split(source, split)
         require_columns(rows, ("question_id", "image_id", "question", "answers", "image"), f"{source} split {split!r}")
         images = DatasetImages(rows, (f"coco_{i}" for i in rows["image_id"]))
-        examples = [self._example(str(row["question_id"]), f"coco_{row['image_id']}", row["question"], row,
-                                  [sys.intern(require(a, "answer", f"{source}, question {row['question_id']}", str))
-                                   for a in require(row, "answers", source, list)])
-                    for row in rows.remove_columns("image")]
+        examples = []
+        for row in rows.remove_columns("image"):
+            answers = [sys.intern(require(a, "answer", f"{source}, question {row['question_id']}", str))
+                       for a in require(row, "answers", source, list)]
+            examples.append(Example(str(row["question_id"]), (f"coco_{row['image_id']}",),
+                                    self.source(row["question"]), answers, meta=_meta(row, answers)))
         return TaskData(self.name, split, examples, images)
 
     def training_target(self, example: Example, rng: random.Random) -> str:
@@ -129,17 +136,23 @@ class VQAv2(Task):
 
 
 def _well_formed(q, annotations: dict) -> tuple | None:
-    """(image_id, question_id, question, annotation, answers) of a valid question record, else None: the fast path
-    for the 600k questions of VQAv2, no message built unless something is wrong."""
+    """(image_id, question_id, question, (answers, meta)) of a valid question record, else None: the fast path for
+    the 600k questions of VQAv2, no message built unless something is wrong."""
     try:
         image_id, qid, question = q["image_id"], q["question_id"], q["question"]
-        ann = annotations[qid]
-        answers = [sys.intern(a["answer"]) for a in ann["answers"]]  # a TypeError for an answer that is no string
+        annotation = annotations[qid]
     except (KeyError, TypeError):
         return None
     if type(image_id) is not int or type(question) is not str:
         return None
-    return image_id, qid, question, ann, answers
+    return image_id, qid, question, annotation
+
+
+def _meta(ann: dict, answers: list[str]) -> dict:
+    """What an example keeps of its annotation; strings that repeat across questions (answers, types) are interned:
+    a VQAv2-sized split holds each once."""
+    return {"answer_type": _intern(ann.get("answer_type")), "question_type": _intern(ann.get("question_type")),
+            "answer": _intern(ann.get("multiple_choice_answer", answers[0] if answers else ""))}
 
 
 def _intern(value):
