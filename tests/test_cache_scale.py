@@ -178,3 +178,20 @@ def test_the_data_scale_worker_trains_through_the_cache_and_reports_memory(tmp_p
     rates = run(argparse.Namespace(**{**vars(args), "mode": "rates"}))
     assert rates["data_batches_per_s"] > 0 and rates["data_over_step"] == pytest.approx(
         rates["data_batches_per_s"] / rates["train_steps_per_s"])
+
+
+def test_the_index_scale_worker_times_the_index_and_the_task(tmp_path, monkeypatch):
+    """``dept-vl bench --index-scale``'s process, run here on a small generated cache and task."""
+    import argparse
+
+    monkeypatch.setattr("dept_vl.bench.data_worker.steady_rss", lambda: True)  # leave this process's malloc alone
+    from dept_vl.bench.data_scale import format_index_scale, make_cache, make_vqav2
+    from dept_vl.bench.data_worker import load_at_scale
+
+    cache = make_cache(tmp_path / "cache", 3000, tokens=1, dim=8, shard_size=512)
+    vqa = make_vqav2(tmp_path / "vqa", {"train2014": 600, "val2014": 300})
+    report = load_at_scale(argparse.Namespace(cache=str(cache.root), vqa=str(vqa)))
+    assert report["index"]["items"] == 3000 and report["task"]["items"] == 900
+    assert all(report[k]["seconds"] > 0 and report[k]["peak_mb"] >= 0 for k in ("index", "task"))
+    table = format_index_scale({**report, "json_mb": 0.5})
+    assert "| feature-cache index | 3,000 |" in table and "| VQAv2 questions (0 MB of JSON) | 900 |" in table

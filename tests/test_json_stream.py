@@ -3,12 +3,12 @@ still read, and a VQAv2-style task loaded without ever holding its annotations f
 
 import codecs
 import json
-import random
 import tracemalloc
 
 import pytest
 
 from dept_vl import InputError
+from dept_vl.bench.data_scale import make_vqav2
 from dept_vl.data.json_stream import iter_json_list, iter_json_object, json_starts_with
 from dept_vl.data.tasks import get_task
 
@@ -53,21 +53,6 @@ def test_what_the_stream_cannot_read_is_read_whole(tmp_path):
         list(iter_json_object(tmp_path / "nowhere.json"))
 
 
-def write_vqav2(root, questions: int, seed: int = 0) -> None:
-    """VQAv2's val2014 file pair at ``questions`` questions, with its record shapes."""
-    rng = random.Random(seed)
-    qs, anns = [], []
-    for qid in range(1, questions + 1):
-        image_id, answers = rng.randrange(1, questions // 3), [rng.choice(("yes", "no", "2", "red")) for _ in range(10)]
-        qs.append({"image_id": image_id, "question": f"is there a dog number {qid}?", "question_id": qid})
-        anns.append({"question_type": "is there a", "multiple_choice_answer": answers[0], "image_id": image_id,
-                     "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": k + 1}
-                                 for k, a in enumerate(answers)], "answer_type": "yes/no", "question_id": qid})
-    (root / "v2_OpenEnded_mscoco_val2014_questions.json").write_text(json.dumps({"info": {}, "questions": qs}))
-    (root / "v2_mscoco_val2014_annotations.json").write_text(json.dumps({"info": {}, "annotations": anns,
-                                                                         "data_type": "mscoco"}))
-
-
 def traced_peak(work):
     """(what ``work()`` returns, the peak of Python memory it allocated)."""
     tracemalloc.start()
@@ -78,10 +63,10 @@ def traced_peak(work):
 
 
 def test_a_vqav2_task_loads_without_holding_its_annotations_whole(tmp_path):
-    write_vqav2(tmp_path, 8_000)  # 6 MB of annotations
+    make_vqav2(tmp_path, {"val2014": 8_000})  # VQAv2's record shapes: 6 MB of annotations
     data, streamed = traced_peak(lambda: get_task("vqa").load("val2014", tmp_path))
     assert len(data) == 8_000 and len(data.examples[7].targets) == 10
-    assert data.examples[0].meta == {"answer_type": "yes/no", "question_type": "is there a",
+    assert data.examples[0].meta == {"answer_type": "other", "question_type": "what is the",
                                      "answer": data.examples[0].targets[0]}
     _, whole = traced_peak(lambda: json.loads((tmp_path / "v2_mscoco_val2014_annotations.json").read_text()))
     # parsing the annotations whole took 5.5x the file's size; loading the whole task streamed takes 1.1x

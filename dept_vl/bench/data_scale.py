@@ -8,16 +8,19 @@ CLIP ViT-B/32 shape; ~7.7 GB at 100k) it measures, each in fresh processes (``da
   the largest cache, against one process: the features live in the page cache they share, not in each process;
 - the batches per second the data path delivers against the training step's rate at the t5-base shape;
 - feature-cache build throughput (``dept-vl features``) with one process and with two.
+
+``dept-vl bench --index-scale`` measures, in a fresh process, what reading at scale costs before the first batch:
+opening the index of a 500k-image cache and loading a VQAv2-size task (658k generated questions, both splits).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,6 +28,7 @@ import torch
 from ..data.feature_cache import FeatureCache
 from .speed import BenchConfig, build_backbone
 
+VQAV2_QUESTIONS = {"train2014": 443_757, "val2014": 214_354}  # the official splits' sizes
 SIGNATURE = {"encoder": "synthetic-clip-vit-b32-shape", "weights": "random", "image_size": 224, "pool_tokens": None}
 
 
@@ -54,11 +58,60 @@ def launched(module_args: list[str], processes: int) -> tuple[list[str], dict]:
     return [sys.executable, *module_args], env
 
 
+def make_vqav2(root: Path, questions: dict[str, int], seed: int = 0) -> Path:
+    """VQAv2's question and annotation files for each split in ``questions`` (split -> count), with the official
+    records' fields and shapes (ten answers each); reused when they are there already."""
+    rng = random.Random(seed)
+    words = "what is the color of man woman dog cat table on in how many are there this".split()
+    answers = ["yes", "no", "2", "1", "white", "red", "blue", "black", "dog", "tennis"] + [f"a{i}" for i in range(3000)]
+    root.mkdir(parents=True, exist_ok=True)
+    for number, (split, count) in enumerate(questions.items(), 1):
+        q_path = root / f"v2_OpenEnded_mscoco_{split}_questions.json"
+        a_path = root / f"v2_mscoco_{split}_annotations.json"
+        if a_path.is_file():
+            continue
+        records = [(number * 10**9 + i, rng.randrange(1, 600_000), [rng.choice(answers) for _ in range(10)])
+                   for i in range(count)]
+        qs = [{"image_id": image, "question": " ".join(rng.choices(words, k=rng.randint(4, 9))) + "?",
+               "question_id": q} for q, image, _ in records]
+        q_path.write_text(json.dumps({"info": {}, "task_type": "Open-Ended", "data_subtype": split, "questions": qs}))
+        anns = [{"question_type": "what is the", "multiple_choice_answer": said[0], "image_id": image,
+                 "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": k + 1} for k, a in enumerate(said)],
+                 "answer_type": "other", "question_id": q} for q, image, said in records]
+        a_path.write_text(json.dumps({"info": {}, "data_subtype": split, "annotations": anns, "data_type": "mscoco"}))
+    return root
+
+
+def run_index_scale(workdir: Path, images: int, questions: int, log=print) -> dict:
+    """Opening the index of an ``images``-image cache and loading ``questions`` VQAv2 questions (split as the
+    official train2014 / val2014 are), in a fresh process; the JSON-able report."""
+    total = sum(VQAV2_QUESTIONS.values())
+    counts = {"train2014": questions * VQAV2_QUESTIONS["train2014"] // total}
+    counts["val2014"] = questions - counts["train2014"]
+    log(f"index scale: a cache of {images} images (1 x 8 features: the index does not depend on them) ...")
+    cache = make_cache(workdir / f"index-cache-{images}", images, tokens=1, dim=8)
+    log(f"index scale: {questions} VQAv2-shaped questions ...")
+    vqa = make_vqav2(workdir / f"vqa-{questions}", counts)
+    (report,) = worker(cache.root, "none", workdir / "out-index", 0, 1, mode="load", vqa=vqa)
+    report["json_mb"] = sum(p.stat().st_size for p in vqa.glob("*.json")) / 2**20
+    return report
+
+
+def format_index_scale(report: dict) -> str:
+    lines = ["| loading | items | seconds | peak RSS added | RSS held after |", "|---|---:|---:|---:|---:|"]
+    task = f"VQAv2 questions ({report['json_mb']:.0f} MB of JSON)"
+    for name, what in (("index", "feature-cache index"), ("task", task)):
+        run = report[name]
+        lines.append(f"| {what} | {run['items']:,} | {run['seconds']:.1f} | {run['peak_mb']:.0f} MB | "
+                     f"{run['held_mb']:.0f} MB |")
+    return "\n".join(lines)
+
+
 def worker(cache: Path, backbone: str, out: Path, steps: int, batch_size: int, mode: str = "train",
-           processes: int = 1) -> list[dict]:
+           processes: int = 1, vqa: Path | None = None) -> list[dict]:
     """Run ``data_worker`` (under ``accelerate launch`` for several processes); its reports, one per process."""
     args = ["-m", "dept_vl.bench.data_worker", "--cache", str(cache), "--backbone", backbone, "--steps", str(steps),
-            "--batch-size", str(batch_size), "--mode", mode, "--out", str(out)]
+            "--batch-size", str(batch_size), "--mode", mode, "--out", str(out), *(["--vqa", str(vqa)] if vqa else [])]
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("report-*.json"):
         old.unlink()

@@ -4,12 +4,14 @@
 Run by the bench as ``python -m dept_vl.bench.data_worker`` in a fresh process, or under ``accelerate launch``
 (every process reports; their proportional set sizes add up to what the machine holds). ``--mode rates``
 measures instead how many batches per second the data path delivers and how many training steps per second the
-model takes, each alone.
+model takes, each alone; ``--mode load`` the seconds and memory of opening the cache's index and of loading the
+VQAv2 files under ``--vqa`` (``dept-vl bench --index-scale``).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ import torch
 
 from ..data.batches import BatchOrder, ImageInputs, Prefetcher, TaskSplit, make_batch
 from ..data.feature_cache import FeatureCache
-from ..data.tasks import Example, Task, TaskData
+from ..data.tasks import Example, Task, TaskData, get_task
 from ..methods import param_groups
 from ..models import TextBackbone
 from .speed import BenchConfig, make_model
@@ -52,9 +54,32 @@ def data_path(cache: FeatureCache, model, batch_size: int, rank: int, world: int
     return lambda step: make_batch(model, splits, images, order.batch(step), 0, step, device="cpu")
 
 
+def load_at_scale(args) -> dict:
+    """Seconds, peak and held RSS of opening the cache's index, then of loading both VQAv2 splits under ``args.vqa``
+    (each above the process's memory just before it)."""
+    steady_rss()
+    report, held = {"rank": 0}, []
+    splits = ("train2014", "val2014")
+    for name, load, count in (("index", lambda: FeatureCache(args.cache, None), len),
+                              ("task", lambda: [get_task("vqa").load(s, args.vqa) for s in splits],
+                               lambda data: sum(map(len, data)))):
+        gc.collect()
+        before = memory_kb()["rss"]
+        with PeakSampler(memory_kb, 0.02) as peak:
+            start = time.perf_counter()
+            held.append(load())
+            seconds = time.perf_counter() - start
+        gc.collect()
+        report[name] = {"items": count(held[-1]), "seconds": seconds, "peak_mb": (peak.peak["rss"] - before) / 1024,
+                        "held_mb": (memory_kb()["rss"] - before) / 1024}
+    return report
+
+
 def run(args) -> dict:
     from accelerate import Accelerator
 
+    if args.mode == "load":
+        return load_at_scale(args)
     if args.mode == "train":
         steady_rss()  # freed batches go back to the system: the peak follows live memory (rates: default malloc)
     accelerator = Accelerator(cpu=True)
@@ -115,7 +140,8 @@ def main(argv=None) -> None:
     parser.add_argument("--backbone", required=True)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--mode", choices=("train", "rates"), default="train")
+    parser.add_argument("--mode", choices=("train", "rates", "load"), default="train")
+    parser.add_argument("--vqa", help="--mode load: a directory of VQAv2 train2014 / val2014 files")
     parser.add_argument("--out", required=True, help="a directory: each process writes report-<rank>.json")
     args = parser.parse_args(argv)
     report = run(args)

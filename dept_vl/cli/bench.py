@@ -1,6 +1,6 @@
 """``dept-vl bench``: speed and memory of every method side by side (BenchConfig), or with ``--quality`` their
 accuracy, with ``--multitask`` each task alone against all together, with ``--data-scale`` training memory
-against the feature cache's size."""
+against the feature cache's size, with ``--index-scale`` the cost of opening a large cache and task."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from .._dataclass import check_int, setting
-from ..bench.data_scale import format_data_scale, run_data_scale
+from ..bench.data_scale import format_data_scale, format_index_scale, run_data_scale, run_index_scale
 from ..bench.multitask import format_multitask, run_multitask
 from ..bench.native import run_native_bench
 from ..bench.quality import QUALITY_METHODS, format_quality, run_quality
@@ -24,7 +24,8 @@ from .flags import add_command, config_from
 @dataclass
 class BenchCommand:
     """``dept-vl bench``: speed and memory of pt / dept / adept / lora / full / the bare backbone side by side
-    (--quality: accuracy; --multitask: multi-task against single-task; --data-scale: memory against cache size)."""
+    (--quality: accuracy; --multitask: multi-task against single-task; --data-scale: memory against cache size;
+    --index-scale: loading at scale)."""
 
     output_dir: str = setting("runs/bench", "where bench.json, bench.png and the built backbones go")
     json: str | None = setting(None, "write the report here (default: OUTPUT/bench.json)")
@@ -45,11 +46,16 @@ class BenchCommand:
                                "processes")
     data_scale_images: str = setting("5000,20000,100000", "cache sizes (images) of --data-scale, comma-separated")
     data_scale_steps: int = setting(100, "training steps (batch 64) per --data-scale run")
+    index_scale: bool = setting(False, "seconds and memory of opening a large cache's index and loading a VQAv2-size "
+                                "task, on generated data")
+    index_scale_images: int = setting(500_000, "images of the --index-scale cache")
+    index_scale_questions: int = setting(658_111, "VQAv2-shaped questions of --index-scale (train2014 + val2014)")
     seeds: str = setting("0", "comma-separated seeds of the multitask and quality benches")
     speed: BenchConfig = setting(factory=BenchConfig, help="the speed bench", flag={"flatten": True})
 
     def __post_init__(self) -> None:
-        for name in ("quality_steps", "multitask_steps", "multitask_examples", "data_scale_steps"):
+        for name in ("quality_steps", "multitask_steps", "multitask_examples", "data_scale_steps", "index_scale_images",
+                     "index_scale_questions"):
             check_int(name, getattr(self, name), 1)
 
 
@@ -80,6 +86,9 @@ def run_bench_command(args) -> None:
         report = run_data_scale(seeds_of(cfg.data_scale_images, "--data-scale-images"), cfg.data_scale_steps,
                                 out / "data-scale", log=say)
         text, json_path, png = format_data_scale(report), cfg.json or out / "data-scale.json", None
+    elif cfg.index_scale:
+        report = run_index_scale(out / "data-scale", cfg.index_scale_images, cfg.index_scale_questions, log=say)
+        text, json_path, png = format_index_scale(report), cfg.json or out / "index-scale.json", None
     elif cfg.multitask:
         report = run_multitask(out, cfg.multitask_steps, cfg.multitask_examples, seeds_of(cfg.seeds), log=say,
                                progress=True)
