@@ -241,9 +241,11 @@ class FeatureCache:
         hold are waited for, so on return every image is cached. Resumable: cached ids are skipped."""
         remove_stale_temp_files(self.root)
         ordered = sorted(images)
-        todo = [c for c in (ordered[s : s + shard_size] for s in range(0, len(ordered), shard_size)) if self.missing(c)]
-        bar = progress_bar(total=len(images), initial=len(images) - sum(len(self.missing(c)) for c in todo),
-                           desc="image features", unit="img", disable=not progress)
+        chunks = [ordered[s : s + shard_size] for s in range(0, len(ordered), shard_size)]
+        uncached = [len(self.missing(c)) for c in chunks]
+        todo = [c for c, n in zip(chunks, uncached) if n]
+        bar = progress_bar(total=len(images), initial=len(images) - sum(uncached), desc="image features", unit="img",
+                           disable=not progress)
         claims, encoded = Claims(self.root), 0
         while todo:
             held_by_others = []
