@@ -111,6 +111,7 @@ def test_serve_answers_a_native_run_as_predict_does(tiny_llava_dir, tmp_path):
 
     from dept_vl.inference.predict import Predictor
     from dept_vl.serve.app import create_app
+    from dept_vl.serve.inputs import Sampling
     from dept_vl.serve.settings import ServeSettings
 
     model = native(tiny_llava_dir)
@@ -123,7 +124,20 @@ def test_serve_answers_a_native_run_as_predict_does(tiny_llava_dir, tmp_path):
         answer = client.post("/v1/predict", json={"image": base64.b64encode(buffer.getvalue()).decode(),
                                                   "question": QUESTIONS[0]})
         described = client.get("/v1/model").json()
+        url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+        message = [{"role": "user", "content": [{"type": "text", "text": QUESTIONS[0]},
+                                                {"type": "image_url", "image_url": {"url": url}}]}]
+        short, sampled = (client.post("/v1/chat/completions", json={
+            "model": described["adapters"][0]["name"], "messages": message, "max_tokens": 1, **extra}).json()
+            for extra in ({}, {"temperature": 1.5, "seed": 3}))
     assert answer.status_code == 200 and answer.json()["answer"] == predictor([pictures()[0]], QUESTIONS[0])
+    request = [predictor.request([pictures()[0]], QUESTIONS[0])]
+    assert len(predictor.answer(request)[0].split()) > 1  # its own answers are longer than one token: max_tokens
+    assert short["choices"][0]["message"]["content"] == predictor.answer(request, max_new_tokens=1)[0]  # is kept
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        expected = predictor.answer(request, max_new_tokens=1, **Sampling(1.5, seed=3).options())[0]
+    assert sampled["choices"][0]["message"]["content"] == expected
     assert described["text_backbone"] == described["vision_encoder"] == tiny_llava_dir.name
 
 

@@ -8,6 +8,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from PIL import Image
 
 from dept_vl.cli import main
@@ -15,7 +16,7 @@ from dept_vl.errors import ConfigError
 from dept_vl.inference.predict import Predictor
 from dept_vl.serve.adapters import AdapterSet
 from dept_vl.serve.app import answer_all, create_app
-from dept_vl.serve.inputs import Question
+from dept_vl.serve.inputs import Question, Sampling
 from dept_vl.serve.settings import ServeSettings
 
 from conftest import TINY_RECIPE
@@ -66,6 +67,28 @@ def test_a_mixed_batch_answers_each_question_as_its_adapter_does(served, runs):
     assert served.adapters["b"].predictor.model.text is served.adapters["a"].predictor.model.text  # one backbone
 
 
+def sampled_alone(predictor, image, question, sampling: Sampling) -> str:
+    """What ``predict`` samples for one question with ``sampling``'s seed."""
+    with torch.random.fork_rng():
+        torch.manual_seed(sampling.seed)
+        return predictor.answer([predictor.request([image], question)], **sampling.options())[0]
+
+
+def test_sampled_questions_are_sampled_by_their_seed_and_leave_greedy_ones_alone(served, runs):
+    alone = {name: Predictor(str(runs[name])) for name in ("a", "pt")}
+    picture = Image.open(images()[0]).convert("RGB")
+    hot = [Sampling(2.0, 1.0, seed) for seed in range(4)]
+    questions = [Question([picture], QUESTIONS[0], adapter="a", sampling=s) for s in hot]
+    questions += [Question([picture], QUESTIONS[0], adapter=name) for name in ("a", "pt")]
+    questions.append(Question([picture], QUESTIONS[0], adapter="pt", sampling=Sampling(0.7, 0.9, 11)))
+    got = answer_all(served, questions)
+    assert got[:4] == [sampled_alone(alone["a"], picture, QUESTIONS[0], s) for s in hot]
+    assert len(set(got[:4])) > 1  # sampled at temperature 2: not the greedy answer every time
+    assert got[4:6] == [alone[name]([picture], QUESTIONS[0]) for name in ("a", "pt")]  # greedy as before
+    assert got[6] == sampled_alone(alone["pt"], picture, QUESTIONS[0], Sampling(0.7, 0.9, 11))
+    assert answer_all(served, questions[:1]) == got[:1]  # a seeded answer does not depend on its batch-mates
+
+
 def test_runs_that_cannot_share_the_backbone_are_refused_in_one_line(served, runs, tmp_path):
     with pytest.raises(ConfigError, match="method 'lora' changes the backbone itself"):
         served.add("lora", str(runs["lora"]))
@@ -106,6 +129,10 @@ def test_the_openai_client_gets_each_adapters_answer(client, served, runs):
         streamed = "".join(chunk.choices[0].delta.content or "" for chunk in openai.chat.completions.create(
             model=name, messages=message, stream=True))
         assert streamed == expected
+    sampled = openai.chat.completions.create(model="a", messages=message, temperature=1.5, top_p=0.9, seed=5)
+    picture = Image.open(images()[0]).convert("RGB")
+    assert sampled.choices[0].message.content == sampled_alone(Predictor(str(runs["a"])), picture, QUESTIONS[0],
+                                                               Sampling(1.5, 0.9, 5))
 
 
 def test_openai_errors_have_openais_shape(client):
@@ -116,8 +143,12 @@ def test_openai_errors_have_openais_shape(client):
                                             {"type": "image_url", "image_url": {"url": data_url(images()[0])}}]}]
     with pytest.raises(sdk.NotFoundError, match="does not exist: this server serves a, b, pt"):
         openai.chat.completions.create(model="nope", messages=message)
-    with pytest.raises(sdk.BadRequestError, match="temperature must be 0"):
-        openai.chat.completions.create(model="a", messages=message, temperature=0.7)
+    with pytest.raises(sdk.BadRequestError, match="temperature must be a number from 0 to 2, got 3"):
+        openai.chat.completions.create(model="a", messages=message, temperature=3)
+    with pytest.raises(sdk.BadRequestError, match="top_p must be a number above 0 up to 1, got 0"):
+        openai.chat.completions.create(model="a", messages=message, temperature=0.5, top_p=0)
+    with pytest.raises(sdk.BadRequestError, match="n must be 1"):
+        openai.chat.completions.create(model="a", messages=message, n=2)
     with pytest.raises(sdk.BadRequestError, match="only data URLs"):
         openai.chat.completions.create(model="a", messages=[{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "http://example.com/a.png"}}]}])
@@ -139,6 +170,16 @@ def test_predict_takes_an_adapter_and_the_page_offers_them(client, runs):
     unknown = client.post("/v1/predict", json={"image": data_url(images()[0]).split(",")[1], "question": "q",
                                                 "adapter": "zzz"}, headers={"X-API-Key": "secret"})
     assert unknown.status_code == 404 and "serves a, b, pt" in unknown.json()["error"]
+    with open(images()[1], "rb") as fh:
+        sampled = client.post("/v1/predict", files={"image": ("a.png", fh)}, headers={"X-API-Key": "secret"},
+                              data={"question": QUESTIONS[1], "temperature": "1.5", "seed": "2"})
+    picture = Image.open(images()[1]).convert("RGB")
+    assert sampled.json()["answer"] == sampled_alone(Predictor(str(runs["a"])), picture, QUESTIONS[1],
+                                                     Sampling(1.5, 1.0, 2))
+    refused = client.post("/v1/predict", json={"image": data_url(images()[0]).split(",")[1], "question": "q",
+                                               "temperature": "hot"}, headers={"X-API-Key": "secret"})
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "temperature must be a number from 0 to 2, got 'hot'"
 
 
 def test_adapters_are_loaded_and_removed_at_runtime_within_the_allowed_directory(client, served):

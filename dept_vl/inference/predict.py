@@ -79,11 +79,12 @@ class Predictor:
                         unknown, words, question)
         return self.task.source(question), [load_image(im) if isinstance(im, (str, Path)) else im for im in images]
 
-    def answer(self, requests: Sequence[tuple[str, list]]) -> list[str]:
-        """The answers to checked ``request(...)``s, generated together."""
+    def answer(self, requests: Sequence[tuple[str, list]], **options) -> list[str]:
+        """The answers to checked ``request(...)``s, generated together (``options``: ``generate``'s, over the
+        predictor's beams and the task's settings, e.g. ``max_new_tokens``, ``do_sample``, ``temperature``)."""
         texts, images = zip(*requests)
-        return self.model.predict(list(texts), list(images), num_beams=self.num_beams, task=self.task.name,
-                                  **self.task.generation)
+        options = {"num_beams": self.num_beams, **self.task.generation, **options}
+        return self.model.predict(list(texts), list(images), task=self.task.name, **options)
 
     def __call__(self, images: Sequence, question: str | None) -> str:
         return self.answer([self.request(images, question)])[0]

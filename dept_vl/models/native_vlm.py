@@ -178,12 +178,12 @@ class NativeVisionLanguageModel(nn.Module):
     def generate(self, input_ids, attention_mask, prompt_ids=None, max_new_tokens: int | None = None,
                  num_beams: int = 1, **inputs) -> list[str]:
         """Greedy (``num_beams=1``) or beam-search answers as text (``inputs``: the processor's other outputs and
-        any ``generate`` option)."""
+        any ``generate`` option, e.g. ``do_sample=True, temperature=0.7``)."""
         tokenizer = self.processor.tokenizer
         ids = self.native.generate(input_ids=input_ids, attention_mask=attention_mask, prompt_ids=prompt_ids,
                                    max_new_tokens=max_new_tokens or self.config.text.max_target_length,
-                                   num_beams=num_beams, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                                   **{**self.generation_options, **inputs})
+                                   num_beams=num_beams, pad_token_id=tokenizer.pad_token_id,
+                                   **{"do_sample": False, **self.generation_options, **inputs})
         new = ids if self.native.is_encoder_decoder else ids[:, input_ids.shape[1]:]
         return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
 

@@ -136,16 +136,16 @@ class TextBackbone(nn.Module):
 
     @torch.no_grad()
     def generate(self, inputs_embeds, attention_mask, max_new_tokens: int = 16, num_beams: int = 1, **kwargs):
-        """Token ids of the continuation (KV cache on). Decoder-only inputs must be left-padded."""
+        """Token ids of the continuation (KV cache on; greedy unless ``kwargs`` sample). Decoder-only inputs must be
+        left-padded."""
         return self.model.generate(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             max_new_tokens=max_new_tokens,
             num_beams=num_beams,
-            do_sample=False,
             use_cache=True,
             pad_token_id=self.tokenizer.pad_token_id,
-            **kwargs,
+            **{"do_sample": False, **kwargs},  # sampled where kwargs say so (do_sample, temperature, top_p)
         )
 
     def decode(self, ids: torch.Tensor) -> list[str]:

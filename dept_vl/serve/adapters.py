@@ -12,6 +12,7 @@ generation settings differ (a caption's, another answer length) are generated in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from ..methods import get_method
 from ..models import VisionLanguageModel, create_vision_encoder
 from ..models.names import FEATURES, parse_model_name
 from ..runs.run_dir import SavedModel
+from .inputs import Sampling
 
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.gguf", "tokenizer.json", "*.model", "vocab.json")
 
@@ -168,6 +170,7 @@ class Part:
     mask: torch.Tensor
     max_new_tokens: int
     adapter: Adapter
+    sampling: Sampling | None = None  # None: greedy
 
 
 @torch.no_grad()
@@ -209,18 +212,34 @@ def pad_to(embeds: torch.Tensor, mask: torch.Tensor, length: int, left: bool) ->
 
 @torch.no_grad()
 def generate_parts(shared, parts: list[Part], num_beams: int) -> dict[int, str]:
-    """One backbone pass per group of parts that generate alike (answer length, the task's settings)."""
+    """One backbone pass per group of parts that generate alike (answer length, the task's settings, sampling; a
+    seeded part alone)."""
     groups: dict[tuple, list[Part]] = {}
     for part in parts:
-        settings = part.adapter.predictor.task.generation
-        groups.setdefault((part.max_new_tokens, tuple(sorted(settings.items()))), []).append(part)
+        settings = tuple(sorted(part.adapter.predictor.task.generation.items()))
+        alone = id(part) if part.sampling is not None and part.sampling.seed is not None else None
+        groups.setdefault((part.max_new_tokens, settings, part.sampling, alone), []).append(part)
     answers, left = {}, shared.text.kind == "causal"
-    for (max_new_tokens, settings), group in groups.items():
+    for (max_new_tokens, settings, sampling, _), group in groups.items():
         length = max(p.embeds.shape[1] for p in group)
         padded = [pad_to(p.embeds, p.mask, length, left) for p in group]
-        ids = shared.text.generate(torch.cat([e for e, _ in padded]), torch.cat([m for _, m in padded]),
-                                   max_new_tokens=max_new_tokens, num_beams=num_beams, **dict(settings))
+        options = {"num_beams": num_beams, **dict(settings), **(sampling.options() if sampling else {})}
+        with seeded(sampling, shared.text.device):
+            ids = shared.text.generate(torch.cat([e for e, _ in padded]), torch.cat([m for _, m in padded]),
+                                       max_new_tokens=max_new_tokens, **options)
         texts = shared.text.decode(ids)
         for i, text in zip([i for p in group for i in p.index], texts):
             answers[i] = text
     return answers
+
+
+@contextlib.contextmanager
+def seeded(sampling: Sampling | None, device):
+    """The block's random draws seeded by ``sampling.seed`` (if any), the process's random state unchanged after."""
+    if sampling is None or sampling.seed is None:
+        yield
+        return
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(sampling.seed)
+        yield

@@ -33,7 +33,7 @@ from ..errors import DeptVLError
 from ..inference.predict import Predictor
 from ..io import parse_json
 from ..models.random_t5 import describe_backbone
-from .adapters import Adapter, AdapterSet, Part, encode, encode_images, generate_parts
+from .adapters import Adapter, AdapterSet, Part, encode, encode_images, generate_parts, seeded
 from .batcher import DynamicBatcher
 from .inputs import Question, RequestError, parse_question, read_body
 from .openai_api import add_openai_routes
@@ -66,7 +66,8 @@ def describe(adapters: AdapterSet, settings: ServeSettings) -> dict:
 def answer_all(adapters: AdapterSet, questions: list[Question]) -> list:
     """The answers to ``questions``, on the model's thread: each checked first (its adapter, the images for its
     task, a question unless it is a caption; one that fails gets its error, not an answer), then every adapter's
-    questions through its own input sequence and all of them through the backbone together."""
+    questions through its own input sequence and all of them through the backbone together (those that decode
+    alike: answer length, sampling; a seeded question on its own)."""
     results, groups = [None] * len(questions), {}
     for i, q in enumerate(questions):
         try:
@@ -75,20 +76,26 @@ def answer_all(adapters: AdapterSet, questions: list[Question]) -> list:
                 raise RequestError(400, f"this server answers task {adapter.predictor.task.name!r}, not {q.task!r}"
                                    + (f" (adapter {adapter.name!r})" if len(adapters.adapters) > 1 else ""))
             checked = adapter.predictor.request(q.images, q.question)
-            groups.setdefault((adapter.name, q.max_tokens), (adapter, []))[1].append((i, checked))
+            alone = i if q.sampling is not None and q.sampling.seed is not None else None  # a seeded one alone
+            groups.setdefault((adapter.name, q.max_tokens, q.sampling, alone), (adapter, []))[1].append((i, checked))
         except (DeptVLError, RequestError) as err:
             results[i] = err if isinstance(err, RequestError) else RequestError(400, str(err))
     if not hasattr(adapters.shared, "encoder_inputs"):  # a native VLM (served alone): its own generate
-        for adapter, checked in groups.values():
-            for (i, _), answer in zip(checked, adapter.predictor.answer([r for _, r in checked])):
+        for (_, max_tokens, sampling, _), (adapter, checked) in groups.items():
+            options = sampling.options() if sampling else {}
+            if max_tokens:
+                options["max_new_tokens"] = max_tokens
+            with seeded(sampling, adapter.predictor.model.text.device):
+                answers = adapter.predictor.answer([r for _, r in checked], **options)
+            for (i, _), answer in zip(checked, answers):
                 results[i] = answer
         return results
     features = iter(encode_images(adapters.shared, [r for _, checked in groups.values() for _, r in checked]))
     parts = []
-    for (_, max_tokens), (adapter, checked) in groups.items():
+    for (_, max_tokens, sampling, _), (adapter, checked) in groups.items():
         requests = [r for _, r in checked]
         parts.append(Part([i for i, _ in checked], *encode(adapter, requests, max_tokens,
-                                                           [next(features) for _ in requests]), adapter))
+                                                           [next(features) for _ in requests]), adapter, sampling))
     for i, answer in generate_parts(adapters.shared, parts, adapters.num_beams).items():
         results[i] = answer
     return results

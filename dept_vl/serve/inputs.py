@@ -30,16 +30,49 @@ class RequestError(Exception):
         self.status, self.message = status, message
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """Sampled decoding instead of greedy: ``temperature`` > 0, nucleus ``top_p``, and a ``seed`` that makes the
+    answer reproducible (a seeded request is generated on its own, so its batch-mates cannot change it)."""
+
+    temperature: float
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def options(self) -> dict:
+        """``generate``'s options (one beam: sampling replaces beam search)."""
+        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "num_beams": 1}
+
+
+def sampling_of(temperature=None, top_p=None, seed=None) -> Sampling | None:
+    """The request's ``Sampling`` (None: greedy, for no temperature or 0), checked as OpenAI checks them:
+    temperature in [0, 2], top_p in (0, 1], seed an integer."""
+    def number(value, name: str, low: float, high: float, low_open: bool = False):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                low < value <= high if low_open else low <= value <= high):
+            raise RequestError(400, f"{name} must be a number {'above' if low_open else 'from'} {low:g} "
+                                    f"{'up ' if low_open else ''}to {high:g}, got {value!r:.40}")
+        return float(value)
+
+    temperature = 0.0 if temperature is None else number(temperature, "temperature", 0, 2)
+    top_p = 1.0 if top_p is None else number(top_p, "top_p", 0, 1, low_open=True)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+        raise RequestError(400, f"seed must be a non-negative integer, got {seed!r:.40}")
+    return Sampling(temperature, top_p, seed) if temperature > 0 else None
+
+
 @dataclass
 class Question:
     """One request's inputs: decoded RGB images, the question (None: a caption), the task if it named one, the
-    adapter it asks (None: the server's first), the longest answer it wants (None: the adapter's own)."""
+    adapter it asks (None: the server's first), the longest answer it wants (None: the adapter's own), and how to
+    decode it (None: greedily)."""
 
     images: list
     question: str | None
     task: str | None = None
     adapter: str | None = None
     max_tokens: int | None = None
+    sampling: Sampling | None = None
 
 
 async def read_body(request: Request, limit: int) -> Request:
@@ -67,7 +100,8 @@ async def read_body(request: Request, limit: int) -> Request:
 
 async def parse_question(request: Request, decoder: Executor) -> Question:
     """A multipart form (``image`` file(s), ``question``, optional ``task``) or JSON (``{"image": <base64>}`` or
-    ``{"images": [...]}``, ``question``, optional ``task``). Images are decoded on ``decoder``, off the event loop:
+    ``{"images": [...]}``, ``question``, optional ``task``); both may name an ``adapter`` and ask for sampling
+    (``temperature``, ``top_p``, ``seed``). Images are decoded on ``decoder``, off the event loop:
     a pool of a few threads (every thread that allocates may get a malloc arena of its own, which keeps the memory
     freed in it: with the default pool of up to 40 threads the server's memory grew twice as much)."""
     kind = request.headers.get("content-type", "")
@@ -89,8 +123,10 @@ async def _from_form(request: Request, decode) -> Question:
     if any(not isinstance(value, UploadFile) for value in files):
         raise RequestError(400, "the image field must hold a file (image bytes), not text")
     images = [await decode(await f.read(), f"image {f.filename or i + 1}") for i, f in enumerate(files)]
+    numbers = {name: _form_number(form.get(name), name, int if name == "seed" else float)
+               for name in ("temperature", "top_p", "seed")}
     return Question(images, _text(form.get("question"), "question"), _text(form.get("task"), "task"),
-                    _text(form.get("adapter"), "adapter"))
+                    _text(form.get("adapter"), "adapter"), sampling=sampling_of(**numbers))
 
 
 def _from_json(body: bytes) -> Question:
@@ -105,7 +141,8 @@ def _from_json(body: bytes) -> Question:
         raise RequestError(400, '"images" must be a list of base64 strings')
     images = [decode_image(_base64(value, i + 1), f"image {i + 1}") for i, value in enumerate(encoded)]
     return Question(images, _text(data.get("question"), "question"), _text(data.get("task"), "task"),
-                    _text(data.get("adapter"), "adapter"))
+                    _text(data.get("adapter"), "adapter"),
+                    sampling=sampling_of(data.get("temperature"), data.get("top_p"), data.get("seed")))
 
 
 def _base64(value, number: int) -> bytes:
@@ -116,6 +153,17 @@ def _base64(value, number: int) -> bytes:
     except (binascii.Error, ValueError):
         raise RequestError(400, f"image {number} is not base64 (the server reads image bytes, never a path or "
                                 "a URL)") from None
+
+
+def _form_number(value, name: str, kind: type):
+    """A form field's number (forms hold text), None where the field is absent or empty."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise RequestError(400, f"{name} must be {'an integer' if kind is int else 'a number'}, got "
+                                f"{str(value)!r:.40}") from None
 
 
 def _text(value, name: str) -> str | None:

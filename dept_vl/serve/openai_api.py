@@ -2,11 +2,13 @@
 
     POST /v1/chat/completions   {"model": ADAPTER, "messages": [{"role": "user", "content": [{"type": "text", ...},
                                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}]}],
-                                "max_tokens": N, "temperature": 0, "n": 1, "stream": false}
+                                "max_tokens": N, "temperature": 0, "top_p": 1, "seed": S,
+                                "n": 1, "stream": false}
     GET  /v1/models             the adapters, as OpenAI lists models
 
-Images come only as data URLs (the server fetches nothing). Decoding is greedy: ``temperature`` must be 0 (or
-left out) and ``n`` 1. ``stream: true`` answers with server-sent events, as OpenAI sends them (the answer arrives
+Images come only as data URLs (the server fetches nothing). Decoding is greedy for ``temperature`` 0 (or left
+out), else sampled at that temperature with ``top_p`` (a ``seed`` makes it reproducible); ``n`` must be 1.
+``stream: true`` answers with server-sent events, as OpenAI sends them (the answer arrives
 whole in one delta: it is generated in a batch). Errors have OpenAI's shape: ``{"error": {"message", "type",
 "param", "code"}}``.
 """
@@ -24,7 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..io import parse_json
-from .inputs import Question, RequestError, decode_image
+from .inputs import Question, RequestError, Sampling, decode_image, sampling_of
 
 
 class OpenAIError(RequestError):
@@ -53,7 +55,7 @@ def parse_chat(body: bytes) -> tuple[Question, dict]:
         raise OpenAIError(400, "model: the name of an adapter this server serves (GET /v1/models)", "model")
     if not isinstance(messages, list) or not messages:
         raise OpenAIError(400, "messages must be a non-empty list", "messages")
-    _check_sampling(data)
+    sampling = _sampling(data)
     user = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
     if not user:
         raise OpenAIError(400, "messages hold no user message", "messages")
@@ -63,14 +65,17 @@ def parse_chat(body: bytes) -> tuple[Question, dict]:
     max_tokens = data.get("max_tokens", data.get("max_completion_tokens"))
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
         raise OpenAIError(400, "max_tokens must be a positive integer", "max_tokens")
-    return Question(images, text or None, adapter=model, max_tokens=max_tokens), data
+    return Question(images, text or None, adapter=model, max_tokens=max_tokens, sampling=sampling), data
 
 
-def _check_sampling(data: dict) -> None:
-    if data.get("temperature") not in (None, 0, 0.0):
-        raise OpenAIError(400, "this server decodes greedily: temperature must be 0 (or left out)", "temperature")
+def _sampling(data: dict) -> Sampling | None:
+    """Greedy (temperature 0 or left out), else sampled at the request's temperature, top_p and seed."""
     if data.get("n") not in (None, 1):
         raise OpenAIError(400, "this server returns one choice: n must be 1", "n")
+    try:
+        return sampling_of(data.get("temperature"), data.get("top_p"), data.get("seed"))
+    except RequestError as err:
+        raise OpenAIError(400, err.message, err.message.split(" ", 1)[0]) from None
 
 
 def _content(content) -> tuple[str, list]:
