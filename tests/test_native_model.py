@@ -106,6 +106,7 @@ def test_a_directory_that_is_not_a_vlm_is_one_clear_line(tmp_path, capsys):
 def test_serve_answers_a_native_run_as_predict_does(tiny_llava_dir, tmp_path):
     import base64
     import io
+    import json
 
     from fastapi.testclient import TestClient
 
@@ -130,6 +131,11 @@ def test_serve_answers_a_native_run_as_predict_does(tiny_llava_dir, tmp_path):
         short, sampled = (client.post("/v1/chat/completions", json={
             "model": described["adapters"][0]["name"], "messages": message, "max_tokens": 1, **extra}).json()
             for extra in ({}, {"temperature": 1.5, "seed": 3}))
+        events = client.post("/v1/chat/completions", json={"model": described["adapters"][0]["name"],
+                                                           "messages": message, "stream": True}).text.split("\n\n")
+    pieces = [json.loads(e[6:])["choices"][0]["delta"].get("content") for e in events if e.startswith("data: {")]
+    pieces = [piece for piece in pieces if piece]
+    assert len(pieces) > 1 and "".join(pieces) == predictor([pictures()[0]], QUESTIONS[0])  # token by token
     assert answer.status_code == 200 and answer.json()["answer"] == predictor([pictures()[0]], QUESTIONS[0])
     request = [predictor.request([pictures()[0]], QUESTIONS[0])]
     assert len(predictor.answer(request)[0].split()) > 1  # its own answers are longer than one token: max_tokens

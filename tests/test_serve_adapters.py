@@ -133,6 +133,26 @@ def test_the_openai_client_gets_each_adapters_answer(client, served, runs):
     picture = Image.open(images()[0]).convert("RGB")
     assert sampled.choices[0].message.content == sampled_alone(Predictor(str(runs["a"])), picture, QUESTIONS[0],
                                                                Sampling(1.5, 0.9, 5))
+    settings = dict(model="a", messages=message, max_tokens=4, temperature=1.5, seed=1)
+    whole = openai.chat.completions.create(**settings).choices[0].message.content
+    pieces = [chunk.choices[0].delta.content for chunk in openai.chat.completions.create(**settings, stream=True)]
+    pieces = [piece for piece in pieces if piece]
+    assert len(whole.split()) == 3 and "".join(pieces) == whole  # streamed as generated: a piece per word
+    assert pieces == [whole.split()[0]] + [" " + word for word in whole.split()[1:]]
+
+
+def test_a_batch_streams_each_row_to_its_own_sink(word_tokenizer):
+    from dept_vl.serve.streaming import RowStreamer, rest_of
+
+    got = {0: [], 2: []}
+    streamer = RowStreamer(word_tokenizer, [got[0].append, None, got[2].append])
+    streamer.put(torch.tensor([[0], [0], [0]]))  # the prompt / the decoder's start: not part of an answer
+    ids = {word: word_tokenizer.convert_tokens_to_ids(word) for word in ("red", "circle", "yes")}
+    for step in (["red", "yes", "yes"], ["circle", "yes", "</s>"], ["</s>", "yes", "<pad>"]):
+        streamer.put(torch.tensor([ids.get(word) or word_tokenizer.convert_tokens_to_ids(word) for word in step]))
+    streamer.end()
+    assert got == {0: ["red", " circle"], 2: ["yes"]}  # the row without a sink was never decoded
+    assert rest_of("red circle", "red") == " circle" and rest_of("blue", "red") == ""
 
 
 def test_openai_errors_have_openais_shape(client):

@@ -28,6 +28,7 @@ from ..models import VisionLanguageModel, create_vision_encoder
 from ..models.names import FEATURES, parse_model_name
 from ..runs.run_dir import SavedModel
 from .inputs import Sampling
+from .streaming import Sink, streamer_options
 
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.gguf", "tokenizer.json", "*.model", "vocab.json")
 
@@ -171,6 +172,7 @@ class Part:
     max_new_tokens: int
     adapter: Adapter
     sampling: Sampling | None = None  # None: greedy
+    sinks: list[Sink | None] | None = None  # each question's stream, if it asked for one
 
 
 @torch.no_grad()
@@ -224,6 +226,8 @@ def generate_parts(shared, parts: list[Part], num_beams: int) -> dict[int, str]:
         length = max(p.embeds.shape[1] for p in group)
         padded = [pad_to(p.embeds, p.mask, length, left) for p in group]
         options = {"num_beams": num_beams, **dict(settings), **(sampling.options() if sampling else {})}
+        sinks = [sink for p in group for sink in (p.sinks or [None] * len(p.index))]
+        options.update(streamer_options(shared.text.tokenizer, sinks, options["num_beams"]))
         with seeded(sampling, shared.text.device):
             ids = shared.text.generate(torch.cat([e for e, _ in padded]), torch.cat([m for _, m in padded]),
                                        max_new_tokens=max_new_tokens, **options)

@@ -38,6 +38,7 @@ from .batcher import DynamicBatcher
 from .inputs import Question, RequestError, parse_question, read_body
 from .openai_api import add_openai_routes
 from .settings import ServeSettings
+from .streaming import streamer_options
 
 PAGE = Path(__file__).with_name("page.html")
 LOG = logging.getLogger("dept_vl.serve")
@@ -85,6 +86,9 @@ def answer_all(adapters: AdapterSet, questions: list[Question]) -> list:
             options = sampling.options() if sampling else {}
             if max_tokens:
                 options["max_new_tokens"] = max_tokens
+            options.update(streamer_options(adapter.predictor.model.text.tokenizer,
+                                            [questions[i].stream for i, _ in checked],
+                                            options.get("num_beams", adapter.predictor.num_beams)))
             with seeded(sampling, adapter.predictor.model.text.device):
                 answers = adapter.predictor.answer([r for _, r in checked], **options)
             for (i, _), answer in zip(checked, answers):
@@ -95,7 +99,8 @@ def answer_all(adapters: AdapterSet, questions: list[Question]) -> list:
     for (_, max_tokens, sampling, _), (adapter, checked) in groups.items():
         requests = [r for _, r in checked]
         parts.append(Part([i for i, _ in checked], *encode(adapter, requests, max_tokens,
-                                                           [next(features) for _ in requests]), adapter, sampling))
+                                                           [next(features) for _ in requests]), adapter, sampling,
+                          [questions[i].stream for i, _ in checked]))
     for i, answer in generate_parts(adapters.shared, parts, adapters.num_beams).items():
         results[i] = answer
     return results

@@ -10,6 +10,7 @@ import base64
 import binascii
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Callable
 
 from PIL import Image
 from starlette.datastructures import UploadFile
@@ -64,8 +65,8 @@ def sampling_of(temperature=None, top_p=None, seed=None) -> Sampling | None:
 @dataclass
 class Question:
     """One request's inputs: decoded RGB images, the question (None: a caption), the task if it named one, the
-    adapter it asks (None: the server's first), the longest answer it wants (None: the adapter's own), and how to
-    decode it (None: greedily)."""
+    adapter it asks (None: the server's first), the longest answer it wants (None: the adapter's own), how to
+    decode it (None: greedily), and where its pieces go while it is generated (None: it is wanted whole)."""
 
     images: list
     question: str | None
@@ -73,6 +74,7 @@ class Question:
     adapter: str | None = None
     max_tokens: int | None = None
     sampling: Sampling | None = None
+    stream: Callable[[str], None] | None = None  # takes the answer's pieces as they are generated (model's thread)
 
 
 async def read_body(request: Request, limit: int) -> Request:

@@ -8,9 +8,9 @@
 
 Images come only as data URLs (the server fetches nothing). Decoding is greedy for ``temperature`` 0 (or left
 out), else sampled at that temperature with ``top_p`` (a ``seed`` makes it reproducible); ``n`` must be 1.
-``stream: true`` answers with server-sent events, as OpenAI sends them (the answer arrives
-whole in one delta: it is generated in a batch). Errors have OpenAI's shape: ``{"error": {"message", "type",
-"param", "code"}}``.
+``stream: true`` answers with server-sent events, as OpenAI sends them: a delta per piece of text as the
+batch generates it (beam search: the answer whole, in one delta). Errors have OpenAI's shape:
+``{"error": {"message", "type", "param", "code"}}``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..io import parse_json
 from .inputs import Question, RequestError, Sampling, decode_image, sampling_of
+from .streaming import rest_of
 
 
 class OpenAIError(RequestError):
@@ -119,16 +120,52 @@ def completion(answer: str, model: str, created: int, ident: str) -> dict:
                       "total_tokens": len(answer.split())}}
 
 
-def stream(answer: str, model: str, created: int, ident: str):
-    """The server-sent events of a streamed answer: the role, the answer, the end, [DONE]."""
-    def chunk(delta: dict, finish: str | None) -> str:
-        return "data: " + json.dumps({"id": ident, "object": "chat.completion.chunk", "created": created,
-                                      "model": model, "choices": [{"index": 0, "delta": delta,
-                                                                   "finish_reason": finish, "logprobs": None}]}) + "\n\n"
+def _chunk(delta: dict, finish: str | None, model: str, created: int, ident: str) -> str:
+    return "data: " + json.dumps({"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                                  "choices": [{"index": 0, "delta": delta, "finish_reason": finish,
+                                               "logprobs": None}]}) + "\n\n"
+
+
+async def stream(question: Question, submit, created: int, ident: str) -> StreamingResponse:
+    """The server-sent events of an answer streamed as it is generated: the role, a delta per new piece of text,
+    the end, [DONE]. The response starts once the first piece (or the whole answer) is there, so a request the
+    server refuses still gets its 4xx."""
+    loop, pieces = asyncio.get_running_loop(), asyncio.Queue()
+    question.stream = lambda piece: loop.call_soon_threadsafe(pieces.put_nowait, piece)
+    answer, waiting = asyncio.ensure_future(submit(question)), asyncio.ensure_future(pieces.get())
+    await asyncio.wait({answer, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    if answer.done() and answer.exception() is not None:
+        waiting.cancel()
+        answer.result()  # raised here, before any event is sent
+
+    def chunk(delta: dict, finish: str | None = None) -> str:
+        return _chunk(delta, finish, question.adapter, created, ident)
 
     async def events():
-        yield chunk({"role": "assistant", "content": ""}, None)
-        yield chunk({"content": answer}, None)
+        nonlocal waiting
+        yield chunk({"role": "assistant", "content": ""})
+        sent = ""
+        try:
+            while True:
+                await asyncio.wait({answer, waiting}, return_when=asyncio.FIRST_COMPLETED)
+                if not waiting.done():  # the answer is complete; every piece of it is queued already
+                    break
+                sent += waiting.result()
+                yield chunk({"content": waiting.result()})
+                waiting = asyncio.ensure_future(pieces.get())
+        finally:  # also when the client goes away mid-stream
+            waiting.cancel()
+        while not pieces.empty():
+            piece = pieces.get_nowait()
+            sent += piece
+            yield chunk({"content": piece})
+        try:
+            rest = rest_of(answer.result(), sent)
+        except RequestError as err:  # failed after it had begun: said in the stream, in OpenAI's error shape
+            yield "data: " + json.dumps(OpenAIError(err.status, err.message).body()) + "\n\n"
+            return
+        if rest:
+            yield chunk({"content": rest})
         yield chunk({}, "stop")
         yield "data: [DONE]\n\n"
 
@@ -147,14 +184,14 @@ def add_openai_routes(app: FastAPI, submit, adapters, check_key, read_body) -> N
             if question.adapter not in adapters.adapters:
                 raise OpenAIError(404, f"the model {question.adapter!r} does not exist: this server serves "
                                        f"{', '.join(adapters.adapters)}", "model", "model_not_found")
+            created, ident = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}"
+            if data.get("stream"):
+                return await stream(question, submit, created, ident)
             answer = await submit(question)
         except OpenAIError:
             raise
         except RequestError as err:  # the server's own checks, answered in OpenAI's shape here
             raise OpenAIError(err.status, err.message) from None
-        created, ident = int(time.time()), f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        if data.get("stream"):
-            return stream(answer, question.adapter, created, ident)
         return completion(answer, question.adapter, created, ident)
 
     @app.get("/v1/models")
