@@ -63,6 +63,13 @@ def llava_next():
     return T.LlavaNextForConditionalGeneration(config)
 
 
+def llava_onevision():
+    config = T.LlavaOnevisionConfig(vision_config=T.SiglipVisionConfig(**VISION, image_size=32, patch_size=8),
+                                    text_config=T.Qwen2Config(**LLAMA), image_token_id=IMG,
+                                    image_grid_pinpoints=[[32, 32]], vision_feature_layer=-1)
+    return T.LlavaOnevisionForConditionalGeneration(config)
+
+
 def _qwen(config_cls, model_cls, vision):
     text = dict(LLAMA, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})
     config = config_cls(vision_config=vision, text_config=text, image_token_id=IMG, video_token_id=VIDEO,
@@ -151,6 +158,9 @@ def _bos_then(count):
 FAMILIES = {
     "llava": TinyVLM("llava", _seeded(llava), 16, _images((3, 32, 32)), _bos_then(16)),
     "llava_next": TinyVLM("llava_next", _seeded(llava_next), 36, lambda b, g: {
+        "pixel_values": torch.randn(b, 2, 3, 32, 32, generator=g), "image_sizes": torch.tensor([[32, 32]] * b)},
+        _bos_then(36)),
+    "llava_onevision": TinyVLM("llava_onevision", _seeded(llava_onevision), 36, lambda b, g: {  # SigLIP + Qwen2
         "pixel_values": torch.randn(b, 2, 3, 32, 32, generator=g), "image_sizes": torch.tensor([[32, 32]] * b)},
         _bos_then(36)),
     "qwen2_vl": TinyVLM("qwen2_vl", _seeded(qwen2_vl), 4, _qwen_pixels, lambda r: [1, VSTART] + [IMG] * 4 + [VEND] + r,
