@@ -57,6 +57,12 @@ def llava():
                                                          image_token_id=IMG))
 
 
+def vipllava():  # the projector reads several of the tower's layers
+    config = T.VipLlavaConfig(vision_config=_clip(), text_config=T.LlamaConfig(**LLAMA), image_token_id=IMG,
+                              vision_feature_layers=[-2, -1])
+    return T.VipLlavaForConditionalGeneration(config)
+
+
 def llava_next():
     config = T.LlavaNextConfig(vision_config=_clip(), text_config=T.LlamaConfig(**LLAMA), image_token_id=IMG,
                                image_grid_pinpoints=[[32, 32]])
@@ -157,6 +163,7 @@ def _bos_then(count):
 
 FAMILIES = {
     "llava": TinyVLM("llava", _seeded(llava), 16, _images((3, 32, 32)), _bos_then(16)),
+    "vipllava": TinyVLM("vipllava", _seeded(vipllava), 16, _images((3, 32, 32)), _bos_then(16)),
     "llava_next": TinyVLM("llava_next", _seeded(llava_next), 36, lambda b, g: {
         "pixel_values": torch.randn(b, 2, 3, 32, 32, generator=g), "image_sizes": torch.tensor([[32, 32]] * b)},
         _bos_then(36)),
