@@ -70,7 +70,7 @@ def _streamed(path: Path, items: Callable, whole: Callable[[Any], list]) -> Iter
                 done += 1
         if done:
             return
-    except ijson.JSONError:
+    except (ijson.JSONError, UnicodeDecodeError):  # the latter from ijson's pure-Python backend
         pass
     yield from whole(read_data_json(path))[done:]
 
