@@ -27,7 +27,7 @@ from ..methods import get_method
 from ..models import VisionLanguageModel, create_vision_encoder
 from ..models.names import FEATURES, parse_model_name
 from ..runs.run_dir import SavedModel
-from .inputs import Sampling
+from .inputs import Sampling, decoding_key
 from .streaming import Sink, streamer_options
 
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.gguf", "tokenizer.json", "*.model", "vocab.json")
@@ -219,15 +219,14 @@ def generate_parts(shared, parts: list[Part], num_beams: int) -> dict[int, str]:
     groups: dict[tuple, list[Part]] = {}
     for part in parts:
         settings = tuple(sorted(part.adapter.predictor.task.generation.items()))
-        alone = id(part) if part.sampling is not None and part.sampling.seed is not None else None
-        groups.setdefault((part.max_new_tokens, settings, part.sampling, alone), []).append(part)
+        groups.setdefault((part.max_new_tokens, settings, *decoding_key(part.sampling, id(part))), []).append(part)
     answers, left = {}, shared.text.kind == "causal"
     for (max_new_tokens, settings, sampling, _), group in groups.items():
         length = max(p.embeds.shape[1] for p in group)
         padded = [pad_to(p.embeds, p.mask, length, left) for p in group]
-        options = {"num_beams": num_beams, **dict(settings), **(sampling.options() if sampling else {})}
         sinks = [sink for p in group for sink in (p.sinks or [None] * len(p.index))]
-        options.update(streamer_options(shared.text.tokenizer, sinks, options["num_beams"]))
+        options = decode_options({"num_beams": num_beams, **dict(settings)}, sampling, shared.text.tokenizer, sinks,
+                                 num_beams)
         with seeded(sampling, shared.text.device):
             ids = shared.text.generate(torch.cat([e for e, _ in padded]), torch.cat([m for _, m in padded]),
                                        max_new_tokens=max_new_tokens, **options)
@@ -235,6 +234,14 @@ def generate_parts(shared, parts: list[Part], num_beams: int) -> dict[int, str]:
         for i, text in zip([i for p in group for i in p.index], texts):
             answers[i] = text
     return answers
+
+
+def decode_options(base: dict, sampling: Sampling | None, tokenizer, sinks: list[Sink | None],
+                   num_beams: int) -> dict:
+    """``generate``'s options for a group that decodes alike: ``base`` with ``sampling``'s over it, and a streamer
+    where a row asks to be streamed (``num_beams``: the beams where neither sets them)."""
+    options = {**base, **(sampling.options() if sampling else {})}
+    return {**options, **streamer_options(tokenizer, sinks, options.get("num_beams", num_beams))}
 
 
 @contextlib.contextmanager

@@ -33,12 +33,11 @@ from ..errors import DeptVLError
 from ..inference.predict import Predictor
 from ..io import parse_json
 from ..models.random_t5 import describe_backbone
-from .adapters import Adapter, AdapterSet, Part, encode, encode_images, generate_parts, seeded
+from .adapters import Adapter, AdapterSet, Part, decode_options, encode, encode_images, generate_parts, seeded
 from .batcher import DynamicBatcher
-from .inputs import Question, RequestError, parse_question, read_body
+from .inputs import Question, RequestError, decoding_key, parse_question, read_body
 from .openai_api import add_openai_routes
 from .settings import ServeSettings
-from .streaming import streamer_options
 
 PAGE = Path(__file__).with_name("page.html")
 LOG = logging.getLogger("dept_vl.serve")
@@ -77,18 +76,15 @@ def answer_all(adapters: AdapterSet, questions: list[Question]) -> list:
                 raise RequestError(400, f"this server answers task {adapter.predictor.task.name!r}, not {q.task!r}"
                                    + (f" (adapter {adapter.name!r})" if len(adapters.adapters) > 1 else ""))
             checked = adapter.predictor.request(q.images, q.question)
-            alone = i if q.sampling is not None and q.sampling.seed is not None else None  # a seeded one alone
-            groups.setdefault((adapter.name, q.max_tokens, q.sampling, alone), (adapter, []))[1].append((i, checked))
+            key = (adapter.name, q.max_tokens, *decoding_key(q.sampling, i))
+            groups.setdefault(key, (adapter, []))[1].append((i, checked))
         except (DeptVLError, RequestError) as err:
             results[i] = err if isinstance(err, RequestError) else RequestError(400, str(err))
     if not hasattr(adapters.shared, "encoder_inputs"):  # a native VLM (served alone): its own generate
         for (_, max_tokens, sampling, _), (adapter, checked) in groups.items():
-            options = sampling.options() if sampling else {}
-            if max_tokens:
-                options["max_new_tokens"] = max_tokens
-            options.update(streamer_options(adapter.predictor.model.text.tokenizer,
-                                            [questions[i].stream for i, _ in checked],
-                                            options.get("num_beams", adapter.predictor.num_beams)))
+            options = decode_options({"max_new_tokens": max_tokens} if max_tokens else {}, sampling,
+                                     adapter.predictor.model.text.tokenizer, [questions[i].stream for i, _ in checked],
+                                     adapter.predictor.num_beams)
             with seeded(sampling, adapter.predictor.model.text.device):
                 answers = adapter.predictor.answer([r for _, r in checked], **options)
             for (i, _), answer in zip(checked, answers):

@@ -45,6 +45,12 @@ class Sampling:
         return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "num_beams": 1}
 
 
+def decoding_key(sampling: Sampling | None, own) -> tuple:
+    """What requests must share to be generated together: their sampling, and for a seeded one ``own`` (it is
+    generated alone, so its batch-mates cannot change its answer)."""
+    return sampling, (own if sampling is not None and sampling.seed is not None else None)
+
+
 def sampling_of(temperature=None, top_p=None, seed=None) -> Sampling | None:
     """The request's ``Sampling`` (None: greedy, for no temperature or 0), checked as OpenAI checks them:
     temperature in [0, 2], top_p in (0, 1], seed an integer."""
