@@ -114,6 +114,7 @@ def test_serve_answers_a_native_run_as_predict_does(tiny_llava_dir, tmp_path):
     from dept_vl.serve.app import create_app
     from dept_vl.serve.inputs import Sampling
     from dept_vl.serve.settings import ServeSettings
+    from test_serve_adapters import sampled_alone
 
     model = native(tiny_llava_dir)
     torch.nn.init.normal_(model.dept.lora_embedding_B, std=0.3)
@@ -140,9 +141,7 @@ def test_serve_answers_a_native_run_as_predict_does(tiny_llava_dir, tmp_path):
     request = [predictor.request([pictures()[0]], QUESTIONS[0])]
     assert len(predictor.answer(request)[0].split()) > 1  # its own answers are longer than one token: max_tokens
     assert short["choices"][0]["message"]["content"] == predictor.answer(request, max_new_tokens=1)[0]  # is kept
-    with torch.random.fork_rng():
-        torch.manual_seed(3)
-        expected = predictor.answer(request, max_new_tokens=1, **Sampling(1.5, seed=3).options())[0]
+    expected = sampled_alone(predictor, pictures()[0], QUESTIONS[0], Sampling(1.5, seed=3), max_new_tokens=1)
     assert sampled["choices"][0]["message"]["content"] == expected
     assert described["text_backbone"] == described["vision_encoder"] == tiny_llava_dir.name
 

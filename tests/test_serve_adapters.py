@@ -67,11 +67,11 @@ def test_a_mixed_batch_answers_each_question_as_its_adapter_does(served, runs):
     assert served.adapters["b"].predictor.model.text is served.adapters["a"].predictor.model.text  # one backbone
 
 
-def sampled_alone(predictor, image, question, sampling: Sampling) -> str:
-    """What ``predict`` samples for one question with ``sampling``'s seed."""
+def sampled_alone(predictor, image, question, sampling: Sampling, **options) -> str:
+    """What ``predict`` samples for one question with ``sampling``'s seed (``options``: more of generate's)."""
     with torch.random.fork_rng():
         torch.manual_seed(sampling.seed)
-        return predictor.answer([predictor.request([image], question)], **sampling.options())[0]
+        return predictor.answer([predictor.request([image], question)], **sampling.options(), **options)[0]
 
 
 def test_sampled_questions_are_sampled_by_their_seed_and_leave_greedy_ones_alone(served, runs):

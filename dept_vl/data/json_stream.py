@@ -24,7 +24,7 @@ def iter_json_list(path: str | Path, key: str | None = None, expected: str | Non
     expected = expected or (f"a JSON object with a list under {key!r}" if key else "a JSON list")
 
     def whole(data: Any) -> list:
-        items = data if key is None else data.get(key) if isinstance(data, dict) else None
+        items = data if not key else data.get(key) if isinstance(data, dict) else None
         if not isinstance(items, list):
             raise InputError(f"{path}: expected {expected}")
         return items
