@@ -10,7 +10,7 @@ from . import adept  # noqa: F401
 from . import lora  # noqa: F401
 from . import full  # noqa: F401
 from .adept import ADePT, ADePTSettings
-from .attach import DePTWrapper, attach_dept
+from .attach import DePTWrapper, attach_dept, build_input_method, resolved_settings, wrap_input_method
 from .budget import Budget, BudgetPair, budget_pairs, rank_for
 from .config import DePTConfig
 from .dept import DePT, prompt_tuning_config
@@ -21,6 +21,6 @@ from .registry import (Method, MethodContext, get_method, list_methods, method_s
                        settings_at_budget)
 
 __all__ = ["ADePT", "ADePTSettings", "Budget", "BudgetPair", "DePT", "DePTConfig", "DePTWrapper", "LoraSettings",
-           "Method", "MethodContext", "SoftPrompt", "attach_dept", "budget_pairs", "count_parameters", "get_method",
+           "Method", "MethodContext", "SoftPrompt", "attach_dept", "budget_pairs", "build_input_method", "count_parameters", "get_method",
            "list_methods", "method_sections", "param_groups", "position_ids_from_mask", "prompt_tuning_config",
-           "rank_for", "register_method", "settings_at_budget"]
+           "rank_for", "register_method", "resolved_settings", "settings_at_budget", "wrap_input_method"]

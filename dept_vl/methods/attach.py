@@ -6,16 +6,23 @@ in one call.
     ids = wrapped.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8)
 
 The base model is frozen; only the method's tensors (DePT's P, A, B) are trainable.
+
+This is also the one way an input method is made for a model and put in front of it: the assembled model,
+``attach_dept`` (text models and native VLMs) and the PEFT integration all call ``build_input_method`` (the method
+sized to the embeddings' width, its prompt initialised as ``prompt_init`` says, on their device; ``resolved_settings``
+is what a run records of it) and ``wrap_input_method`` (on the input embeddings, or inside a native VLM).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
 from .config import DePTConfig
-from .native import NativeVLMWrapper, native_family
+from .native import NativeFamily, NativeVLMWrapper, native_family
 from .prompt import SoftPrompt, position_ids_from_mask
 from .registry import MethodContext, get_method
 
@@ -59,6 +66,36 @@ class DePTWrapper(nn.Module):
         return self.model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
 
 
+def build_input_method(method: str, dept: DePTConfig, settings: Any, embeddings: nn.Module,
+                       tokenizer=None) -> SoftPrompt:
+    """A new input method ``method`` (its ``settings``: the method's own section, None for its defaults) for a
+    backbone whose input embeddings are ``embeddings``."""
+    chosen = get_method(method)
+    if chosen.adapter is None:
+        raise ConfigError(f"method {method!r} changes the backbone itself; attach_dept takes input methods "
+                          "(pt, dept, adept, ...)")
+    adapter = chosen.adapter(MethodContext(dept, settings, embeddings.weight.shape[1]))
+    adapter.initialize_prompt(tokenizer, embeddings)
+    return adapter.to(embeddings.weight.device)
+
+
+def resolved_settings(adapter: SoftPrompt) -> tuple[DePTConfig, Any]:
+    """(the prompt's settings as built, with the width; the method's own section as built, e.g. ADePT's r resolved
+    from the budget, or None)."""
+    return adapter.config, getattr(adapter, "section_settings", None)
+
+
+def wrap_input_method(model: nn.Module, adapter: SoftPrompt | None, method: str,
+                      family: NativeFamily | None = None) -> DePTWrapper | NativeVLMWrapper:
+    """``model`` called through ``adapter``: on its input embeddings (``DePTWrapper``), or for a native VLM on its
+    language model's input after the image merge (``NativeVLMWrapper``; ``adapter`` None there: a backbone method
+    changed the model instead)."""
+    family = family or native_family(model)
+    if family is None:
+        return DePTWrapper(model, adapter, method)
+    return NativeVLMWrapper(model, adapter, family, method)
+
+
 def attach_dept(model: nn.Module, config: DePTConfig, freeze: bool = True, method: str = "dept", settings=None,
                 tokenizer=None) -> DePTWrapper | NativeVLMWrapper:
     """Freeze ``model`` and wrap it with a new DePT (or another input ``method``: ``pt``, ``adept`` with its
@@ -66,16 +103,12 @@ def attach_dept(model: nn.Module, config: DePTConfig, freeze: bool = True, metho
     needs the ``tokenizer``). A native vision-language model (LLaVA, Qwen2-VL, PaliGemma, Idefics3 / SmolVLM,
     Florence-2, BLIP-2) gets the method on its language model's input after the image merge
     (``NativeVLMWrapper``); any other model on its input embeddings (``DePTWrapper``)."""
-    chosen = get_method(method)
-    if chosen.adapter is None:
+    if get_method(method).adapter is None:
         raise ConfigError(f"method {method!r} changes the backbone itself; attach_dept takes input methods "
                           "(pt, dept, adept, ...)")
     family = native_family(model)  # a VLM of no supported family is refused here, before anything changes
     if freeze:
         model.requires_grad_(False)
         model.eval()
-    embeddings = model.get_input_embeddings()
-    adapter = chosen.adapter(MethodContext(config, settings, embeddings.weight.shape[1]))
-    adapter.initialize_prompt(tokenizer, embeddings)
-    adapter = adapter.to(embeddings.weight.device)
-    return DePTWrapper(model, adapter, method) if family is None else NativeVLMWrapper(model, adapter, family, method)
+    adapter = build_input_method(method, config, settings, model.get_input_embeddings(), tokenizer)
+    return wrap_input_method(model, adapter, method, family)

@@ -142,6 +142,15 @@ class ModelConfig:
             return self.dept
         return self.sections.get(chosen.section) or chosen.default_settings()
 
+    def record_method(self, dept: DePTConfig, section_settings=None) -> None:
+        """Record the input method's settings as built (``methods.resolved_settings``): the prompt's, with the
+        backbone's width, and its own section (e.g. ADePT's r, resolved from the budget), so that a saved run names
+        what it used."""
+        self.dept = dept
+        chosen = get_method(self.method)
+        if section_settings is not None and chosen.section not in (None, "dept"):
+            self.sections[chosen.section] = section_settings
+
     @property
     def num_prompts(self) -> int:
         """Prompts a prompt method gives the model: one per task of a multi-task model, else dept.num_prompts."""

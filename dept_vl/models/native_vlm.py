@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError, InputError
 from ..io import local_or_hub
-from ..methods import attach_dept, get_method
+from ..methods import build_input_method, get_method, resolved_settings, wrap_input_method
 from ..methods.native import NativeVLMWrapper, language_input, language_model, native_family
 from .config import ModelConfig
 from .images import as_image
@@ -142,12 +142,13 @@ class NativeVisionLanguageModel(nn.Module):
         if method.adapter is None:
             vlm.requires_grad_(False).eval()
             method.backbone(language_model(vlm), config.settings_for())
-            return NativeVLMWrapper(vlm, None, family, config.method)
+            return wrap_input_method(vlm, None, config.method, family)
+        vlm.requires_grad_(False).eval()
         dept = dataclasses.replace(config.dept, num_prompts=config.num_prompts)
-        wrapped = attach_dept(vlm, dept, method=config.method, settings=config.settings_for(),
-                              tokenizer=self.processor.tokenizer)
-        config.dept = wrapped.dept.config
-        return wrapped
+        adapter = build_input_method(config.method, dept, config.settings_for(), vlm.get_input_embeddings(),
+                                     self.processor.tokenizer)
+        config.record_method(*resolved_settings(adapter))
+        return wrap_input_method(vlm, adapter, config.method, family)
 
     def _train_projector(self) -> tuple[str, ...]:
         """Unfreeze the VLM's own projector (the bridge from its vision tower to its language model)."""

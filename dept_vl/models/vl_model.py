@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError, InputError
 from ..io import local_or_hub
-from ..methods import MethodContext, get_method, position_ids_from_mask
+from ..methods import build_input_method, get_method, position_ids_from_mask, resolved_settings
 from .buckets import bucket_labels, bucket_text
 from .config import ModelConfig
 from .names import FEATURES
@@ -84,11 +84,9 @@ class VisionLanguageModel(nn.Module):
             self.text.frozen = method.adapter_only  # a whole backbone in training (full) trains with its dropout
             return None
         dept = dataclasses.replace(config.dept, num_prompts=config.num_prompts)
-        adapter = method.adapter(MethodContext(dept, config.settings_for(), self.text.hidden_size))
-        adapter.initialize_prompt(self.text.tokenizer, self.text.embeddings)
-        config.dept = adapter.config  # now carries hidden_size (and for pt its m tokens)
-        if getattr(adapter, "section_settings", None) is not None:  # e.g. ADePT's r, resolved from the budget
-            config.sections[method.section] = adapter.section_settings
+        adapter = build_input_method(config.method, dept, config.settings_for(), self.text.embeddings,
+                                     self.text.tokenizer)
+        config.record_method(*resolved_settings(adapter))
         return adapter
 
     # ---- frozen parts stay frozen ------------------------------------------------------------------
