@@ -159,7 +159,7 @@ def load_splits(recipe: Recipe, log) -> dict[str, list[TaskSplit | None]]:
             data.check_images()
             out[role].append(TaskSplit(task, data))
             log(f"{name} {role}: {split}, {len(data)} examples")
-        if hasattr(task, "kind"):  # own data: the run records what it is, for eval / predict / serve to know
+        if task.kind() is not None:  # own data: the run records what it is, for eval / predict / serve to know
             cfg.data_kinds = {**(cfg.data_kinds or {}), name: task.kind()}
     return out
 
