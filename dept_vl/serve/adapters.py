@@ -93,6 +93,9 @@ class AdapterSet:
         saved = SavedModel.find(source)
         if saved.load_config().vlm is not None and (self.adapters or self.shared is not None):
             raise ConfigError(f"{source}: a native VLM run is served alone, not beside other adapters")
+        if (self.identity or {}).get("vlm") is not None:
+            raise ConfigError(f"{source}: this server serves a native VLM run, which is served alone; serve this run "
+                              "on a server of its own")
         with self._lock:
             if name in self.adapters:
                 raise ConfigError(f"adapter {name!r} is served already (from {self.adapters[name].source})")

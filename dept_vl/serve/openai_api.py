@@ -30,6 +30,9 @@ from .inputs import Question, RequestError, Sampling, decode_image, sampling_of
 from .streaming import rest_of
 
 
+ROUTES = ("/v1/chat/completions", "/v1/models")  # answered in OpenAI's shape, errors too
+
+
 class OpenAIError(RequestError):
     """A RequestError answered in OpenAI's error shape."""
 
