@@ -203,6 +203,15 @@ def exclusive_lock(path: str | Path, what: str) -> Iterator[None]:
         os.close(fd)  # releases the lock; the file stays (removing it could let two processes lock two files)
 
 
+def links_out(directory: Path, root: Path) -> Path | None:
+    """The first symlink under ``directory`` whose target is outside ``root`` (resolved); None when none is."""
+    for folder, dirs, files in os.walk(directory):  # symlinked folders are listed, not entered
+        for path in (Path(folder) / name for name in dirs + files):
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                return path
+    return None
+
+
 # ---- checkpoints, runs and caches: CheckpointError ---------------------------------------------------------
 MAX_JSON_DEPTH = 100  # arrays / objects nested deeper than this are refused (a hostile body is not parsed)
 

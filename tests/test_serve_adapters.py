@@ -184,7 +184,7 @@ def test_predict_takes_an_adapter_and_the_page_offers_them(client, runs):
         reply = client.post("/v1/predict", files={"image": ("a.png", fh)}, data={"question": QUESTIONS[1],
                             "adapter": "pt"}, headers={"X-API-Key": "secret"})
     assert reply.json()["answer"] == Predictor(str(runs["pt"]))([images()[1]], QUESTIONS[1])
-    model = client.get("/v1/model").json()
+    model = client.get("/v1/model", headers={"X-API-Key": "secret"}).json()
     assert [a["name"] for a in model["adapters"]] == ["a", "b", "pt"] and model["adapters_at_runtime"]
     assert 'id="adapter"' in client.get("/").text
     unknown = client.post("/v1/predict", json={"image": data_url(images()[0]).split(",")[1], "question": "q",

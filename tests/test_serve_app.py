@@ -111,6 +111,7 @@ def test_pixel_bombs_wrong_keys_and_unknown_routes(predictor, monkeypatch):
             "missing or wrong API key")
         refused = client.post("/v1/predict", headers={"Authorization": "Bearer s3cret"}, **big)
         assert refused.status_code == 400 and "more pixels than allowed" in refused.json()["error"]
-        assert client.get("/v1/model").json()["api_key_required"] is True
+        assert client.get("/v1/model").status_code == 401 and client.get("/health").status_code == 200
+        assert client.get("/v1/model", headers={"X-API-Key": "s3cret"}).json()["api_key_required"] is True
         assert client.get("/nowhere").json() == {"error": "Not Found"}
         assert client.get("/v1/predict").status_code == 405

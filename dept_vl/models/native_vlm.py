@@ -29,6 +29,7 @@ from .identity import fingerprint
 from .interface import Member, VLModel
 from .images import as_image
 from .random_t5 import describe_backbone
+from .loading import pretrained_errors
 from .saved import load_trainable, read_meta, save_trainable, saved_backbone
 from .text import DTYPES
 
@@ -37,12 +38,10 @@ def load_native(name: str, dtype: str | None = None):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     kwargs = {"dtype": DTYPES[dtype]} if dtype else {}
-    try:
+    with pretrained_errors("the vision-language model", name, vlm=True, hint=" (a hub name, or a directory written by "
+                           "save_pretrained with its processor)"):  # one line for each way it can fail
         processor = AutoProcessor.from_pretrained(name)
         model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
-    except (OSError, ValueError, KeyError) as err:
-        raise ConfigError(f"cannot load the vision-language model {name!r} (a hub name, or a directory written by "
-                          f"save_pretrained with its processor): {' '.join(str(err).split())[:300]}") from None
     native_family(model)  # a VLM of no supported family: one clear line
     return model, processor
 

@@ -53,7 +53,7 @@ def load_trainable(model, directory: str | Path) -> None:
         path = directory / ADAPTER_WEIGHTS  # a full fine-tuning checkpoint of dept-vl 0.1
     weights = read_safetensors(path, finite=True,
                                remedy="load an earlier checkpoint of the run (checkpoints/) or train it again")
-    load_state_checked(model, weights, str(directory), expected=set(model.trainable_parameters()))
+    load_state_checked(model, weights, str(path), expected=set(model.trainable_parameters()))  # names the file
 
 
 def read_meta(directory: str | Path) -> dict:

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .gguf import load_gguf
+from .loading import pretrained_errors
 from .names import parse_model_name
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -48,16 +49,11 @@ class TextBackbone(nn.Module):
                               "written into the run directory first)" if name.kind == "random" else
                               f"{name.text!r} is not a text backbone")
         name_or_path = name.ref
-        try:
+        with pretrained_errors("text backbone", name_or_path):
             config = AutoConfig.from_pretrained(name_or_path)
-        except (OSError, ValueError) as err:
-            raise ConfigError(f"cannot load text backbone {name_or_path!r}: {err}") from None
-        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-        try:
+            auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
             model = auto.from_pretrained(name_or_path, dtype=dtype) if dtype else auto.from_pretrained(name_or_path)
             tok = AutoTokenizer.from_pretrained(tokenizer or name_or_path)
-        except (OSError, ValueError) as err:
-            raise ConfigError(f"cannot load text backbone {name_or_path!r}: {err}") from None
         return cls(model, tok, str(name_or_path))
 
     @classmethod

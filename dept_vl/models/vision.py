@@ -25,6 +25,7 @@ from .._registry import Registry
 from ..errors import ConfigError
 from .config import VisionConfig
 from .images import as_image, square_array
+from .loading import pretrained_errors
 from .names import FEATURES, parse_model_name
 
 RANDOM_WEIGHTS_SEED = 1729  # an encoder built without its pretrained weights is always this one random draw
@@ -179,15 +180,14 @@ class HFVisionEncoder(VisionEncoder):
                  pretrained: bool = True):
         from transformers import AutoConfig
 
-        try:
+        with pretrained_errors("vision model", name_or_path):
             config = AutoConfig.from_pretrained(name_or_path)
-        except (OSError, ValueError) as err:
-            raise ConfigError(f"cannot load vision model {name_or_path!r}: {err}") from None
         tower_cls, prefix, default_norm = _hf_tower(config.model_type)
         vision_config = getattr(config, "vision_config", config)
         mean, std = _hf_norm(name_or_path, default_norm)
         super().__init__(vision_config.hidden_size, image_size or vision_config.image_size, mean, std, pool_tokens)
-        self.net = tower_cls.from_pretrained(name_or_path) if pretrained else tower_cls(vision_config)
+        with pretrained_errors("vision model", name_or_path):
+            self.net = tower_cls.from_pretrained(name_or_path) if pretrained else tower_cls(vision_config)
         self.num_prefix_tokens = prefix
         self.freeze()
 

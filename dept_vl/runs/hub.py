@@ -9,11 +9,13 @@ name are named, never copied; another local backbone is named, and the card says
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from .._dataclass import setting
 from ..errors import ConfigError, OutputError
@@ -32,17 +34,21 @@ class PushConfig:
     repo: str = setting(help="the Hub repository, user/name (created if need be)", flag={"positional": True})
     private: bool = setting(False, "create the repository private")
     stage_only: str | None = setting(None, "write the repository's files into this directory and upload nothing")
+    base_model: str | None = setting(None, "the Hub name (user/name) of the model the run was trained on, when it "
+                                           "used a local copy: the card and config name it instead of the path")
 
 
-def stage(saved: SavedModel, out: Path, repo: str) -> list[str]:
-    """The repository's files in ``out`` (which must not hold anything); their names, sorted."""
+def stage(saved: SavedModel, out: Path, repo: str, base_model: str | None = None, log=print) -> list[str]:
+    """The repository's files in ``out`` (which must not hold anything); their names, sorted. ``base_model``: the
+    Hub name that replaces a local base model's path (else a warning through ``log`` names the path)."""
     if out.exists() and any(out.iterdir()):
         raise OutputError(f"{out} is not empty; give an empty or new directory")
     out.mkdir(parents=True, exist_ok=True)
     for path in saved.directory.iterdir():
         if path.is_file():
             shutil.copy2(path, out / path.name)
-    meta = read_json(out / MODEL_CONFIG_FILE)
+    meta = name_base_model(read_json(out / MODEL_CONFIG_FILE), base_model, log)
+    write_json(out / MODEL_CONFIG_FILE, meta)
     local = _local_backbone(meta)
     if local is not None:  # only on this disk: it goes along, and the config finds it beside itself
         shutil.copytree(local, out / "backbone")
@@ -53,6 +59,27 @@ def stage(saved: SavedModel, out: Path, repo: str) -> list[str]:
     write_text(out / "README.md", model_card(meta, read_json(metrics) if metrics.is_file() else None, repo,
                                              local is not None))
     return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+
+
+def name_base_model(meta: dict, base_model: str | None, log) -> dict:
+    """``meta`` naming ``base_model`` (a Hub name) as its VLM or text backbone; without one, a warning when it names
+    a local path that does not go along (one only this machine has)."""
+    model, native = meta["model"], bool(meta["model"].get("vlm"))
+    if base_model is not None:
+        if not HUB_NAME.fullmatch(base_model):
+            raise ConfigError(f"--base-model takes a Hub name, user/name (got {base_model!r})")
+        if native:
+            model["vlm"] = base_model
+        else:
+            model["text"] = {**model["text"], "backbone": base_model}
+        meta.pop("backbone_relative", None)
+        meta.pop("text_backbone_relative", None)
+        return meta
+    name = model["vlm"] if native else model["text"]["backbone"]
+    if parse_model_name(name).is_local and _local_backbone(meta) is None:
+        log(f"warning: the model card names the base model by a local path ({name}) that only this machine has; "
+            "pass --base-model USER/NAME, the Hub name of the model it is a copy of")
+    return meta
 
 
 def _local_backbone(meta: dict) -> Path | None:
@@ -98,19 +125,36 @@ def push(config: PushConfig, log=print) -> str:
         raise ConfigError(f"push to a Hub repository name, user/name (got {config.repo!r})")
     saved = SavedModel.find(config.run)
     if config.stage_only:
-        files = stage(saved, Path(config.stage_only), config.repo)
+        files = stage(saved, Path(config.stage_only), config.repo, config.base_model, log)
         log(f"staged {len(files)} files in {config.stage_only}: {', '.join(files[:8])}")
         return config.stage_only
     from huggingface_hub import HfApi
 
     with tempfile.TemporaryDirectory() as tmp:
-        files = stage(saved, Path(tmp) / "repo", config.repo)
+        files = stage(saved, Path(tmp) / "repo", config.repo, config.base_model, log)
         api = HfApi()
-        api.create_repo(config.repo, private=config.private, exist_ok=True)
-        api.upload_folder(repo_id=config.repo, folder_path=str(Path(tmp) / "repo"),
-                          commit_message=f"dept-vl: {json.dumps(files)[:200]}")
+        with hub_errors(config.repo):
+            api.create_repo(config.repo, private=config.private, exist_ok=True)
+            api.upload_folder(repo_id=config.repo, folder_path=str(Path(tmp) / "repo"),
+                              commit_message=f"dept-vl: {json.dumps(files)[:200]}")
     log(f"pushed {len(files)} files to https://huggingface.co/{config.repo}")
     return f"https://huggingface.co/{config.repo}"
+
+
+HTTP_CLIENTS = ("httpx", "httpx2", "requests", "urllib3", "huggingface_hub")  # whose errors mean: the Hub said no
+
+
+@contextlib.contextmanager
+def hub_errors(repo: str) -> Iterator[None]:
+    """An OutputError of one line for a push the Hub refused or could not be reached for."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - narrowed just below to the HTTP client's and the Hub's own errors
+        if not isinstance(err, OSError) and type(err).__module__.split(".")[0] not in HTTP_CLIENTS:
+            raise
+        raise OutputError(f"cannot push to the Hugging Face Hub repository {repo}: {type(err).__name__}: "
+                          f"{' '.join(str(err).split())[:200]}; check the network and your login (hf auth login), or "
+                          "write the files with --stage-only DIR") from None
 
 
 def push_to_hub(run: str | Path, repo: str, private: bool = False, log=print) -> str:

@@ -85,14 +85,27 @@ class RunDir:
         continued (``resume``), emptied of that run's files (``overwrite``), or refused."""
         if self.root.exists() and not self.root.is_dir():
             raise OutputError(f"--output-dir {self.root} is a file, not a directory")
+        made = not self.root.exists()
         _writable_dir(self.root, "pass another --output-dir")
-        with exclusive_lock(self.root / ".lock", f"run directory {self.root}"):
-            if self.holds_run() and not resume:
-                if not overwrite:
-                    raise OutputError(f"{self.root} already holds a run; pass --resume to continue it or --overwrite "
-                                      "to replace it")
-                self.clear()
-            yield self
+        try:
+            with exclusive_lock(self.root / ".lock", f"run directory {self.root}"):
+                if self.holds_run() and not resume:
+                    if not overwrite:
+                        raise OutputError(f"{self.root} already holds a run; pass --resume to continue it or "
+                                          "--overwrite to replace it")
+                    self.clear()
+                yield self
+        except BaseException:
+            if made:  # a run that failed before it wrote anything leaves no directory behind
+                self._remove_if_bare()
+            raise
+
+    def _remove_if_bare(self) -> None:
+        """Remove the directory when it holds nothing but its lock file."""
+        with contextlib.suppress(OSError):
+            if {p.name for p in self.root.iterdir()} <= {".lock"}:
+                (self.root / ".lock").unlink(missing_ok=True)
+                self.root.rmdir()
 
     def clear(self) -> None:
         """Remove a run's own files (and nothing else the directory holds)."""

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
@@ -31,10 +31,11 @@ from starlette.exceptions import HTTPException
 from .._version import __version__
 from ..errors import DeptVLError
 from ..inference.predict import Predictor
+from ..io import links_out
 from .adapters import Adapter, AdapterSet, Part, generate_parts
 from .batcher import DynamicBatcher
 from .inputs import Question, RequestError, decoding_key, json_object, parse_question, read_body
-from .openai_api import add_openai_routes
+from .openai_api import ROUTES as OPENAI_ROUTES, OpenAIError, add_openai_routes
 from .settings import ServeSettings
 
 PAGE = Path(__file__).with_name("page.html")
@@ -135,7 +136,8 @@ def create_app(served: AdapterSet | Predictor, settings: ServeSettings | None = 
         await batcher.stop()
         decoder.shutdown(wait=True)
 
-    app = FastAPI(title="dept-vl", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="dept-vl", version=__version__, lifespan=lifespan, dependencies=[Depends(
+                  _key_guard(settings.api_key))],  # the API key on every route but the page and /health
                   description="Answers questions about images with DePT-adapted vision-language models.")
     app.state.batcher, app.state.settings, app.state.adapters = batcher, settings, adapters
     _error_handlers(app)
@@ -205,10 +207,13 @@ def add_adapter_routes(app: FastAPI, adapters: AdapterSet, settings: ServeSettin
 
 
 def _inside(root: Path, path: str) -> Path:
-    """``path`` under ``root``, resolved; a 403 for anything outside it (``..``, an absolute path, a symlink out)."""
+    """``path`` under ``root``, resolved; a 403 for anything outside it (``..``, an absolute path, a symlink out,
+    also one inside the run: its ``model/`` linked to a run elsewhere)."""
+    if "\0" in path:
+        raise RequestError(400, "path: a NUL byte is not allowed in a path")
     root = root.resolve()
     target = (root / path).resolve()
-    if not target.is_relative_to(root) or target == root:
+    if not target.is_relative_to(root) or target == root or links_out(target, root):
         raise RequestError(403, f"{path!r} is not a run under the server's adapter directory")
     if not target.is_dir():
         raise RequestError(404, f"no run {path!r} in the server's adapter directory")
@@ -216,6 +221,23 @@ def _inside(root: Path, path: str) -> Path:
 
 
 NAME = re.compile(r"[A-Za-z0-9][\w-]{0,63}")
+
+
+OPEN_ROUTES = ("/", "/health")  # what answers without the API key
+
+
+def _key_guard(key: str | None):
+    """A dependency of every route: ``_check_key`` but on ``OPEN_ROUTES`` (in OpenAI's error shape on its routes)."""
+
+    async def require_key(request: Request) -> None:
+        if request.url.path in OPEN_ROUTES:
+            return
+        try:
+            _check_key(request, key)
+        except RequestError as err:
+            raise (OpenAIError(err.status, err.message) if request.url.path in OPENAI_ROUTES else err) from None
+
+    return require_key
 
 
 def _check_key(request: Request, key: str | None) -> None:

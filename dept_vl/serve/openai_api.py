@@ -28,6 +28,7 @@ from .streaming import rest_of
 
 
 ROLES = ("system", "user", "assistant")  # the roles a conversation's messages may have
+ROUTES = ("/v1/chat/completions", "/v1/models")  # answered in OpenAI's shape, errors too
 
 
 class OpenAIError(RequestError):

@@ -22,6 +22,7 @@ from . import llava  # noqa: F401
 from . import messages  # noqa: F401
 from . import simple  # noqa: F401
 from .base import Record, detect_format, first_object, get_format, image_id, list_formats
+from .diagnose import check_questions, why_unknown
 
 from .imagefolder import split_dirs
 
@@ -32,15 +33,18 @@ def read_source(source: str, format: str | None = None, skip_bad_lines: bool = F
     """Every record of ``source`` (a file, a directory, or ``hf:NAME``), the format detected unless given; bad
     records are an InputError naming the file and record, or with ``skip_bad_lines`` skipped and counted."""
     path = Path(source)
-    if not str(source).startswith("hf:") and not path.exists():
+    if not str(source).startswith("hf:") and not Path(str(source).partition("::")[0]).exists():  # DIR::SPLIT
         raise InputError(f"data file {source} does not exist")
     if format:
         chosen = get_format(format)
     else:
         first = first_object(path) if path.is_file() and path.suffix.lower() in (".json", ".jsonl") else None
-        chosen = detect_format(path, first)
+        try:
+            chosen = detect_format(path, first)
+        except InputError as unknown:
+            raise InputError(why_unknown(path, skip_bad_lines) or str(unknown)) from None
     bad: list = []
-    records = list(chosen.read(path, skip_bad_lines, log, bad))
+    records = check_questions(list(chosen.read(path, skip_bad_lines, log, bad)), source, skip_bad_lines, log, bad)
     if bad and log is not None:
         log(f"{source}: skipped {len(bad)} bad record(s) ({chosen.name} format); the first are named above")
     if not records:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 from ..._registry import Registry
 from ...errors import InputError
 from ...io import iter_jsonl
+from ..image_check import image_problem
 from ..json_stream import iter_json_list, json_starts_with
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -81,12 +82,13 @@ def resolve_image(value: Any, base: Path, where: str):
     if hasattr(value, "size") and hasattr(value, "mode"):  # a PIL image (datasets' Image feature)
         return value
     if isinstance(value, dict) and ("bytes" in value or "path" in value):  # datasets' Image, not decoded
-        return value["bytes"] if value.get("bytes") else resolve_image(value["path"], base, where)
+        return _readable(value["bytes"], "an image", where) if value.get("bytes") else resolve_image(
+            value["path"], base, where)
     if not isinstance(value, str) or not value.strip():
         raise InputError(f"{where}: an image must be a file path or base64 image bytes, got {value!r:.40}")
     if value.startswith("data:") or (len(value) > 200 and _BASE64.fullmatch(value[:200])):
         try:
-            return base64.b64decode(value.split(",", 1)[-1], validate=True)
+            return _readable(base64.b64decode(value.split(",", 1)[-1], validate=True), "an inline image", where)
         except (binascii.Error, ValueError):
             raise InputError(f"{where}: an inline image is not base64") from None
     if value.startswith(("http://", "https://")):
@@ -94,7 +96,15 @@ def resolve_image(value: Any, base: Path, where: str):
     path = (base / value).resolve() if not Path(value).is_absolute() else Path(value)
     if not path.is_file():
         raise InputError(f"{where}: image {value} not found (looked for {path})")
-    return str(path)
+    return _readable(str(path), f"image {value}", where)
+
+
+def _readable(image: str | bytes, name: str, where: str) -> str | bytes:
+    """``image`` (a path or bytes) when it can be read as an image; else an InputError naming ``where``."""
+    problem = image_problem(image)
+    if problem:
+        raise InputError(f"{where}: {name} {problem}")
+    return image
 
 
 _BASE64 = re.compile(r"[A-Za-z0-9+/=\s]+")

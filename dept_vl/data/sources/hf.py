@@ -25,5 +25,5 @@ def read_hf(path: Path | str, skip_bad_lines: bool = False, log=None, bad: list 
         yield from guarded(where, lambda: [simple_record(row, Path("."), where)], skip_bad_lines, log, bad)
 
 
-register_format("hf", read_hf, lambda path, first: is_hf_source(path),
+register_format("hf", read_hf, lambda path, first: is_hf_source(str(path).partition("::")[0]),
                 help="Hugging Face datasets: hf:NAME or a save_to_disk directory (NAME::SPLIT picks a split)")

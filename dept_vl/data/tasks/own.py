@@ -201,8 +201,21 @@ def hold_out(records: list[Record], fraction: float, seed: str) -> tuple[list[Re
     random.Random(seed).shuffle(groups)
     held = set(groups[: max(1, round(fraction * len(groups)))])
     if len(held) >= len(groups):
-        raise InputError(f"too few records ({len(records)}) to hold out {fraction:.0%} and train on the rest")
+        raise InputError(f"too few records ({len(records)}) to hold out {fraction:.0%} and train on the rest"
+                         + _shared_ids(records, len(groups)))
     return [r for r in records if (r.group or r.where) in held], [r for r in records if (r.group or r.where) not in held]
+
+
+def _shared_ids(records: list[Record], groups: int) -> str:
+    """Where records are fewer conversations than records because two share an id: the first such pair, named."""
+    first: dict[str, Record] = {}
+    for record in records:
+        if record.group and record.group in first and record.where.split(", turn")[0] != \
+                first[record.group].where.split(", turn")[0]:
+            return (f": they are {groups} conversation(s), as {first[record.group].where} and {record.where} share "
+                    f"the id {record.group!r} (give each conversation its own id)")
+        first.setdefault(record.group, record)
+    return ""
 
 
 def _check_uniform(records: list[Record]) -> None:
