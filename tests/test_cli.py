@@ -441,3 +441,17 @@ def test_a_taken_run_directory_is_refused_before_any_data_is_read(tmp_path, caps
     fails(capsys, ["train", "--task", "easyvqa", "--output-dir", str(tmp_path / "run")], "already holds a run")
     (tmp_path / "file").write_text("")
     fails(capsys, ["train", "--task", "easyvqa", "--output-dir", str(tmp_path / "file")], "is a file")
+
+
+def test_make_tiny_vlm_writes_a_model_with_its_processor_and_never_over_a_folder(tmp_path, capsys):
+    from transformers import AutoConfig, AutoProcessor
+
+    assert main(["make-tiny-vlm", str(tmp_path / "tiny")]) == 0
+    assert "dept-vl train --vlm" in capsys.readouterr().err
+    config, processor = AutoConfig.from_pretrained(tmp_path / "tiny"), AutoProcessor.from_pretrained(tmp_path / "tiny")
+    assert config.model_type == "llava" and type(processor).__name__ == "LlavaProcessor"
+    turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what shape is it?"}]}]
+    assert processor.apply_chat_template(turn, add_generation_prompt=True) == "user : <image>what shape is it? assistant :"
+    assert processor.tokenizer.convert_ids_to_tokens(processor.tokenizer("triangle teal")["input_ids"]) == [
+        "triangle", "teal"]  # easy-vqa's answers are words of its vocabulary
+    fails(capsys, ["make-tiny-vlm", str(tmp_path / "tiny")], "exists and is not an empty directory")

@@ -1,7 +1,7 @@
 """The ``dept-vl`` command line: every subcommand is a typed config (``flags.py`` makes its flags, help, defaults
 and checks from the dataclass) and a ``run`` that calls the library and prints.
 
-    budget features eval predict serve bench-serve fetch-gguf   commands.py
+    budget features eval predict serve bench-serve fetch-gguf push make-tiny-vlm   commands.py
     train                                                       train.py
     bench                                                       bench.py
 
