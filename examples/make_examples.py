@@ -1,8 +1,10 @@
 """Write easy-vqa questions in every data format `dept-vl train --data` reads (the files under examples/ are this
 script's output for a few questions; tests and compare_formats.py call ``write_formats`` for more).
 
-    python examples/make_examples.py                 # rewrites examples/<format>/ (8 images, 24 questions)
-    python examples/make_examples.py --out DIR --train 1000 --test 200
+    python examples/make_examples.py --out DIR --train 1000 --test 200     # DIR/<format>/ for each format
+    python examples/make_examples.py --out examples    # rewrites the tracked examples/<format>/ (24 + 8 questions)
+
+``--out`` is required: the script never writes over the repository's own examples unless told to.
 
 easy-vqa (MIT) ships its images and questions on PyPI; each format's folder holds the images it refers to.
 """
@@ -119,8 +121,8 @@ def multi_turn(out: Path, rows: list[dict]) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(Path(__file__).parent), help="where the format folders go")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--out", required=True, help="where the format folders go (examples: the tracked ones)")
     parser.add_argument("--train", type=int, default=24, help="training questions (easy-vqa's first)")
     parser.add_argument("--test", type=int, default=8, help="test questions (easy-vqa's first)")
     args = parser.parse_args()

@@ -16,6 +16,9 @@ import torch
 for _offline in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):  # the tests never download
     os.environ.setdefault(_offline, "1")
 
+from dept_vl.models.tiny_vlm import (  # noqa: E402,F401 (after the offline switches; tests use them)
+    CHAT_TEMPLATE, EASYVQA_WORDS, chat_tokenizer, save_tiny_llava)
+
 TINY_RECIPE = """
 model:
   vision: {encoder: efficientnet-lite0, image_size: 32, pool_tokens: 1}
@@ -286,51 +289,7 @@ def _writable(path: Path) -> bool:
 
 
 # ---- a native Hugging Face VLM saved with its processor (what `dept-vl train --vlm DIR` loads) ------------------
-CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }} : {% for c in m['content'] %}{% if c['type'] == 'image' %}"
-                 "<image>{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% if m['role'] == 'assistant' %}</s>"
-                 "{% endif %} {% endfor %}{% if add_generation_prompt %}assistant :{% endif %}")
-EASYVQA_WORDS = ("a black blue brown circle color contain does gray green image in is no not of present rectangle red "
-                 "shape teal the there triangle what yellow yes").split()
-
-
-def chat_tokenizer(words):
-    """A word-level tokenizer for a chat model: <pad> 0, </s> 1, <unk> 2, <image> 3, then ``words``; nothing
-    appended (the chat template ends the assistant's turn with </s>)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "</s>", "<unk>", "<image>"]
-    vocab = {tok: i for i, tok in enumerate(specials + sorted(set(words) - set(specials)))}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.decoder = decoders.WordPiece(prefix="##")
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   additional_special_tokens=["<image>"])
-
-
-def save_tiny_llava(path: Path) -> Path:
-    """A tiny LLaVA (CLIP 32 px, patches of 8: 16 image tokens; a 2-layer Llama) with a LlavaProcessor and a chat
-    template, saved with save_pretrained: what a user's directory holds."""
-    import transformers as T
-
-    tokenizer = chat_tokenizer(WORDS + EASYVQA_WORDS + ["user", "assistant", ":", "?", "."])
-    image_processor = T.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    processor = T.LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
-                                 vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                                 chat_template=CHAT_TEMPLATE)
-    config = T.LlavaConfig(
-        vision_config=T.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=2, image_size=32, patch_size=8),
-        text_config=T.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                  num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                                  max_position_embeddings=256, pad_token_id=0, bos_token_id=1, eos_token_id=1,
-                                  initializer_range=0.2),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="default")
-    torch.manual_seed(0)
-    T.LlavaForConditionalGeneration(config).save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
+# the package's own tiny LLaVA (`dept-vl make-tiny-vlm DIR`): what a user's directory holds
 
 
 @pytest.fixture(scope="session")

@@ -399,3 +399,59 @@ def test_report_to_goes_through_accelerates_trackers(tmp_path, capsys):
         assert main(base + ["--output-dir", str(tmp_path / "w"), "--report-to", "wandb"]) == 2
         assert "the wandb package is not installed (pip install wandb)" in capsys.readouterr().err
     assert main(base + ["--output-dir", str(tmp_path / "x"), "--report-to", "comet"]) == 2
+
+
+def argparse_fails(capsys, argv) -> str:
+    """The CLI's own parser refuses ``argv``: exit code 2 and one line on stderr, no usage text; that line."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.strip().splitlines()) == 1 and "usage" not in err, err
+    assert err.startswith("dept-vl: error: ")
+    return err.strip()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "--methd", "dept"], "unknown flag --methd (did you mean --method?)"),
+    (["train", "--max-step", "5"], "unknown flag --max-step (did you mean --max-steps?)"),  # no prefix abbreviation
+    (["eval", "--checkpoint", "x", "--spilt=val"], "unknown flag --spilt (did you mean --split?)"),
+    (["train", "--method", "dpet"], "invalid choice 'dpet' (did you mean 'dept'?); choose from pt, dept, adept"),
+    (["trian"], "invalid choice 'trian' (did you mean 'train'?)"),
+    (["train", "--task", "easyvqa", "stray"], "unexpected argument 'stray'; see dept-vl train --help"),
+])
+def test_command_line_mistakes_are_one_line_with_a_suggestion(capsys, argv, expected):
+    assert expected in argparse_fails(capsys, argv)
+
+
+def test_no_flag_takes_an_abbreviation():
+    from dept_vl.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert all(not parser.allow_abbrev for parser in commands.values())
+
+
+def test_a_taken_run_directory_is_refused_before_any_data_is_read(tmp_path, capsys, monkeypatch):
+    def no_data(*_args, **_kwargs):
+        raise AssertionError("data read before the run directory was checked")
+
+    monkeypatch.setattr("dept_vl.training.loop.load_splits", no_data)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.json").write_text("{}")
+    fails(capsys, ["train", "--task", "easyvqa", "--output-dir", str(tmp_path / "run")], "already holds a run")
+    (tmp_path / "file").write_text("")
+    fails(capsys, ["train", "--task", "easyvqa", "--output-dir", str(tmp_path / "file")], "is a file")
+
+
+def test_make_tiny_vlm_writes_a_model_with_its_processor_and_never_over_a_folder(tmp_path, capsys):
+    from transformers import AutoConfig, AutoProcessor
+
+    assert main(["make-tiny-vlm", str(tmp_path / "tiny")]) == 0
+    assert "dept-vl train --vlm" in capsys.readouterr().err
+    config, processor = AutoConfig.from_pretrained(tmp_path / "tiny"), AutoProcessor.from_pretrained(tmp_path / "tiny")
+    assert config.model_type == "llava" and type(processor).__name__ == "LlavaProcessor"
+    turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what shape is it?"}]}]
+    assert processor.apply_chat_template(turn, add_generation_prompt=True) == "user : <image>what shape is it? assistant :"
+    assert processor.tokenizer.convert_ids_to_tokens(processor.tokenizer("triangle teal")["input_ids"]) == [
+        "triangle", "teal"]  # easy-vqa's answers are words of its vocabulary
+    fails(capsys, ["make-tiny-vlm", str(tmp_path / "tiny")], "exists and is not an empty directory")

@@ -181,3 +181,17 @@ def test_skip_bad_lines_trains_on_the_good_records_and_says_how_many(formats, tm
     err = capsys.readouterr().err
     assert "line 21" in err and "line 22" in err and "skipped 2 bad record(s)" in err
     assert err.count("skipped 2 bad record(s)") == 1
+
+
+def test_make_examples_writes_only_where_told(tmp_path):
+    import subprocess
+    import sys
+
+    before = {p: p.stat().st_mtime_ns for p in EXAMPLES.rglob("*") if p.is_file()}
+    out = subprocess.run([sys.executable, str(EXAMPLES / "make_examples.py")], capture_output=True, text=True)
+    assert out.returncode == 2 and "--out" in out.stderr  # no default: the tracked examples are not rewritten
+    out = subprocess.run([sys.executable, str(EXAMPLES / "make_examples.py"), "--out", str(tmp_path), "--train", "2",
+                          "--test", "1"], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert len((tmp_path / "simple-jsonl" / "train.jsonl").read_text().splitlines()) == 2
+    assert before == {p: p.stat().st_mtime_ns for p in EXAMPLES.rglob("*") if p.is_file()}

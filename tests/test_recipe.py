@@ -1,12 +1,16 @@
 """Recipes: every shipped YAML validates, precedence of defaults, file and flags, clear errors."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
+from dept_vl.data.batches import BatchOrder
 from dept_vl.data.tasks import get_task
 from dept_vl.errors import ConfigError
 from dept_vl.runs.recipe import RECIPE_DIR as CONFIGS
-from dept_vl.runs.recipe import TrainConfig, find_recipe, list_recipes, resolve_recipe
+from dept_vl.runs.recipe import OWN_DATA_EPOCHS, TrainConfig, find_recipe, list_recipes, resolve_recipe
+from dept_vl.training.length import total_steps
 
 
 
@@ -95,3 +99,28 @@ def test_each_task_its_data_from_the_command_line_or_relative_to_the_recipe(tmp_
     assert packaged["caption"] == str(recipes / "data" / "shapes" / "caption")
     with pytest.raises(ConfigError, match="--data-dir TASK=DIR for each of vqa, gqa"):
         resolve_recipe(recipes / "mine.yaml", {"data_dir": ["one/dir"]}).train.data_dir_for("vqa")
+
+
+def test_epochs_alone_set_the_length_and_own_data_defaults_to_epochs(tmp_path):
+    assert (resolve_recipe(None, {"epochs": 2}).train.max_steps, resolve_recipe(None, {"epochs": 2}).train.epochs) \
+        == (0, 2)
+    assert resolve_recipe(None, {}).train.max_steps == 3000  # a task keeps its steps
+    with pytest.raises(ConfigError, match="--max-steps or --epochs, not both"):
+        resolve_recipe(None, {"epochs": 2, "max_steps": 5})
+    (tmp_path / "r.yaml").write_text("train: {epochs: 20}\n")
+    assert resolve_recipe(tmp_path / "r.yaml", {}).train.max_steps == 0  # the file's epochs over the default steps
+    assert resolve_recipe(tmp_path / "r.yaml", {"max_steps": 7}).train.max_steps == 7  # a flag over the file
+    data = str(Path(__file__).resolve().parents[1] / "examples" / "simple-jsonl" / "train.jsonl")
+    own = resolve_recipe(None, {"data": [data]}).train
+    assert (own.max_steps, own.epochs) == (0, OWN_DATA_EPOCHS) and OWN_DATA_EPOCHS == 3
+    assert resolve_recipe(None, {"data": [data], "max_steps": 9}).train.max_steps == 9
+
+
+def test_steps_that_mean_many_passes_over_a_small_set_are_warned_about():
+    said = []
+    small = BatchOrder([24], 32, seed=0)
+    assert total_steps(TrainConfig(max_steps=3000), small, said.append) == 3000
+    assert len(said) == 1 and "3,000 steps of batch 32 are 3,000 passes over 24 training examples" in said[0]
+    assert total_steps(TrainConfig(max_steps=0, epochs=2.5), BatchOrder([100], 32, seed=0), said.append) == 10
+    assert total_steps(TrainConfig(max_steps=40), BatchOrder([100], 32, seed=0), said.append) == 40  # 10 passes
+    assert len(said) == 1

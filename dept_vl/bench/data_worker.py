@@ -135,7 +135,7 @@ def rates(build, model, optimizer, accelerator, steps: int) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--cache", required=True)
     parser.add_argument("--backbone", required=True)
     parser.add_argument("--steps", type=int, default=100)

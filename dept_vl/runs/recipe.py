@@ -31,6 +31,7 @@ SCHEDULES = ("linear", "constant")
 PRECISIONS = ("no", "bf16", "fp16")
 WEIGHTINGS = ("tokens", "batches")
 TRACKERS = ("tensorboard", "wandb", "mlflow")
+OWN_DATA_EPOCHS = 3.0  # --data with neither --max-steps nor --epochs (as the Hugging Face Trainer's default)
 
 
 @dataclass
@@ -64,8 +65,10 @@ class TrainConfig:
     output_dir: str = setting("runs/{name}-{method}", "where the run's files go; {name} is the recipe's name (--config "
                               "NAME), else the task(s), and with --vlm the VLM's name too; {task} and {method} are "
                               "filled in as well")
-    max_steps: int = setting(3000, "optimizer steps; 0 = use --epochs")
-    epochs: float = setting(0.0, "epochs to train when --max-steps is 0")
+    max_steps: int = setting(3000, "optimizer steps; 0 = use --epochs (default: 3000; with --data and no --epochs: "
+                             "0)")
+    epochs: float = setting(0.0, "passes over the training examples; given alone it sets the length (default: 0; "
+                            "with --data and no --max-steps: 3)")
     batch_size: int = setting(32, "examples per process per micro-step")
     grad_accum: int = setting(1, "micro-steps per optimizer step")
     prompt_lr: float = setting(0.3, "learning rate of the prompts P")
@@ -248,6 +251,22 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def run_length(from_file: dict, overrides: dict) -> dict:
+    """The file's train settings with the flags', the run's length settled: where one level gives ``epochs`` and not
+    ``max_steps``, its epochs count (``--epochs 3`` alone trains 3 epochs); own data (``--data``) with no length at
+    all trains OWN_DATA_EPOCHS epochs, not the task default's steps."""
+    levels = [dict(from_file), dict(overrides)]
+    for level in levels:
+        if level.get("epochs") and "max_steps" not in level:
+            level["max_steps"] = 0
+    if overrides.get("epochs") and overrides.get("max_steps"):
+        raise ConfigError("give --max-steps or --epochs, not both")
+    merged = merge_dicts(*levels)
+    if merged.get("data") and "max_steps" not in merged and "epochs" not in merged:
+        merged.update(max_steps=0, epochs=OWN_DATA_EPOCHS)
+    return merged
+
+
 def resolve_recipe(config_file: str | Path | None = None, train_overrides: dict | None = None,
                    model: str | None = None, model_overrides: dict | None = None) -> Recipe:
     """Build the Recipe: defaults, then the task's default model, the file, ``model`` (a named model config or a
@@ -264,7 +283,7 @@ def resolve_recipe(config_file: str | Path | None = None, train_overrides: dict 
         if from_file.get(key) is not None:
             base = Path.cwd() if path.parent == RECIPE_DIR else path.parent.resolve()
             from_file[key] = absolute_sources(parse_sources(from_file[key]), base)
-    train = from_dict(TrainConfig, merge_dicts(from_file, overrides), "train")
+    train = from_dict(TrainConfig, run_length(from_file, overrides), "train")
     if model:
         model_data = (ModelConfig.from_file(model) if Path(model).suffix in (".json", ".yaml", ".yml")
                       else ModelConfig.from_name(model)).to_dict()

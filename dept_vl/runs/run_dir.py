@@ -83,16 +83,14 @@ class RunDir:
     def claim(self, resume: bool = False, overwrite: bool = False) -> Iterator["RunDir"]:
         """Own the directory for a training run: locked while the block runs; a directory holding a run is
         continued (``resume``), emptied of that run's files (``overwrite``), or refused."""
-        if self.root.exists() and not self.root.is_dir():
-            raise OutputError(f"--output-dir {self.root} is a file, not a directory")
+        self.check_free(resume, overwrite)
         made = not self.root.exists()
         _writable_dir(self.root, "pass another --output-dir")
         try:
             with exclusive_lock(self.root / ".lock", f"run directory {self.root}"):
                 if self.holds_run() and not resume:
                     if not overwrite:
-                        raise OutputError(f"{self.root} already holds a run; pass --resume to continue it or "
-                                          "--overwrite to replace it")
+                        raise OutputError(self._taken())
                     self.clear()
                 yield self
         except BaseException:
@@ -106,6 +104,19 @@ class RunDir:
             if {p.name for p in self.root.iterdir()} <= {".lock"}:
                 (self.root / ".lock").unlink(missing_ok=True)
                 self.root.rmdir()
+
+    def check_free(self, resume: bool = False, overwrite: bool = False) -> None:
+        """OutputError unless a run may train here: the directory is none or a directory, and holds no run or is
+        to be continued (``resume``) or replaced (``overwrite``); a run in progress there is named as such. Cheap
+        and writes nothing new: ``train`` asks before reading any data."""
+        if self.root.exists() and not self.root.is_dir():
+            raise OutputError(f"--output-dir {self.root} is a file, not a directory")
+        if self.holds_run() and not resume and not overwrite:
+            with exclusive_lock(self.root / ".lock", f"run directory {self.root}"):  # "in use" first, if it is
+                raise OutputError(self._taken())
+
+    def _taken(self) -> str:
+        return f"{self.root} already holds a run; pass --resume to continue it or --overwrite to replace it"
 
     def clear(self) -> None:
         """Remove a run's own files (and nothing else the directory holds)."""

@@ -45,6 +45,8 @@ def train(recipe: Recipe, resume: bool = False, overwrite: bool = False, log=pri
 def _train(recipe: Recipe, resume: bool, overwrite: bool, log) -> dict | None:
     run = RunDir.for_recipe(recipe)
     accelerator = make_accelerator(recipe, run)  # it knows which process is the main one; it writes nothing yet
+    if accelerator.is_main_process:
+        run.check_free(resume, overwrite)  # before any data is read
     splits = load_splits(recipe, log if accelerator.is_main_process else (lambda *_: None))  # bad data: no run dir
     with run.claim(resume, overwrite) if accelerator.is_main_process else contextlib.nullcontext():
         session = setup(recipe, run, accelerator, log, splits)

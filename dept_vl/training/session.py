@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import math
 import random
 import time
 from collections import ChainMap
@@ -28,6 +27,7 @@ from ..models import VLModel, create_model
 from ..models.random_t5 import materialize_random_backbone
 from ..runs.recipe import Recipe
 from ..runs.run_dir import RunDir
+from .length import total_steps
 from .state import latest_checkpoint, load_state, restore_rng
 
 
@@ -95,7 +95,7 @@ def setup(recipe: Recipe, run: RunDir, accelerator, log=print, splits: dict | No
                                   fused=accelerator.device.type == "cuda" or None)
     order = BatchOrder([len(s.data) for s in splits["train"]], cfg.batch_size * accelerator.num_processes, cfg.seed,
                        accelerator.process_index, accelerator.num_processes, cfg.task_temperature)
-    total = cfg.max_steps or math.ceil(cfg.epochs * order.steps_per_epoch / cfg.grad_accum)
+    total = total_steps(cfg, order, say)
     scheduler = _schedule(cfg, optimizer, total)
     model, optimizer = accelerator.prepare(raw, optimizer)
     tokens = target_tokens(raw, splits["train"], order.shares, cfg.seed) if (
