@@ -23,6 +23,7 @@ LAYERS = {
     "training": LOWER | {"runs", "inference"},
     "serve": LOWER | {"runs", "inference"},
     "bench": LOWER | {"runs", "inference", "training", "serve"},
+    "peft": {"methods", "models"},
 }
 OPTIONAL = {("dept_vl.cli.commands", "dept_vl.serve.server")}  # the serve extra, imported when `serve` runs
 

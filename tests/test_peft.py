@@ -1,0 +1,149 @@
+"""DePT and ADePT as PEFT methods (dept_vl.peft): get_peft_model on text LMs, T5 / BART and native VLMs, with the
+native tests' correctness check; PEFT's save / load, disable_adapter and several adapters; the two learning rates."""
+
+import json
+
+import pytest
+import torch
+import transformers as T
+from peft import PeftConfig, PeftModel, get_peft_model
+from peft.utils import PeftType
+from safetensors.torch import load_file
+
+import dept_vl
+from dept_vl import ConfigError
+from dept_vl.peft import ADePTPeftConfig, DePTPeftConfig
+
+from tiny_vlms import FAMILIES, LLAMA, VOCAB
+
+PROMPT = [11, 12, 13]  # T: the tokens whose embeddings become P
+SEQ2SEQ = dict(vocab_size=VOCAB, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+
+
+def text_model(kind):
+    torch.manual_seed(0)
+    if kind == "llama":
+        return T.LlamaForCausalLM(T.LlamaConfig(**LLAMA)).eval()
+    if kind == "t5":
+        return T.T5ForConditionalGeneration(T.T5Config(d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16,
+                                                       **SEQ2SEQ)).eval()
+    return T.BartForConditionalGeneration(T.BartConfig(d_model=32, encoder_layers=1, decoder_layers=1,
+                                                       encoder_attention_heads=2, decoder_attention_heads=2,
+                                                       encoder_ffn_dim=64, decoder_ffn_dim=64,
+                                                       scale_embedding=True, **SEQ2SEQ)).eval()
+
+
+def build(name):
+    """(bare model, inputs, whether it is an encoder-decoder) for a text model or a tiny native VLM family."""
+    if name in FAMILIES:
+        family = FAMILIES[name]
+        inputs = family.inputs([[20, 21, 22, 23, 24]])
+        if family.encoder_decoder:
+            inputs["decoder_input_ids"] = torch.tensor([[2, 20, 21]])
+        return family.build, inputs, family.encoder_decoder
+    seq2seq = name != "llama"
+    inputs = {"input_ids": torch.tensor([[20, 21, 22, 23, 24]])}
+    if seq2seq:
+        inputs["decoder_input_ids"] = torch.tensor([[0, 20, 21]])
+    return (lambda: text_model(name)), inputs, seq2seq
+
+
+def dept_model(make, seq2seq, config_cls=DePTPeftConfig, **settings):
+    """A PEFT model of a fresh bare model with P = embed(T)."""
+    model = make()
+    config = config_cls(prompt_length=len(PROMPT), r=2, max_length=64,
+                        task_type="SEQ_2_SEQ_LM" if seq2seq else "CAUSAL_LM", **settings)
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        prompts(peft_model).prompt_embeddings.copy_(model.get_input_embeddings()(torch.tensor(PROMPT)))
+    return peft_model
+
+
+def prompts(peft_model, name="default"):
+    return peft_model.base_model.dept_layer.dept_prompts[name]
+
+
+def with_prompt_tokens(inputs):
+    out = dict(inputs, input_ids=torch.cat([torch.tensor([PROMPT]), inputs["input_ids"]], 1))
+    out["attention_mask"] = torch.ones_like(out["input_ids"])
+    for key in ("token_type_ids", "mm_token_type_ids"):
+        if key in inputs:
+            out[key] = torch.cat([torch.zeros(1, len(PROMPT), dtype=inputs[key].dtype), inputs[key]], 1)
+    return out
+
+
+def test_import_registers_dept_and_adept_with_peft():
+    assert PeftType("DEPT") is PeftType.DEPT and "ADEPT" in list(PeftType)
+    config = PeftConfig.from_peft_type(peft_type="DEPT", prompt_length=4, r=2, task_type="CAUSAL_LM")
+    assert isinstance(config, DePTPeftConfig) and config.peft_type == "DEPT" and config.dept_config().r == 2
+    with pytest.raises(ConfigError, match="prompt_length"):
+        DePTPeftConfig(prompt_length=0)
+
+
+@pytest.mark.parametrize("name", ["llama", "t5", "bart", "llava", "qwen2_vl", "paligemma", "florence2"])
+def test_b_zero_and_p_from_tokens_equals_those_tokens_as_text(name):
+    make, inputs, seq2seq = build(name)
+    peft_model, bare = dept_model(make, seq2seq), make()
+    with torch.no_grad():
+        got = peft_model(**inputs).logits
+        want = bare(**with_prompt_tokens(inputs)).logits
+    if not seq2seq:  # decoder-only logits cover the prompt's positions too
+        got, want = got[:, len(PROMPT):], want[:, len(PROMPT):]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen2_vl"])
+def test_save_load_disable_and_several_adapters(name, tmp_path):
+    make, inputs, seq2seq = build(name)
+    peft_model = dept_model(make, seq2seq)
+    trainable = {n.rsplit(".", 1)[-1] for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert trainable == {"prompt_embeddings", "lora_embedding_A", "lora_embedding_B"}
+    torch.nn.init.normal_(prompts(peft_model).lora_embedding_B, std=0.5)
+    with torch.no_grad():
+        adapted = peft_model(**inputs).logits
+        with peft_model.disable_adapter():
+            torch.testing.assert_close(peft_model(**inputs).logits, make()(**inputs).logits, atol=0, rtol=0)
+    peft_model.save_pretrained(tmp_path / "a")
+    assert set(load_file(tmp_path / "a" / "adapter_model.safetensors")) == {
+        "prompt_embeddings", "lora_embedding_A", "lora_embedding_B"}
+    assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["peft_type"] == "DEPT"
+
+    loaded = PeftModel.from_pretrained(make(), tmp_path / "a")
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs).logits, adapted)
+    other = dept_model(make, seq2seq)  # B = 0: another adapter
+    other.save_pretrained(tmp_path / "b")
+    loaded.load_adapter(tmp_path / "b", adapter_name="b")
+    loaded.set_adapter("b")
+    with torch.no_grad():
+        assert not torch.equal(loaded(**inputs).logits, adapted)
+        loaded.set_adapter("default")
+        assert torch.equal(loaded(**inputs).logits, adapted)
+
+
+def test_adept_saves_its_network_and_loads_exactly(tmp_path):
+    make, inputs, _ = build("llava")
+    peft_model = dept_model(make, False, ADePTPeftConfig)
+    assert peft_model.peft_config["default"].adept_r >= 1  # resolved from DePT's budget
+    torch.nn.init.normal_(prompts(peft_model).ffn_up, std=0.5)
+    peft_model.save_pretrained(tmp_path)
+    assert set(load_file(tmp_path / "adapter_model.safetensors")) == {
+        "prompt_embeddings", "ffn_down", "ffn_down_bias", "ffn_up", "ffn_up_bias"}
+    loaded = PeftModel.from_pretrained(make(), tmp_path)
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs).logits, peft_model(**inputs).logits)
+
+
+def test_generate_returns_the_prompt_then_the_new_tokens():
+    make, inputs, _ = build("llama")
+    peft_model = dept_model(make, False)
+    out = peft_model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert out.shape == (1, 8) and torch.equal(out[:, :5], inputs["input_ids"])
+
+
+def test_two_learning_rates_and_a_task_type_is_needed():
+    make, _, _ = build("llama")
+    groups = dept_vl.param_groups(dept_model(make, False), prompt_lr=0.3, lowrank_lr=1e-4)
+    assert {g["name"]: (len(g["params"]), g["lr"]) for g in groups} == {"prompt": (1, 0.3), "lowrank": (2, 1e-4)}
+    with pytest.raises(ConfigError, match="task_type"):
+        get_peft_model(make(), DePTPeftConfig(prompt_length=2, r=2, max_length=16))
