@@ -147,3 +147,100 @@ def test_two_learning_rates_and_a_task_type_is_needed():
     assert {g["name"]: (len(g["params"]), g["lr"]) for g in groups} == {"prompt": (1, 0.3), "lowrank": (2, 1e-4)}
     with pytest.raises(ConfigError, match="task_type"):
         get_peft_model(make(), DePTPeftConfig(prompt_length=2, r=2, max_length=16))
+
+
+# ---- the trainers ------------------------------------------------------------------------------------------------
+COLOURS = ("red", "blue", "green", "yellow")
+
+
+def colour_rows(repeat=4):
+    """TRL's vision-language rows: ``messages`` (an image and a question, the colour as the answer) and ``images``."""
+    from PIL import Image
+
+    return [{"messages": [{"role": "user", "content": [{"type": "image"},
+                                                       {"type": "text", "text": "what color is the shape ?"}]},
+                          {"role": "assistant", "content": [{"type": "text", "text": colour}]}],
+             "images": [Image.new("RGB", (32, 32), colour)]} for colour in COLOURS] * repeat
+
+
+def sft_trainer(model, directory, peft_config=None, optimizers=(None, None), steps=12):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(output_dir=str(directory / "out"), max_steps=steps, per_device_train_batch_size=4,
+                     learning_rate=0.05, logging_steps=steps // 2, report_to=[], save_strategy="no", max_length=None,
+                     use_cpu=True, bf16=False, dataloader_num_workers=0, disable_tqdm=True)
+    return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(colour_rows()),
+                      processing_class=T.AutoProcessor.from_pretrained(directory / "llava"), peft_config=peft_config,
+                      optimizers=optimizers)
+
+
+def losses(trainer):
+    return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+
+@pytest.fixture(scope="module")
+def trl_adapter(tmp_path_factory):
+    """TRL's SFTTrainer(peft_config=DePTPeftConfig(...)) trained on a tiny saved LLaVA with its processor, saved
+    with trainer.save_model: (its directory, the trainer)."""
+    from conftest import save_tiny_llava
+
+    root = tmp_path_factory.mktemp("trl")
+    save_tiny_llava(root / "llava")
+    trainer = sft_trainer(T.LlavaForConditionalGeneration.from_pretrained(root / "llava"), root,
+                          DePTPeftConfig(prompt_length=4, r=2, max_length=64, task_type="CAUSAL_LM"))
+    trainer.train()
+    trainer.save_model(str(root / "adapter"))
+    return root, trainer
+
+
+def test_trl_sft_trains_dept_on_a_vlm_and_saves_a_peft_adapter(trl_adapter):
+    root, trainer = trl_adapter
+    first, last = losses(trainer)
+    assert last < first - 0.5, (first, last)
+    assert json.loads((root / "adapter" / "adapter_config.json").read_text())["peft_type"] == "DEPT"
+    assert set(load_file(root / "adapter" / "adapter_model.safetensors")) == {
+        "prompt_embeddings", "lora_embedding_A", "lora_embedding_B"}
+    processor = T.AutoProcessor.from_pretrained(root / "llava")
+    row = colour_rows(1)[0]
+    inputs = processor(text=processor.apply_chat_template(row["messages"]), images=row["images"], return_tensors="pt")
+    bare = T.LlavaForConditionalGeneration.from_pretrained(root / "llava")
+    loaded = PeftModel.from_pretrained(T.LlavaForConditionalGeneration.from_pretrained(root / "llava"),
+                                       root / "adapter")
+    trained = trainer.model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs).logits, trained(**inputs).logits)
+        with loaded.disable_adapter():
+            assert torch.equal(loaded(**inputs).logits, bare(**inputs).logits)
+
+
+def test_two_learning_rates_in_trl_through_param_groups(tmp_path):
+    from conftest import save_tiny_llava
+
+    save_tiny_llava(tmp_path / "llava")
+    peft_model = get_peft_model(T.LlavaForConditionalGeneration.from_pretrained(tmp_path / "llava"),
+                                DePTPeftConfig(prompt_length=4, r=2, max_length=64, task_type="CAUSAL_LM"))
+    optimizer = torch.optim.AdamW(dept_vl.param_groups(peft_model, prompt_lr=0.3, lowrank_lr=1e-2))
+    trainer = sft_trainer(peft_model, tmp_path, optimizers=(optimizer, None), steps=8)
+    a_before = prompts(peft_model).lora_embedding_A.detach().clone()
+    trainer.train()
+    first, last = losses(trainer)
+    assert last < first, (first, last)
+    assert {g["name"]: g["initial_lr"] for g in optimizer.param_groups} == {"prompt": 0.3, "lowrank": 1e-2}
+    assert not torch.equal(prompts(peft_model).lora_embedding_A, a_before)
+
+
+def test_hf_trainer_trains_dept_on_t5_and_saves_the_adapter(tmp_path):
+    make, _, _ = build("t5")
+    peft_model = dept_model(make, True)
+    rows = [{"input_ids": torch.tensor([20 + i, 21, 22]), "labels": torch.tensor([30 + i, 1])} for i in range(4)] * 4
+    args = T.TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=10, per_device_train_batch_size=4,
+                               learning_rate=0.1, logging_steps=5, report_to=[], save_strategy="no", use_cpu=True,
+                               disable_tqdm=True)
+    trainer = T.Trainer(model=peft_model, args=args, train_dataset=rows)
+    trainer.train()
+    first, last = losses(trainer)
+    assert last < first, (first, last)
+    trainer.save_model(str(tmp_path / "adapter"))
+    assert set(load_file(tmp_path / "adapter" / "adapter_model.safetensors")) == {
+        "prompt_embeddings", "lora_embedding_A", "lora_embedding_B"}
