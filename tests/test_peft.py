@@ -244,3 +244,31 @@ def test_hf_trainer_trains_dept_on_t5_and_saves_the_adapter(tmp_path):
     trainer.save_model(str(tmp_path / "adapter"))
     assert set(load_file(tmp_path / "adapter" / "adapter_model.safetensors")) == {
         "prompt_embeddings", "lora_embedding_A", "lora_embedding_B"}
+
+
+# ---- one adapter format ------------------------------------------------------------------------------------------
+def test_a_dept_vl_vlm_run_loads_with_peft_and_a_trl_adapter_predicts(trl_adapter, tmp_path, capsys):
+    import easy_vqa
+
+    from dept_vl.cli import main
+    from dept_vl.models import load_model
+
+    root, _ = trl_adapter
+    run = tmp_path / "run"
+    assert main(["train", "--vlm", str(root / "llava"), "--task", "easyvqa", "--k-shot", "8", "--batch-size", "4",
+                 "--max-steps", "2", "--test-examples", "2", "--output-dir", str(run), "--no-tensorboard",
+                 "--set", "model.dept.max_length=48", "--set", "model.dept.r=2", "--lowrank-lr", "0.5"]) == 0
+    capsys.readouterr()
+    ours = load_model(run / "model")
+    batch = ours.prepare(["what color is the shape ?"], [colour_rows(1)[0]["images"][0]])
+    peft_model = PeftModel.from_pretrained(T.LlavaForConditionalGeneration.from_pretrained(root / "llava"),
+                                           run / "model")
+    assert peft_model.peft_config["default"].base_model_name_or_path == str(root / "llava")
+    with torch.no_grad():
+        assert torch.equal(peft_model(**batch).logits, ours(**batch).logits)
+
+    image = easy_vqa.get_test_image_paths()[0]
+    assert main(["predict", image, "what color is the shape ?", "--checkpoint", str(root / "adapter")]) == 0
+    answer = capsys.readouterr().out.strip()
+    loaded = load_model(root / "adapter")
+    assert answer == loaded.predict(["what color is the shape ?"], [image])[0]

@@ -29,6 +29,9 @@ from .config import TASK_TYPES
 
 LAYER = "dept_layer"  # the tuner's child holding the adapters
 PROMPTS = "dept_prompts"  # the layer's ModuleDict: adapter name -> SoftPrompt
+# a dept-vl native run's tensor names (NativeVisionLanguageModel: the method, the VLM's projector when trained) ->
+# PEFT's checkpoint names
+RUN_NAMES = (("native.dept.", ""), ("native.model.", "base_model.model."))
 
 
 class InputMethodLayer(nn.Module, BaseTunerLayer):
@@ -150,9 +153,16 @@ class InputMethodTuner(BaseTuner):
 
     @classmethod
     def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
+        """Checkpoint names (PEFT's, or a dept-vl native run's) -> the model's."""
         model_keys = {cls._remove_adapter_name_from_key(k, adapter_name): k for k in model.state_dict()
                       if cls._key_prefix(adapter_name) in k}
-        return {model_keys.get(k, k): v for k, v in state_dict.items()}
+        out = {}
+        for key, value in state_dict.items():
+            for run_prefix, peft_prefix in RUN_NAMES:
+                if key.startswith(run_prefix):
+                    key = peft_prefix + key.removeprefix(run_prefix)
+            out[model_keys.get(key, key)] = value
+        return out
 
 
 
