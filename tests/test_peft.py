@@ -107,6 +107,8 @@ def test_save_load_disable_and_several_adapters(name, tmp_path):
     assert set(load_file(tmp_path / "a" / "adapter_model.safetensors")) == {
         "prompt_embeddings", "lora_embedding_A", "lora_embedding_B"}
     assert json.loads((tmp_path / "a" / "adapter_config.json").read_text())["peft_type"] == "DEPT"
+    own = dept_vl.DePT.from_pretrained(tmp_path / "a")  # dept-vl's reader skips PEFT's keys
+    assert torch.equal(own.lora_embedding_B, prompts(peft_model).lora_embedding_B)
 
     loaded = PeftModel.from_pretrained(make(), tmp_path / "a")
     with torch.no_grad():
