@@ -274,3 +274,16 @@ def test_a_dept_vl_vlm_run_loads_with_peft_and_a_trl_adapter_predicts(trl_adapte
     answer = capsys.readouterr().out.strip()
     loaded = load_model(root / "adapter")
     assert answer == loaded.predict(["what color is the shape ?"], [image])[0]
+
+
+def test_an_official_dept_checkpoint_loads_with_peft(tmp_path):
+    from test_dept_checkpoint import write_official_checkpoint
+
+    make, inputs, _ = build("t5")
+    write_official_checkpoint(tmp_path, l=3, r=2, s=16, d=32, lora_alpha=8)  # pickled from CUDA tensors
+    loaded = PeftModel.from_pretrained(make(), tmp_path)
+    assert loaded.peft_config["default"].prompt_length == 3
+    model = make()
+    ours = dept_vl.DePTWrapper(model, dept_vl.DePT.from_pretrained(tmp_path, hidden_size=32))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs).logits, ours(**inputs).logits, atol=0, rtol=0)

@@ -73,3 +73,32 @@ class ADePTPeftConfig(DePTPeftConfig):
     def record_built(self, built: DePTConfig, settings: ADePTSettings) -> None:
         super().record_built(built, settings)
         self.adept_r = settings.r
+
+
+OFFICIAL = add_peft_type("PROMPT_TUNING_LORA")
+
+
+@dataclass
+class OfficialDePTPeftConfig(DePTPeftConfig):
+    """The official DePT code's config (ZhengxiangShi/DePT, ``peft_type: PROMPT_TUNING_LORA``), read as DePT's:
+    ``num_virtual_tokens`` is l, ``token_dim`` d; the fields it has that DePT needs not are kept, unused, so that
+    ``PeftModel.from_pretrained`` loads an official checkpoint without complaint."""
+
+    num_virtual_tokens: int | None = None
+    token_dim: int | None = None
+    num_transformer_submodules: int | None = None
+    num_attention_heads: int | None = None
+    num_layers: int | None = None
+    prompt_tuning_init: str | None = None
+    prompt_tuning_init_text: str | None = None
+    bias: str = "none"
+    init_lora_weights: bool = True
+    save_lora_embeddings: bool = True
+    load_lora_embeddings: bool = True
+    load_lora_embedding_B: bool = True
+    peft_type_member = OFFICIAL
+
+    def __post_init__(self):
+        self.prompt_length = self.num_virtual_tokens or self.prompt_length
+        self.hidden_size = self.token_dim or self.hidden_size
+        super().__post_init__()

@@ -161,7 +161,8 @@ class InputMethodTuner(BaseTuner):
             for run_prefix, peft_prefix in RUN_NAMES:
                 if key.startswith(run_prefix):
                     key = peft_prefix + key.removeprefix(run_prefix)
-            out[model_keys.get(key, key)] = value
+            leaf = key.rpartition(".")[2]  # the official code's prompt_encoder.lora_embedding_A, ...
+            out[model_keys.get(key, model_keys.get(leaf, key))] = value
         return out
 
 
@@ -170,3 +171,9 @@ class ADePTTuner(InputMethodTuner):
     """The same tuner under ADePT's PEFT prefix (PEFT wants one prefix per method)."""
 
     prefix = "adept_"
+
+
+class OfficialDePTTuner(InputMethodTuner):
+    """The same tuner for the official DePT checkpoints (``PROMPT_TUNING_LORA``)."""
+
+    prefix = "prompt_tuning_lora_"
