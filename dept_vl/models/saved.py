@@ -65,7 +65,8 @@ def is_model_dir(directory: Path) -> bool:
     """A dept-vl model directory, or a PEFT adapter directory of DePT / ADePT."""
     if (directory / MODEL_CONFIG_FILE).is_file():
         return True
-    return (directory / ADAPTER_CONFIG).is_file() and read_json(directory / ADAPTER_CONFIG).get("peft_type") in PEFT_METHODS
+    adapter = directory / ADAPTER_CONFIG
+    return adapter.is_file() and read_json(adapter).get("peft_type") in PEFT_METHODS
 
 
 def peft_meta(directory: Path) -> dict:
