@@ -216,14 +216,12 @@ def test_trl_sft_trains_dept_on_a_vlm_and_saves_a_peft_adapter(trl_adapter):
             assert torch.equal(loaded(**inputs).logits, bare(**inputs).logits)
 
 
-def test_two_learning_rates_in_trl_through_param_groups(tmp_path):
-    from conftest import save_tiny_llava
-
-    save_tiny_llava(tmp_path / "llava")
-    peft_model = get_peft_model(T.LlavaForConditionalGeneration.from_pretrained(tmp_path / "llava"),
+def test_two_learning_rates_in_trl_through_param_groups(trl_adapter):
+    root, _ = trl_adapter
+    peft_model = get_peft_model(T.LlavaForConditionalGeneration.from_pretrained(root / "llava"),
                                 DePTPeftConfig(prompt_length=4, r=2, max_length=64, task_type="CAUSAL_LM"))
     optimizer = torch.optim.AdamW(dept_vl.param_groups(peft_model, prompt_lr=0.3, lowrank_lr=1e-2))
-    trainer = sft_trainer(peft_model, tmp_path, optimizers=(optimizer, None), steps=8)
+    trainer = sft_trainer(peft_model, root, optimizers=(optimizer, None), steps=6)
     a_before = prompts(peft_model).lora_embedding_A.detach().clone()
     trainer.train()
     first, last = losses(trainer)
