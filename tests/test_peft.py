@@ -143,12 +143,14 @@ def test_generate_returns_the_prompt_then_the_new_tokens():
     assert out.shape == (1, 8) and torch.equal(out[:, :5], inputs["input_ids"])
 
 
-def test_two_learning_rates_and_a_task_type_is_needed():
+def test_two_learning_rates_a_task_type_is_needed_and_nothing_merges():
     make, _, _ = build("llama")
     groups = dept_vl.param_groups(dept_model(make, False), prompt_lr=0.3, lowrank_lr=1e-4)
     assert {g["name"]: (len(g["params"]), g["lr"]) for g in groups} == {"prompt": (1, 0.3), "lowrank": (2, 1e-4)}
     with pytest.raises(ConfigError, match="task_type"):
         get_peft_model(make(), DePTPeftConfig(prompt_length=2, r=2, max_length=16))
+    with pytest.raises(ConfigError, match="no weights to merge"):
+        dept_model(make, False).merge_and_unload()
 
 
 # ---- the trainers ------------------------------------------------------------------------------------------------

@@ -132,6 +132,12 @@ class InputMethodTuner(BaseTuner):
         self.dept_layer.set_adapter(names, inference_mode=inference_mode)
         self.active_adapter = names[0]
 
+    def merge_and_unload(self, *args, **kwargs):
+        raise ConfigError("DePT and ADePT change the input sequence (a prompt is prepended): there are no weights to "
+                          "merge them into; use unload() for the bare model")
+
+    merge_adapter = merge_and_unload
+
     def delete_adapter(self, adapter_name: str) -> None:
         if adapter_name == self.active_adapter:
             raise ConfigError(f"adapter {adapter_name!r} is the active one: set another first")
