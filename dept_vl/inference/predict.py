@@ -50,8 +50,7 @@ class Predictor:
         self.task, self.num_beams = saved.get_task(task), num_beams
         self.model = saved.load(backbone)
         for_inference(self.model, device, compile)  # the fast path, if any: self.model.fast_path
-        if hasattr(self.model.dept, "freeze_update"):  # A @ B once, its rows gathered per question
-            self.model.dept.freeze_update()
+        self.model.freeze_for_inference()  # e.g. DePT's A @ B once, its rows gathered per question
         if not self.model.reads_images:
             raise ConfigError("this checkpoint takes precomputed features, not images")
 
@@ -60,8 +59,7 @@ class Predictor:
         """A predictor around a model already built (``task``: its task object)."""
         predictor = cls.__new__(cls)
         predictor.model, predictor.task, predictor.num_beams = model, task, num_beams
-        if hasattr(model.dept, "freeze_update"):
-            model.dept.freeze_update()
+        model.freeze_for_inference()
         return predictor
 
     def request(self, images: Sequence, question: str | None) -> tuple[str, list]:
@@ -79,12 +77,13 @@ class Predictor:
                         unknown, words, question)
         return self.task.source(question), [load_image(im) if isinstance(im, (str, Path)) else im for im in images]
 
-    def answer(self, requests: Sequence[tuple[str, list]], **options) -> list[str]:
-        """The answers to checked ``request(...)``s, generated together (``options``: ``generate``'s, over the
-        predictor's beams and the task's settings, e.g. ``max_new_tokens``, ``do_sample``, ``temperature``)."""
+    def answer(self, requests: Sequence[tuple[str, list]], contexts: Sequence | None = None, **options) -> list[str]:
+        """The answers to checked ``request(...)``s, generated together (``contexts``: each one's earlier turns of a
+        conversation, (role, text) pairs, written as in training; ``options``: ``generate``'s, over the predictor's
+        beams and the task's settings, e.g. ``max_new_tokens``, ``do_sample``, ``temperature``)."""
         texts, images = zip(*requests)
         options = {"num_beams": self.num_beams, **self.task.generation, **options}
-        return self.model.predict(list(texts), list(images), task=self.task.name, **options)
+        return self.model.predict(list(texts), list(images), task=self.task.name, contexts=contexts, **options)
 
     def __call__(self, images: Sequence, question: str | None) -> str:
         return self.answer([self.request(images, question)])[0]

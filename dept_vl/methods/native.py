@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
@@ -31,23 +32,44 @@ from ..errors import ConfigError, InputError
 from .prompt import SoftPrompt, position_ids_from_mask
 
 
+def _grid(config) -> int | None:
+    """Patches per image of the VLM's vision tower (its image size over its patch size, squared), None if unknown."""
+    vision = getattr(config, "vision_config", None)
+    size, patch = getattr(vision, "image_size", None), getattr(vision, "patch_size", None)
+    return (size // patch) ** 2 if isinstance(size, int) and isinstance(patch, int) else None
+
+
+def _llava_tokens(config) -> int | None:
+    grid = _grid(config)
+    return None if grid is None else grid + (getattr(config, "vision_feature_select_strategy", "default") == "full")
+
+
 @dataclass(frozen=True)
 class NativeFamily:
-    """Native VLMs that share a layout: their ``model_type``s and the per-token inputs besides ``input_ids``,
-    ``attention_mask`` and ``labels`` that the prompt's slots must extend (with the value for prefix text)."""
+    """Everything dept-vl knows about one family of native VLMs, in one record: its ``model_type``s; the per-token
+    inputs besides ``input_ids``, ``attention_mask`` and ``labels`` that the prompt's slots must extend (with the
+    value for prefix text); its trainable bridge from the vision tower to the language model (module names ending so,
+    for ``--train-projector``); and the image placeholders its processor writes per image (per tile for Idefics3 /
+    SmolVLM) from its config, or None where that depends on the image. A new family is one record here (plus the
+    tiny config its tests build, ``tests/tiny_vlms.py``)."""
 
     name: str
     model_types: tuple[str, ...]
     slot_values: dict[str, int] = field(default_factory=dict)
+    projectors: tuple[str, ...] = ("multi_modal_projector",)
+    image_tokens: Callable[[object], int | None] = lambda config: None
 
 
 FAMILIES = (
-    NativeFamily("LLaVA", ("llava", "llava_next", "llava_onevision", "vipllava")),
-    NativeFamily("Qwen2-VL", ("qwen2_vl", "qwen2_5_vl"), {"mm_token_type_ids": 0}),
-    NativeFamily("PaliGemma", ("paligemma",), {"token_type_ids": 0}),
-    NativeFamily("Idefics3 / SmolVLM", ("idefics3", "smolvlm")),
-    NativeFamily("Florence-2", ("florence2",)),
-    NativeFamily("BLIP-2", ("blip-2",)),
+    NativeFamily("LLaVA", ("llava", "llava_next", "llava_onevision", "vipllava"),
+                 image_tokens=lambda c: _llava_tokens(c) if c.model_type in ("llava", "vipllava") else None),
+    NativeFamily("Qwen2-VL", ("qwen2_vl", "qwen2_5_vl"), {"mm_token_type_ids": 0}, projectors=("visual.merger",)),
+    NativeFamily("PaliGemma", ("paligemma",), {"token_type_ids": 0}, image_tokens=_grid),
+    NativeFamily("Idefics3 / SmolVLM", ("idefics3", "smolvlm"), projectors=("connector",),
+                 image_tokens=lambda c: None if _grid(c) is None else _grid(c) // c.scale_factor ** 2),
+    NativeFamily("Florence-2", ("florence2",), projectors=("image_projection", "image_proj_norm")),
+    NativeFamily("BLIP-2", ("blip-2",), projectors=("language_projection",),
+                 image_tokens=lambda c: c.num_query_tokens),
 )
 MULTIMODAL_IDS = ("image_token_id", "image_token_index", "video_token_id", "vision_start_token_id",
                   "vision_end_token_id", "boi_token_id", "eoi_token_id", "fake_image_token_id")
@@ -142,6 +164,25 @@ class Call:
         return positions, real, prompt_ids
 
 
+class StackedMethods(nn.Module):
+    """Several runs' input methods over one batch, each row through its own (``rows``: the method of each row): a
+    mixed batch of the runs served on one VLM goes through it in one pass. Their prompts are of one length."""
+
+    def __init__(self, methods: list[SoftPrompt], rows: torch.Tensor):
+        super().__init__()
+        self.methods, self.rows = tuple(methods), rows  # a tuple: held, not registered as this module's own
+        self.config, self.prompt_length = methods[0].config, methods[0].prompt_length
+
+    def fill(self, inputs_embeds, positions, real, prompt_ids=None) -> torch.Tensor:
+        rows = self.rows.repeat_interleave(inputs_embeds.shape[0] // self.rows.shape[0])  # beams, samples
+        out = inputs_embeds.clone()
+        for k, method in enumerate(self.methods):
+            chosen = rows == k
+            if chosen.any():
+                out[chosen] = method.fill(inputs_embeds[chosen], positions[chosen], real[chosen])
+        return out
+
+
 class NativeVLMWrapper(nn.Module):
     """``model`` (a native VLM, frozen) called as it is, with the input method ``dept`` on its merged sequence.
 
@@ -201,6 +242,16 @@ class NativeVLMWrapper(nn.Module):
             yield
         finally:
             self._call = None
+
+    @contextlib.contextmanager
+    def using(self, method: nn.Module):
+        """The block's calls fill the merged sequence with ``method`` (of this wrapper's prompt length) instead."""
+        own = self.dept
+        self.dept = method
+        try:
+            yield
+        finally:
+            self.dept = own
 
     def _fill(self, module, args, kwargs):
         call = self._call

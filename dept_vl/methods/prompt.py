@@ -85,6 +85,9 @@ class SoftPrompt(nn.Module):
             self.init_prompt_from_vocab(embeddings)
 
     # ---- the method ----------------------------------------------------------------------------------------
+    def freeze_update(self) -> None:
+        """For inference: precompute what does not depend on the input (DePT: ``A @ B``); nothing by default."""
+
     def update(self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor | None) -> torch.Tensor | None:
         """The offset added to the (real tokens of the) input embeddings, broadcastable to them; None for none."""
         return None

@@ -5,6 +5,8 @@ Named architectures live in ``dept_vl/models/configs/<name>.json``; ``ModelConfi
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -82,6 +84,9 @@ class TextConfig:
             check_choice("text.dtype", self.dtype, DTYPES)
 
 
+NATIVE_TEXT_SETTINGS = ("max_length", "max_target_length", "dtype")  # what a native VLM uses of text:
+
+
 @dataclass
 class ModelConfig:
     vision: VisionConfig = setting(factory=VisionConfig, help="the frozen vision encoder")
@@ -151,14 +156,27 @@ class ModelConfig:
         if section_settings is not None and chosen.section not in (None, "dept"):
             self.sections[chosen.section] = section_settings
 
+    def with_backbone(self, name: str | None) -> "ModelConfig":
+        """This config with its frozen backbone loaded from ``name`` instead (the VLM of a native model, else the
+        text backbone); itself for None."""
+        if name is None:
+            return self
+        if self.vlm is not None:
+            return dataclasses.replace(self, vlm=name)
+        return dataclasses.replace(self, text=dataclasses.replace(self.text, backbone=name))
+
     @property
     def num_prompts(self) -> int:
         """Prompts a prompt method gives the model: one per task of a multi-task model, else dept.num_prompts."""
         return len(self.tasks) if self.prompt_per_task and len(self.tasks) > 1 else self.dept.num_prompts
 
     def to_dict(self) -> dict:
-        """The config as a file holds it: the methods' sections as keys of their own."""
+        """The config as a file holds it: the methods' sections as keys of their own; a native VLM's without the
+        assembled model's settings it never uses (its vision encoder, text backbone, tokenizer and template)."""
         data = asdict(self)
+        if self.vlm is not None:
+            del data["vision"]
+            data["text"] = {k: data["text"][k] for k in NATIVE_TEXT_SETTINGS}
         return {**{k: v for k, v in data.items() if k != "sections"}, **data["sections"]}
 
     @classmethod

@@ -8,15 +8,20 @@ from pathlib import Path
 
 from ..io import local_or_hub
 from .config import ModelConfig
+from .names import FEATURES
 from .native_vlm import NativeVisionLanguageModel
 from .saved import read_meta
+from .vision import create_vision_encoder
 from .vl_model import VisionLanguageModel
 
 
-def create_model(config: ModelConfig, **parts):
-    """A new model of ``config`` (``parts``: already built parts an assembled model may take: ``vision``, ``text``)."""
+def create_model(config: ModelConfig, device=None, **parts):
+    """A new model of ``config`` (``parts``: already built parts an assembled model may take: ``vision``, ``text``;
+    ``device``: where an assembled model's frozen vision encoder runs, e.g. to encode images for its cache)."""
     if config.vlm is not None:
         return NativeVisionLanguageModel(config)
+    if device is not None and "vision" not in parts and config.vision.encoder != FEATURES:
+        parts["vision"] = create_vision_encoder(config.vision).to(device)
     return VisionLanguageModel(config, **parts)
 
 

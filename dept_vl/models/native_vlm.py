@@ -22,15 +22,15 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError, InputError
 from ..io import local_or_hub
 from ..methods import build_input_method, get_method, resolved_settings, wrap_input_method
-from ..methods.native import NativeVLMWrapper, language_input, language_model, native_family
+from ..methods.native import (FAMILIES, NativeVLMWrapper, StackedMethods, language_input, language_model,
+                              native_family)
 from .config import ModelConfig
+from .identity import fingerprint
+from .interface import Member, VLModel
 from .images import as_image
+from .random_t5 import describe_backbone
 from .saved import load_trainable, read_meta, save_trainable, saved_backbone
 from .text import DTYPES
-
-PROJECTORS = ("multi_modal_projector", "connector", "language_projection", "visual.merger", "image_projection",
-              "image_proj_norm")  # the trainable bridge of each family (--train-projector), by module name
-
 
 def load_native(name: str, dtype: str | None = None):
     """(model, processor) of a native VLM by hub name or directory (never with ``trust_remote_code``)."""
@@ -48,20 +48,10 @@ def load_native(name: str, dtype: str | None = None):
 
 
 def visual_tokens(config) -> int | None:
-    """The image placeholders a native VLM's processor writes per image (per tile for Idefics3 / SmolVLM), from its
-    config; None where the number depends on the image (Qwen2-VL's dynamic resolution, LLaVA-NeXT's tiles)."""
-    kind, vision = config.model_type, getattr(config, "vision_config", None)
-    grid = (vision.image_size // vision.patch_size) ** 2 if hasattr(vision, "patch_size") and \
-        isinstance(getattr(vision, "image_size", None), int) else None
-    if kind in ("llava", "vipllava"):
-        return grid + (getattr(config, "vision_feature_select_strategy", "default") == "full")
-    if kind == "paligemma":
-        return grid
-    if kind in ("idefics3", "smolvlm"):
-        return grid // config.scale_factor ** 2
-    if kind == "blip-2":
-        return config.num_query_tokens
-    return None
+    """The image placeholders a native VLM's processor writes per image (its family's rule), None where the number
+    depends on the image (Qwen2-VL's dynamic resolution, LLaVA-NeXT's tiles)."""
+    family = next((f for f in FAMILIES if config.model_type in f.model_types), None)
+    return None if family is None else family.image_tokens(config)
 
 
 class NativeText:
@@ -100,13 +90,12 @@ class NativeText:
         return sum(unk is not None and i == unk for i in ids), len(ids)
 
 
-class NativeVisionLanguageModel(nn.Module):
+class NativeVisionLanguageModel(VLModel):
     """A frozen native VLM with its processor; trainable: the method (and with ``train_projector`` the VLM's own
     projector). ``native`` is the wrapper that runs the method after the image merge."""
 
     reads_images = True
     vision = None  # no separate frozen encoder: images go through the VLM itself (no feature cache)
-    tokens_per_image = None
 
     def __init__(self, config: ModelConfig, vlm: nn.Module | None = None, processor=None):
         super().__init__()
@@ -116,6 +105,7 @@ class NativeVisionLanguageModel(nn.Module):
         self.processor, self.text = processor, NativeText(self)
         self.fast_path, self.bucket_multiple, self.generation_options = None, None, {}
         self.native = self._apply_method(vlm)
+        self.tokens_per_image = visual_tokens(vlm.config)  # None where it depends on the image
         self.projector_prefixes = self._train_projector() if config.train_projector else ()
 
     @property
@@ -125,10 +115,6 @@ class NativeVisionLanguageModel(nn.Module):
     @property
     def dept(self):
         return self.native.dept
-
-    @property
-    def method_name(self) -> str:
-        return self.config.method
 
     backbone_prefix = "native.model."  # the frozen VLM's parameters (param_groups)
 
@@ -152,16 +138,14 @@ class NativeVisionLanguageModel(nn.Module):
 
     def _train_projector(self) -> tuple[str, ...]:
         """Unfreeze the VLM's own projector (the bridge from its vision tower to its language model)."""
-        found = [name for name, module in self.vlm.named_modules() if name.endswith(PROJECTORS)]
+        projectors = self.native.family.projectors
+        found = [name for name, module in self.vlm.named_modules() if name.endswith(projectors)]
         if not found:
-            raise ConfigError(f"--train-projector: no projector module ({', '.join(PROJECTORS)}) in "
+            raise ConfigError(f"--train-projector: no projector module ({', '.join(projectors)}) in "
                               f"{type(self.vlm).__name__}")
         for name in found:
             self.vlm.get_submodule(name).requires_grad_(True)
         return tuple(f"native.model.{name}." for name in found)
-
-    def trainable_parameters(self) -> dict[str, nn.Parameter]:
-        return {n: p for n, p in self.named_parameters() if p.requires_grad}
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -188,9 +172,46 @@ class NativeVisionLanguageModel(nn.Module):
         new = ids if self.native.is_encoder_decoder else ids[:, input_ids.shape[1]:]
         return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
 
-    def predict(self, texts: Sequence[str], images=None, num_beams: int = 1, task=None, **settings) -> list[str]:
-        """Answer ``texts`` about ``images``: ``model.predict(["what shape is this?"], [Image.open(p)])``."""
-        return self.generate(**self.prepare(texts, images, task=task), num_beams=num_beams, **settings)
+    # ---- what it is, and runs that share its frozen VLM (``VLModel``) ------------------------------------------
+    def render_prompt(self, text: str, images: int, context=()) -> str:
+        return self._prompt(text, images, context)
+
+    def describe(self) -> dict:
+        name = describe_backbone(self.config.vlm)
+        return {"vision_encoder": name, "text_backbone": name, "method": self.config.method,
+                "trainable_parameters": sum(p.numel() for p in self.trainable_parameters().values())}
+
+    def backbone_identity(self, config: ModelConfig | None = None) -> dict:
+        """The frozen VLM ``config``'s model (default: this one) needs."""
+        config = config or self.config
+        if config.vlm is None:
+            return {"kind": "an assembled model"}
+        return {"kind": "a native VLM", "vlm": fingerprint(config.vlm, "vision-language model"),
+                "dtype": config.text.dtype}
+
+    def on_shared_backbone(self, config: ModelConfig) -> "NativeVisionLanguageModel":
+        if config.train_projector or self.config.train_projector:
+            raise ConfigError("a run that trained its VLM's own projector (--train-projector) changes the VLM: "
+                              "serve it alone")
+        return NativeVisionLanguageModel(config, vlm=self.vlm, processor=self.processor)
+
+    @torch.no_grad()
+    def generate_mixed(self, members: list[Member], max_new_tokens: int | None = None, **options) -> list[str]:
+        """Every member's questions through one pass of the shared VLM, each row through its own run's method
+        (``methods.native.StackedMethods``), where the runs' prompts are alike (one prompt each, of one length);
+        else each run's questions in a pass of their own (a streamed answer then arrives whole)."""
+        adapters = [m.model.dept for m in members]
+        if any(a is None or a.config.num_prompts > 1 or a.prompt_length != adapters[0].prompt_length
+               for a in adapters):
+            options.pop("streamer", None)
+            return [answer for m in members for answer in m.model.predict(
+                m.texts, m.images, task=m.task, contexts=m.contexts, max_new_tokens=max_new_tokens, **options)]
+        rows = torch.cat([torch.full((len(m.texts),), k) for k, m in enumerate(members)])
+        batch = self.prepare([t for m in members for t in m.texts], [i for m in members for i in m.images],
+                             contexts=[c for m in members for c in m.contexts])
+        batch.pop("prompt_ids", None)
+        with self.native.using(StackedMethods(adapters, rows.to(self.text.device))):
+            return self.generate(**batch, max_new_tokens=max_new_tokens, **options)
 
     # ---- checkpoints: the trainable weights only ----------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> None:
@@ -219,9 +240,11 @@ class NativeVisionLanguageModel(nn.Module):
 
     # ---- inputs, written by the model's own processor -----------------------------------------------------------
     def _user_turn(self, text: str, images: int, context=()) -> list[dict]:
-        """The conversation up to the question: earlier turns (the images in the first user turn), then it."""
+        """The conversation up to the question: earlier turns (a system turn among them), the images in the first
+        user turn, then the question."""
         turns = [(role, turn) for role, turn in context or ()] + [("user", text)]
-        return [{"role": role, "content": [*([{"type": "image"}] * images if i == 0 else []),
+        first = next(i for i, (role, _) in enumerate(turns) if role == "user")
+        return [{"role": role, "content": [*([{"type": "image"}] * images if i == first else []),
                                            {"type": "text", "text": turn}]} for i, (role, turn) in enumerate(turns)]
 
     def _prompt(self, text: str, images: int, context=()) -> str:
@@ -288,19 +311,6 @@ class NativeVisionLanguageModel(nn.Module):
                         truncation=True, max_length=self.config.text.max_target_length, return_tensors="pt")
         labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
         return labels.to(self.text.device if device is None else device)
-
-    def prompt_ids_for(self, task, count: int, device=None):
-        """As ``VisionLanguageModel.prompt_ids_for``: which prompt each example gets in a model of several tasks."""
-        if self.dept is None or self.dept.config.num_prompts == 1:
-            return None
-        names = [task] if task is None or isinstance(task, str) else list(task)
-        unknown = [name for name in names if name not in self.config.tasks]
-        if unknown:
-            raise InputError(f"this model has a prompt for each of its tasks ({', '.join(self.config.tasks)}); name "
-                             f"one of them (got {unknown[0]!r})")
-        if isinstance(task, str):
-            return self.config.tasks.index(task)
-        return torch.tensor([self.config.tasks.index(name) for name in names], device=device)
 
 
 def answer_labels(input_ids: torch.Tensor, mask: torch.Tensor, prompt_lengths: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,10 @@ from ..io import local_or_hub
 from ..methods import build_input_method, get_method, position_ids_from_mask, resolved_settings
 from .buckets import bucket_labels, bucket_text
 from .config import ModelConfig
+from .identity import fingerprint
+from .interface import Member, VLModel
 from .names import FEATURES
+from .random_t5 import describe_backbone
 from .projection import VisualProjection
 from .saved import MODEL_CONFIG_FILE, load_trainable, read_meta, save_trainable, saved_backbone, weights_file
 from .text import TextBackbone
@@ -29,7 +32,7 @@ from .vision import VisionEncoder, create_vision_encoder
 __all__ = ["MODEL_CONFIG_FILE", "VisionLanguageModel", "left_align"]
 
 
-class VisionLanguageModel(nn.Module):
+class VisionLanguageModel(VLModel):
     """DePT on a frozen vision-language model. Trainable: ``dept`` (P, A, B) and ``projection``
     (``config.method`` picks another registered method instead: prompt tuning, ADePT, LoRA, full fine-tuning; see
     ``dept_vl/methods``). ``dept`` holds the input method's module, whichever it is (None for backbone methods).
@@ -69,10 +72,6 @@ class VisionLanguageModel(nn.Module):
         """It takes images (it has a vision encoder), not only precomputed features."""
         return self.vision is not None
 
-    @property
-    def method_name(self) -> str:
-        return self.config.method
-
     def _apply_method(self):
         """Give the model its trainable parts: an input method's module (returned; it has a prompt per task of a
         multi-task model), or a backbone method's change to the text backbone (None returned)."""
@@ -88,10 +87,6 @@ class VisionLanguageModel(nn.Module):
                                      self.text.tokenizer)
         config.record_method(*resolved_settings(adapter))
         return adapter
-
-    # ---- frozen parts stay frozen ------------------------------------------------------------------
-    def trainable_parameters(self) -> dict[str, nn.Parameter]:
-        return {n: p for n, p in self.named_parameters() if p.requires_grad}
 
     # ---- inputs ----------------------------------------------------------------------------------
     def visual_tokens(self, pixel_values=None, image_features=None) -> torch.Tensor:
@@ -153,20 +148,6 @@ class VisionLanguageModel(nn.Module):
                                  num_beams=num_beams, **options)
         return self.text.decode(ids)
 
-    def prompt_ids_for(self, task, count: int, device=None) -> torch.Tensor | int | None:
-        """Which prompt the ``count`` examples of ``task`` get in a model with a prompt per task: the task's index
-        in ``config.tasks`` (one name), or a tensor of them (a name per example); None for a model of one prompt."""
-        if self.dept is None or self.dept.config.num_prompts == 1:
-            return None
-        names = [task] if task is None or isinstance(task, str) else list(task)
-        unknown = [name for name in names if name not in self.config.tasks]
-        if unknown:
-            raise InputError(f"this model has a prompt for each of its tasks ({', '.join(self.config.tasks)}); name "
-                             f"one of them (got {unknown[0]!r})")
-        if isinstance(task, str):
-            return self.config.tasks.index(task)
-        return torch.tensor([self.config.tasks.index(name) for name in names], device=device)
-
     # ---- convenience: raw images and strings in -------------------------------------------------
     def prepare(self, texts: Sequence[str], images=None, image_features=None, targets: Sequence[str] | None = None,
                 device=None, task=None, contexts: Sequence | None = None):
@@ -175,11 +156,9 @@ class VisionLanguageModel(nn.Module):
         (default: the model's). ``task`` (a name, or one per example) picks the prompt of a multi-task model;
         ``contexts``: each example's earlier turns, (role, text) pairs, written before its text."""
         device = self.text.device if device is None else device
-        if contexts is not None:
-            texts = [with_context(text, context) for text, context in zip(texts, contexts)]
-        template = self.config.text.prompt_template
-        batch = self.text.tokenize([template.replace("{text}", t) for t in texts], self.config.text.max_length,
-                                   device=device)
+        contexts = contexts or [()] * len(texts)
+        batch = self.text.tokenize([self.render_prompt(t, 0, c) for t, c in zip(texts, contexts)],
+                                   self.config.text.max_length, device=device)
         if self.bucket_multiple:
             batch = bucket_text(batch, self.bucket_multiple, self.config.text.max_length,
                                 self.text.tokenizer.pad_token_id)
@@ -211,10 +190,56 @@ class VisionLanguageModel(nn.Module):
             labels = bucket_labels(labels, self.bucket_multiple, self.config.text.max_target_length)
         return labels
 
-    def predict(self, texts: Sequence[str], images=None, image_features=None, num_beams: int = 1, task=None,
-                **settings) -> list[str]:
-        """Answer ``texts`` about ``images``: ``model.predict(["what shape is this?"], [Image.open(p)])``."""
-        return self.generate(**self.prepare(texts, images, image_features, task=task), num_beams=num_beams, **settings)
+    # ---- what it is, and runs that share its frozen parts (``VLModel``) ----------------------------------------
+    def render_prompt(self, text: str, images: int, context=()) -> str:
+        """The text its tokenizer reads for a question (the template, after the conversation's earlier turns)."""
+        return self.config.text.prompt_template.replace("{text}", with_context(text, context))
+
+    def describe(self) -> dict:
+        return {"vision_encoder": describe_backbone(self.config.vision.encoder),
+                "text_backbone": describe_backbone(self.config.text.backbone), "method": self.config.method,
+                "trainable_parameters": sum(p.numel() for p in self.trainable_parameters().values())}
+
+    def backbone_identity(self, config: ModelConfig | None = None) -> dict:
+        """The frozen parts ``config``'s model (default: this one) needs: its text backbone and vision encoder."""
+        config = config or self.config
+        if config.vlm is not None:
+            return {"kind": "a native VLM"}
+        if config.vision.encoder == FEATURES:
+            vision = {"encoder": FEATURES}
+        elif config.vision == self.config.vision and self.vision is not None:
+            vision = self.vision.identity()
+        else:
+            vision = create_vision_encoder(config.vision).identity()
+        return {"kind": "an assembled model", "text": fingerprint(config.text.backbone, "text backbone"), "vision": vision,
+                "dtype": config.text.dtype}
+
+    def on_shared_backbone(self, config: ModelConfig) -> "VisionLanguageModel":
+        return VisionLanguageModel(config, vision=self.vision, text=self.text)
+
+    @torch.no_grad()
+    def generate_mixed(self, members: list[Member], max_new_tokens: int | None = None, **options) -> list[str]:
+        """Every member's questions through its own input sequence (prompt, rows of A @ B, projection, template),
+        their images through the shared encoder in one pass, and all of them through the backbone together."""
+        images = [image for m in members for question in m.images for image in question]
+        features = None
+        if self.vision is not None and images:
+            encoded = self.vision(self.vision.preprocess(images).to(self.text.device))
+            features = iter(encoded.split([len(question) for m in members for question in m.images]))
+        sequences = []
+        for m in members:
+            if features is not None:
+                batch = m.model.prepare(m.texts, image_features=torch.stack([next(features) for _ in m.texts]),
+                                        task=m.task, contexts=m.contexts)
+            else:
+                batch = m.model.prepare(m.texts, m.images, task=m.task, contexts=m.contexts)
+            keys = ("input_ids", "attention_mask", "pixel_values", "image_features", "prompt_ids")
+            sequences.append(m.model.encoder_inputs(**{k: batch[k] for k in keys if k in batch}))
+        length, left = max(e.shape[1] for e, _ in sequences), self.text.kind == "causal"
+        padded = [pad_to(e, m, length, left) for e, m in sequences]
+        ids = self.text.generate(torch.cat([e for e, _ in padded]), torch.cat([m for _, m in padded]),
+                                 max_new_tokens=max_new_tokens or self.config.text.max_target_length, **options)
+        return self.text.decode(ids)
 
     # ---- checkpoints: trainable weights only -------------------------------------------------------
     @property
@@ -257,6 +282,17 @@ def with_context(text: str, context) -> str:
     if not context:
         return text
     return " ".join(f"{role}: {turn}" for role, turn in context) + f" user: {text}"
+
+
+def pad_to(embeds: torch.Tensor, mask: torch.Tensor, length: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequences padded to ``length`` (on the left for a decoder-only backbone, whose inputs are left-aligned)."""
+    extra = length - embeds.shape[1]
+    if extra == 0:
+        return embeds, mask
+    pads = (embeds.new_zeros(embeds.shape[0], extra, embeds.shape[2]), mask.new_zeros(mask.shape[0], extra))
+    if left:
+        return torch.cat([pads[0], embeds], 1), torch.cat([pads[1], mask], 1)
+    return torch.cat([embeds, pads[0]], 1), torch.cat([mask, pads[1]], 1)
 
 
 def left_align(embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -156,9 +156,10 @@ class TrainConfig:
         for name, source in (self.data or {}).items():
             train, val, test = split_sources(source, (self.val_data or {}).get(name), (self.test_data or {}).get(name),
                                              bool(self.eval_every))
-            specs[name] = DataSpec(name, train, val, test, self.data_format, self.metric, self.test_fraction,
-                                   self.val_fraction if self.eval_every else 0.0, self.seed, self.skip_bad_lines,
-                                   **kinds.get(name, {}))
+            specs[name] = DataSpec(name, train, val, test, format=self.data_format, metric=self.metric,
+                                   test_fraction=self.test_fraction,
+                                   val_fraction=self.val_fraction if self.eval_every else 0.0, seed=self.seed,
+                                   skip_bad_lines=self.skip_bad_lines, **kinds.get(name, {}))
         return specs
 
     @property

@@ -1,22 +1,20 @@
 """Many adapters on one frozen backbone: the runs a server answers for, by name, and a mixed batch of their
 questions answered with one pass of the backbone.
 
-Every run must sit on the same frozen text backbone and vision encoder: the same hub name, or, for local
-backbones, the same weights (a checksum of their files, never their paths; two offline-default runs of one task
-share one). The first run's backbone and encoder are loaded; each further run brings only its own trained weights
-(its method's module and its projection), on top of them. An adapter's method changes only the input sequence (its
-prompt P, the rows of its A @ B, computed once as a table, its projection), so the questions of a batch go through
-their own adapters, are padded to one length, and the backbone generates for all of them together; questions whose
-generation settings differ (a caption's, another answer length) are generated in groups, one per setting.
+Every run must sit on the same frozen parts (``VLModel.backbone_identity``: the same hub name, or for local
+backbones the same weights, never their paths; two offline-default runs of one task share one; for native VLM runs,
+one VLM). The first run's model is loaded; each further run brings only its own trained weights (its method's
+module, an assembled model's projection), built on the first one's frozen parts (``VLModel.on_shared_backbone``).
+An adapter's method changes only the input sequence, so the questions of a batch go through their own adapters and
+the backbone generates for all of them together (``VLModel.generate_mixed``); questions whose generation settings
+differ (a caption's, another answer length, sampling) are generated in groups, one per setting.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -24,13 +22,10 @@ from ..errors import ConfigError
 from ..fast import resolve_device
 from ..inference.predict import Predictor
 from ..methods import get_method
-from ..models import VisionLanguageModel, create_vision_encoder
-from ..models.names import FEATURES, parse_model_name
+from ..models import Member, VLModel
 from ..runs.run_dir import SavedModel
 from .inputs import Sampling, decoding_key
 from .streaming import Sink, streamer_options
-
-WEIGHT_FILES = ("*.safetensors", "*.bin", "*.gguf", "tokenizer.json", "*.model", "vocab.json")
 
 
 @dataclass
@@ -42,40 +37,13 @@ class Adapter:
     predictor: Predictor
 
 
-def fingerprint(name: str, role: str) -> str:
-    """What identifies a backbone: a hub name by its name; a local directory (or file) by a checksum of its weight
-    and tokenizer files."""
-    parsed = parse_model_name(name, role=role)
-    path = Path(parsed.ref if parsed.kind in ("hf", "gguf") else name)
-    if not path.exists():
-        return f"{parsed.kind}:{name}"
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for pattern in WEIGHT_FILES for p in path.glob(pattern))
-    for file in files:
-        digest.update(file.name.encode())
-        with open(file, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return f"weights:{digest.hexdigest()[:16]}"
-
-
-def backbone_identity(model) -> dict:
-    """The frozen parts a run needs, by what they are: its text backbone and its vision encoder."""
-    config = model.config
-    if config.vlm is not None:
-        raise ConfigError("several adapters on one server take assembled models; a native VLM run is served alone")
-    vision = model.vision.identity() if model.vision is not None else {"encoder": FEATURES}
-    return {"text": fingerprint(config.text.backbone, "text backbone"), "vision": vision,
-            "dtype": config.text.dtype}
-
-
 class AdapterSet:
     """The adapters a server answers for; thread-safe to add to and remove from while it answers."""
 
     def __init__(self, device: str = "cpu", backbone: str | None = None, num_beams: int = 1):
         self.device, self.backbone, self.num_beams = resolve_device(device), backbone, num_beams
         self.adapters: dict[str, Adapter] = {}
-        self.shared: VisionLanguageModel | None = None  # the first run's model: its backbone and encoder
+        self.shared: VLModel | None = None  # the first run's model: its frozen parts
         self.identity: dict | None = None
         self._lock = threading.Lock()
 
@@ -83,7 +51,7 @@ class AdapterSet:
     def of(cls, predictor: Predictor, name: str | None = None) -> "AdapterSet":
         """One adapter: a predictor already loaded (named ``name``, default its task's name)."""
         adapters = cls(str(predictor.model.text.device), num_beams=predictor.num_beams)
-        adapters.shared, adapters.identity = predictor.model, adapters._identity_of(predictor.model)
+        adapters.shared, adapters.identity = predictor.model, predictor.model.backbone_identity()
         name = name or predictor.task.name
         adapters.adapters = {name: Adapter(name, "", predictor)}
         return adapters
@@ -91,40 +59,31 @@ class AdapterSet:
     def add(self, name: str, source: str) -> Adapter:
         """Load run ``source`` as adapter ``name`` onto the shared backbone (the first one brings it)."""
         saved = SavedModel.find(source)
-        if saved.load_config().vlm is not None and (self.adapters or self.shared is not None):
-            raise ConfigError(f"{source}: a native VLM run is served alone, not beside other adapters")
         with self._lock:
             if name in self.adapters:
                 raise ConfigError(f"adapter {name!r} is served already (from {self.adapters[name].source})")
         if self.shared is None:
             predictor = Predictor(source, None, self.num_beams, self.backbone, str(self.device), compile=False)
-            self.shared, self.identity = predictor.model, self._identity_of(predictor.model)
-        else:  # only methods that change the input sequence share the backbone's pass (not LoRA, not full)
-            first = next(iter(self.adapters.values()))
-            _check_method(saved.load_config().method, source)
-            _check_method(self.shared.config.method, first.source)
+            self.shared, self.identity = predictor.model, predictor.model.backbone_identity()
+        else:
             predictor = self._on_shared_backbone(saved, source)
         adapter = Adapter(name, str(source), predictor)
         with self._lock:
             self.adapters = {**self.adapters, name: adapter}
         return adapter
 
-    def _identity_of(self, model) -> dict:
-        return backbone_identity(model) if model.config.vlm is None else {"vlm": model.config.vlm}
-
     def _on_shared_backbone(self, saved: SavedModel, source: str) -> Predictor:
-        """``saved``'s trained weights on the shared backbone and encoder, after checking they are its own."""
-        config = saved.load_config()
-        vision = None if config.vision.encoder == FEATURES else create_vision_encoder(config.vision)
-        theirs = {"text": fingerprint(config.text.backbone if self.backbone is None else self.backbone,
-                                      "text backbone"),
-                  "vision": vision.identity() if vision is not None else {"encoder": FEATURES},
-                  "dtype": config.text.dtype}
+        """``saved``'s trained weights on the shared frozen parts, after checking they are its own (and that both
+        its method and the served one change only the input sequence: not LoRA, not full fine-tuning)."""
+        config = saved.load_config().with_backbone(self.backbone)
+        first = next(iter(self.adapters.values()))
+        _check_method(config.method, source)
+        _check_method(self.shared.config.method, first.source)
+        theirs = self.shared.backbone_identity(config)
         if theirs != self.identity:
-            first = next(iter(self.adapters.values()))
-            raise ConfigError(f"{source} sits on another backbone than {first.source}: {_differs(theirs, self.identity)}"
-                              "; serve runs of one frozen backbone and vision encoder together")
-        model = VisionLanguageModel(config, vision=self.shared.vision, text=self.shared.text)
+            raise ConfigError(f"{source} sits on another backbone than {first.source}: "
+                              f"{_differs(theirs, self.identity)}; serve runs of one frozen backbone together")
+        model = self.shared.on_shared_backbone(config)
         model.load_trainable(saved.directory)
         return Predictor.from_model(model.to(self.device), saved.get_task(), self.num_beams)
 
@@ -164,73 +123,36 @@ def _differs(a: dict, b: dict) -> str:
 # ---- a mixed batch --------------------------------------------------------------------------------------------
 @dataclass
 class Part:
-    """The questions of one adapter in a batch, as its model's input sequences."""
+    """The questions of one adapter in a batch: where in the batch, its checked requests ((text, images) each),
+    their earlier turns, the answer length, the sampling (None: greedy) and each question's stream, if any."""
 
-    index: list[int]  # where in the batch
-    embeds: torch.Tensor
-    mask: torch.Tensor
-    max_new_tokens: int
+    index: list[int]
+    requests: list[tuple[str, list]]
+    contexts: list
+    max_new_tokens: int | None
     adapter: Adapter
-    sampling: Sampling | None = None  # None: greedy
-    sinks: list[Sink | None] | None = None  # each question's stream, if it asked for one
-
-
-@torch.no_grad()
-def encode_images(shared, requests: list[tuple[str, list]]) -> list[torch.Tensor | None]:
-    """Each request's images through the shared frozen vision encoder, all of a batch's in one pass (adapters
-    differ after it): a (images, tokens, dim) tensor per request; None each for a model without an encoder."""
-    if shared.vision is None or not requests:
-        return [None] * len(requests)
-    images = [image for _, request_images in requests for image in request_images]
-    features = shared.vision(shared.vision.preprocess(images).to(shared.text.device))
-    return list(features.split([len(request_images) for _, request_images in requests]))
-
-
-def encode(adapter: Adapter, requests: list[tuple[str, list]], max_new_tokens: int | None,
-           features: list[torch.Tensor | None] | None = None) -> tuple:
-    """The input sequences of an adapter's questions: its prompt, its rows of A @ B, its projection, its task's
-    text (its model's one place of assembly). ``features``: their images already encoded (``encode_images``)."""
-    model, task = adapter.predictor.model, adapter.predictor.task
-    texts, images = zip(*requests)
-    if features is not None and features[0] is not None:
-        batch = model.prepare(list(texts), image_features=torch.stack(features), task=task.name)
-    else:
-        batch = model.prepare(list(texts), list(images), task=task.name)
-    keys = ("input_ids", "attention_mask", "pixel_values", "image_features", "prompt_ids")
-    embeds, mask = model.encoder_inputs(**{k: batch[k] for k in keys if k in batch})
-    return embeds, mask, max_new_tokens or model.config.text.max_target_length
-
-
-def pad_to(embeds: torch.Tensor, mask: torch.Tensor, length: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sequences padded to ``length`` (on the left for a decoder-only backbone, whose inputs are left-aligned)."""
-    extra = length - embeds.shape[1]
-    if extra == 0:
-        return embeds, mask
-    pads = (embeds.new_zeros(embeds.shape[0], extra, embeds.shape[2]), mask.new_zeros(mask.shape[0], extra))
-    if left:
-        return torch.cat([pads[0], embeds], 1), torch.cat([pads[1], mask], 1)
-    return torch.cat([embeds, pads[0]], 1), torch.cat([mask, pads[1]], 1)
+    sampling: Sampling | None = None
+    sinks: list[Sink | None] | None = None
 
 
 @torch.no_grad()
 def generate_parts(shared, parts: list[Part], num_beams: int) -> dict[int, str]:
-    """One backbone pass per group of parts that generate alike (answer length, the task's settings, sampling; a
-    seeded part alone)."""
+    """One pass of the shared model per group of parts that generate alike (answer length, the task's settings,
+    sampling; a seeded part alone): ``VLModel.generate_mixed``."""
     groups: dict[tuple, list[Part]] = {}
     for part in parts:
         settings = tuple(sorted(part.adapter.predictor.task.generation.items()))
-        groups.setdefault((part.max_new_tokens, settings, *decoding_key(part.sampling, id(part))), []).append(part)
-    answers, left = {}, shared.text.kind == "causal"
+        length = part.max_new_tokens or part.adapter.predictor.model.config.text.max_target_length
+        groups.setdefault((length, settings, *decoding_key(part.sampling, id(part))), []).append(part)
+    answers = {}
     for (max_new_tokens, settings, sampling, _), group in groups.items():
-        length = max(p.embeds.shape[1] for p in group)
-        padded = [pad_to(p.embeds, p.mask, length, left) for p in group]
+        members = [Member(p.adapter.predictor.model, [t for t, _ in p.requests], [i for _, i in p.requests],
+                          p.contexts, p.adapter.predictor.task.name) for p in group]
         sinks = [sink for p in group for sink in (p.sinks or [None] * len(p.index))]
         options = decode_options({"num_beams": num_beams, **dict(settings)}, sampling, shared.text.tokenizer, sinks,
                                  num_beams)
         with seeded(sampling, shared.text.device):
-            ids = shared.text.generate(torch.cat([e for e, _ in padded]), torch.cat([m for _, m in padded]),
-                                       max_new_tokens=max_new_tokens, **options)
-        texts = shared.text.decode(ids)
+            texts = shared.generate_mixed(members, max_new_tokens=max_new_tokens, **options)
         for i, text in zip([i for p in group for i in p.index], texts):
             answers[i] = text
     return answers

@@ -31,11 +31,9 @@ from starlette.exceptions import HTTPException
 from .._version import __version__
 from ..errors import DeptVLError
 from ..inference.predict import Predictor
-from ..io import parse_json
-from ..models.random_t5 import describe_backbone
-from .adapters import Adapter, AdapterSet, Part, decode_options, encode, encode_images, generate_parts, seeded
+from .adapters import Adapter, AdapterSet, Part, generate_parts
 from .batcher import DynamicBatcher
-from .inputs import Question, RequestError, decoding_key, parse_question, read_body
+from .inputs import Question, RequestError, decoding_key, json_object, parse_question, read_body
 from .openai_api import add_openai_routes
 from .settings import ServeSettings
 
@@ -47,12 +45,9 @@ def describe_adapter(adapter: Adapter) -> dict:
     """What one adapter is: its task, method, backbones (a local directory by its name only: the server's paths
     are its own), what it takes."""
     predictor = adapter.predictor
-    config = predictor.model.config
-    vision, text = (config.vlm, config.vlm) if config.vlm else (config.vision.encoder, config.text.backbone)
-    return {"name": adapter.name, "task": predictor.task.name, "tasks": config.tasks or [predictor.task.name],
-            "method": config.method, "vision_encoder": describe_backbone(vision), "text_backbone": describe_backbone(text),
-            "trainable_parameters": sum(p.numel() for p in predictor.model.trainable_parameters().values()),
-            "images_per_example": predictor.task.num_images, "takes_question": predictor.task.takes_question}
+    return {"name": adapter.name, "task": predictor.task.name, "tasks": predictor.model.config.tasks or
+            [predictor.task.name], **predictor.model.describe(), "images_per_example": predictor.task.num_images,
+            "takes_question": predictor.task.takes_question}
 
 
 def describe(adapters: AdapterSet, settings: ServeSettings) -> dict:
@@ -66,8 +61,8 @@ def describe(adapters: AdapterSet, settings: ServeSettings) -> dict:
 def answer_all(adapters: AdapterSet, questions: list[Question]) -> list:
     """The answers to ``questions``, on the model's thread: each checked first (its adapter, the images for its
     task, a question unless it is a caption; one that fails gets its error, not an answer), then every adapter's
-    questions through its own input sequence and all of them through the backbone together (those that decode
-    alike: answer length, sampling; a seeded question on its own)."""
+    questions through its own input sequence and all of them through the shared model together (those that decode
+    alike: answer length, sampling; a seeded question on its own). Each question's ``prompt_tokens`` is set."""
     results, groups = [None] * len(questions), {}
     for i, q in enumerate(questions):
         try:
@@ -76,27 +71,14 @@ def answer_all(adapters: AdapterSet, questions: list[Question]) -> list:
                 raise RequestError(400, f"this server answers task {adapter.predictor.task.name!r}, not {q.task!r}"
                                    + (f" (adapter {adapter.name!r})" if len(adapters.adapters) > 1 else ""))
             checked = adapter.predictor.request(q.images, q.question)
+            q.prompt_tokens = adapter.predictor.model.prompt_tokens(checked[0], len(checked[1]), q.context)
             key = (adapter.name, q.max_tokens, *decoding_key(q.sampling, i))
             groups.setdefault(key, (adapter, []))[1].append((i, checked))
         except (DeptVLError, RequestError) as err:
             results[i] = err if isinstance(err, RequestError) else RequestError(400, str(err))
-    if not hasattr(adapters.shared, "encoder_inputs"):  # a native VLM (served alone): its own generate
-        for (_, max_tokens, sampling, _), (adapter, checked) in groups.items():
-            options = decode_options({"max_new_tokens": max_tokens} if max_tokens else {}, sampling,
-                                     adapter.predictor.model.text.tokenizer, [questions[i].stream for i, _ in checked],
-                                     adapter.predictor.num_beams)
-            with seeded(sampling, adapter.predictor.model.text.device):
-                answers = adapter.predictor.answer([r for _, r in checked], **options)
-            for (i, _), answer in zip(checked, answers):
-                results[i] = answer
-        return results
-    features = iter(encode_images(adapters.shared, [r for _, checked in groups.values() for _, r in checked]))
-    parts = []
-    for (_, max_tokens, sampling, _), (adapter, checked) in groups.items():
-        requests = [r for _, r in checked]
-        parts.append(Part([i for i, _ in checked], *encode(adapter, requests, max_tokens,
-                                                           [next(features) for _ in requests]), adapter, sampling,
-                          [questions[i].stream for i, _ in checked]))
+    parts = [Part([i for i, _ in checked], [r for _, r in checked], [questions[i].context for i, _ in checked],
+                  max_tokens, adapter, sampling, [questions[i].stream for i, _ in checked])
+             for (_, max_tokens, sampling, _), (adapter, checked) in groups.items()]
     for i, answer in generate_parts(adapters.shared, parts, adapters.num_beams).items():
         results[i] = answer
     return results
@@ -198,12 +180,8 @@ def add_adapter_routes(app: FastAPI, adapters: AdapterSet, settings: ServeSettin
         check(request)
         if settings.adapter_dir is None:
             raise RequestError(403, "this server loads no adapters at runtime (start it with --adapter-dir DIR)")
-        body = await (await read_body(request, 1 << 16)).body()
-        try:
-            data = parse_json(body)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise RequestError(400, f"the body is not valid JSON: {err}") from None
-        name, path = (data.get(k) if isinstance(data, dict) else None for k in ("name", "path"))
+        data = json_object(await (await read_body(request, 1 << 16)).body())
+        name, path = (data.get(k) for k in ("name", "path"))
         if not isinstance(name, str) or not NAME.fullmatch(name) or not isinstance(path, str):
             raise RequestError(400, 'send {"name": NAME (letters, digits, - and _), "path": a run under the '
                                     "server's --adapter-dir}")

@@ -81,6 +81,8 @@ class Question:
     max_tokens: int | None = None
     sampling: Sampling | None = None
     stream: Callable[[str], None] | None = None  # takes the answer's pieces as they are generated (model's thread)
+    context: tuple = ()  # the conversation's earlier turns, (role, text) pairs: a system turn, earlier exchanges
+    prompt_tokens: int = 0  # set once answered: the tokens the model read for it (its usage)
 
 
 async def read_body(request: Request, limit: int) -> Request:
@@ -137,23 +139,30 @@ async def _from_form(request: Request, decode) -> Question:
                     _text(form.get("adapter"), "adapter"), sampling=sampling_of(**numbers))
 
 
-def _from_json(body: bytes) -> Question:
+def json_object(body: bytes) -> dict:
+    """The request body as a JSON object; a 400 saying why for anything else."""
     try:
         data = parse_json(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise RequestError(400, f"the body is not valid JSON: {err}") from None
     if not isinstance(data, dict):
         raise RequestError(400, "the JSON body must be an object")
+    return data
+
+
+def _from_json(body: bytes) -> Question:
+    data = json_object(body)
     encoded = data.get("images", [data["image"]] if "image" in data else [])
     if not isinstance(encoded, list):
         raise RequestError(400, '"images" must be a list of base64 strings')
-    images = [decode_image(_base64(value, i + 1), f"image {i + 1}") for i, value in enumerate(encoded)]
+    images = [decode_image(image_bytes(value, i + 1), f"image {i + 1}") for i, value in enumerate(encoded)]
     return Question(images, _text(data.get("question"), "question"), _text(data.get("task"), "task"),
                     _text(data.get("adapter"), "adapter"),
                     sampling=sampling_of(data.get("temperature"), data.get("top_p"), data.get("seed")))
 
 
-def _base64(value, number: int) -> bytes:
+def image_bytes(value, number: int) -> bytes:
+    """The bytes of image ``number``, sent as base64 or as a ``data:`` URL; a 400 for anything else."""
     if not isinstance(value, str):
         raise RequestError(400, f"image {number} must be a base64 string of image bytes")
     try:

@@ -16,8 +16,6 @@ batch generates it (beam search: the answer whole, in one delta). Errors have Op
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import time
 import uuid
@@ -25,9 +23,11 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ..io import parse_json
-from .inputs import Question, RequestError, Sampling, decode_image, sampling_of
+from .inputs import Question, RequestError, Sampling, decode_image, image_bytes, json_object, sampling_of
 from .streaming import rest_of
+
+
+ROLES = ("system", "user", "assistant")  # the roles a conversation's messages may have
 
 
 class OpenAIError(RequestError):
@@ -44,29 +44,34 @@ class OpenAIError(RequestError):
 
 
 def parse_chat(body: bytes) -> tuple[Question, dict]:
-    """The question a chat completion request asks, and the request's own fields (model, stream, ...)."""
+    """The question a chat completion request asks (its last user message), the conversation before it (a system
+    turn, earlier exchanges: the model reads them as in training), and the request's own fields (model, stream)."""
     try:
-        data = parse_json(body)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise OpenAIError(400, f"the body is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise OpenAIError(400, "the JSON body must be an object")
+        data = json_object(body)
+    except RequestError as err:
+        raise OpenAIError(err.status, err.message) from None
     model, messages = data.get("model"), data.get("messages")
     if not isinstance(model, str) or not model:
         raise OpenAIError(400, "model: the name of an adapter this server serves (GET /v1/models)", "model")
     if not isinstance(messages, list) or not messages:
         raise OpenAIError(400, "messages must be a non-empty list", "messages")
     sampling = _sampling(data)
-    user = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-    if not user:
+    last = max((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"), default=None)
+    if last is None:
         raise OpenAIError(400, "messages hold no user message", "messages")
-    text, images = _content(user[-1].get("content"))
-    for earlier in user[:-1]:  # images of earlier turns count too (the conversation is about them)
-        images = _content(earlier.get("content"))[1] + images
+    context, images = [], []
+    for message in messages[:last]:
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise OpenAIError(400, f"a message's role must be one of {', '.join(ROLES)}", "messages")
+        text, pictures = _content(message.get("content"))
+        images += pictures  # images of earlier turns count too (the conversation is about them)
+        context.append((message["role"], text))
+    text, pictures = _content(messages[last].get("content"))
     max_tokens = data.get("max_tokens", data.get("max_completion_tokens"))
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
         raise OpenAIError(400, "max_tokens must be a positive integer", "max_tokens")
-    return Question(images, text or None, adapter=model, max_tokens=max_tokens, sampling=sampling), data
+    return Question(images + pictures, text or None, adapter=model, max_tokens=max_tokens, sampling=sampling,
+                    context=tuple(context)), data
 
 
 def _sampling(data: dict) -> Sampling | None:
@@ -103,21 +108,23 @@ def _data_url(image_url, number: int):
         raise OpenAIError(400, f"image {number}: only data URLs (data:image/png;base64,...) are accepted; this server "
                                "fetches nothing", "messages")
     try:
-        data = base64.b64decode(url.split(",", 1)[-1], validate=True)
-    except (binascii.Error, ValueError):
-        raise OpenAIError(400, f"image {number}: the data URL is not base64", "messages") from None
-    try:
-        return decode_image(data, f"image {number}")
+        return decode_image(image_bytes(url, number), f"image {number}")
     except RequestError as err:
         raise OpenAIError(err.status, err.message, "messages") from None
 
 
-def completion(answer: str, model: str, created: int, ident: str) -> dict:
+def completion(answer: str, model: str, created: int, ident: str, usage: dict) -> dict:
     return {"id": ident, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop",
-                         "logprobs": None}],
-            "usage": {"prompt_tokens": 0, "completion_tokens": len(answer.split()),
-                      "total_tokens": len(answer.split())}}
+                         "logprobs": None}], "usage": usage}
+
+
+def usage_of(question: Question, answer: str, model) -> dict:
+    """OpenAI's ``usage``, counted by the adapter's tokenizer: the prompt as the model read it (template, earlier
+    turns, image tokens where their number is known), the answer's tokens, their sum."""
+    completion_tokens = model.count_tokens(answer)
+    return {"prompt_tokens": question.prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": question.prompt_tokens + completion_tokens}
 
 
 def _chunk(delta: dict, finish: str | None, model: str, created: int, ident: str) -> str:
@@ -192,7 +199,8 @@ def add_openai_routes(app: FastAPI, submit, adapters, check_key, read_body) -> N
             raise
         except RequestError as err:  # the server's own checks, answered in OpenAI's shape here
             raise OpenAIError(err.status, err.message) from None
-        return completion(answer, question.adapter, created, ident)
+        model = adapters.adapters[question.adapter].predictor.model
+        return completion(answer, question.adapter, created, ident, usage_of(question, answer, model))
 
     @app.get("/v1/models")
     async def models() -> dict:

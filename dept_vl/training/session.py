@@ -24,8 +24,7 @@ from ..data.tasks import get_task
 from ..errors import CheckpointError, ConfigError
 from ..fast import FastPath, enable, use_compile
 from ..methods import get_method, param_groups
-from ..models import VisionLanguageModel, create_model, create_vision_encoder
-from ..models.names import FEATURES
+from ..models import VLModel, create_model
 from ..models.random_t5 import materialize_random_backbone
 from ..runs.recipe import Recipe
 from ..runs.run_dir import RunDir
@@ -41,7 +40,7 @@ class Session:
     accelerator: Any
     splits: dict[str, list[TaskSplit | None]]
     images: ImageInputs
-    raw: VisionLanguageModel  # the model itself
+    raw: VLModel  # the model itself
     model: Any  # the model as accelerate prepared it (wrapped for DDP on several processes)
     optimizer: Any
     scheduler: Any
@@ -105,7 +104,7 @@ def setup(recipe: Recipe, run: RunDir, accelerator, log=print, splits: dict | No
                    params=[p for p in raw.parameters() if p.requires_grad], tokens_per_example=tokens, started=started)
 
 
-def fast_path(recipe: Recipe, model: VisionLanguageModel, device, say) -> FastPath | None:
+def fast_path(recipe: Recipe, model: VLModel, device, say) -> FastPath | None:
     """--compile (default: on CUDA): under bf16 the frozen backbone is stored in bf16 (no cast per step), then the
     model's step and generation are compiled over bucketed lengths. None when off."""
     cfg = recipe.train
@@ -118,7 +117,7 @@ def fast_path(recipe: Recipe, model: VisionLanguageModel, device, say) -> FastPa
     return enable(model, True, device, cfg.compile_backend, cfg.compile_mode, cfg.bucket_multiple)
 
 
-def target_tokens(model: VisionLanguageModel, splits: list[TaskSplit], shares: list[int], seed: int,
+def target_tokens(model: VLModel, splits: list[TaskSplit], shares: list[int], seed: int,
                   sample: int = 256) -> float:
     """Target tokens per training example, over the tasks as the run samples them (a few hundred of each task's
     targets tokenised): what a batch's summed token loss is divided by under token weighting."""
@@ -160,12 +159,12 @@ def load_splits(recipe: Recipe, log) -> dict[str, list[TaskSplit | None]]:
             data.check_images()
             out[role].append(TaskSplit(task, data))
             log(f"{name} {role}: {split}, {len(data)} examples")
-        if hasattr(task, "kind"):  # own data: the run records what it is, for eval / predict / serve to know
+        if task.kind() is not None:  # own data: the run records what it is, for eval / predict / serve to know
             cfg.data_kinds = {**(cfg.data_kinds or {}), name: task.kind()}
     return out
 
 
-def build_model(recipe: Recipe, splits: dict, run: RunDir, accelerator) -> VisionLanguageModel:
+def build_model(recipe: Recipe, splits: dict, run: RunDir, accelerator) -> VLModel:
     """The model of the recipe (the random backbone of an offline run written first, by the main process, into the
     run directory; the recipe keeps naming it ``random``), its vision encoder on the accelerator's device. Built
     before the caches: a bad backbone fails fast."""
@@ -176,10 +175,7 @@ def build_model(recipe: Recipe, splits: dict, run: RunDir, accelerator) -> Visio
     with accelerator.main_process_first():  # the main process writes the random backbone; the others read it
         config = materialize_random_backbone(recipe.model, texts, run.backbone, write=accelerator.is_main_process)
     config = dataclasses.replace(config, tasks=list(recipe.train.tasks))  # the model says what it was trained for
-    if config.vlm is not None:  # a native VLM: its processor reads the images, no separate encoder
-        return create_model(config)
-    vision = None if config.vision.encoder == FEATURES else create_vision_encoder(config.vision)
-    return create_model(config, vision=None if vision is None else vision.to(accelerator.device))
+    return create_model(config, device=accelerator.device)
 
 
 def build_images(recipe: Recipe, splits: dict, vision, accelerator, log) -> ImageInputs:

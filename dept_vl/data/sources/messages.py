@@ -1,6 +1,6 @@
 """Chat messages with images, as LLaMA-Factory, ms-swift and TRL read them: ``{"messages": [{"role": "user",
 "content": "<image>..."} | typed parts [{"type": "image"}, {"type": "text", "text": ...}]}, {"role": "assistant",
-...}], "images": [...]}``. One example per assistant message, the messages before its question as context."""
+...}], "images": [...]}``. One example per assistant message, the messages before its question (a system turn included) as context."""
 
 from __future__ import annotations
 
@@ -44,8 +44,7 @@ def message_records(record, base: Path, where: str) -> list[Record]:
     for n, message in enumerate(record["messages"], 1):
         if not isinstance(message, dict) or message.get("role") not in ROLES:
             raise InputError(f"{where}: message {n} must have a role (user, assistant or system) and content")
-        if message["role"] != "system":
-            turns.append((message["role"], content_text(message.get("content"), f"{where}, message {n}")))
+        turns.append((message["role"], content_text(message.get("content"), f"{where}, message {n}")))
     return turns_to_records(turns, images, where, group=where)
 
 

@@ -145,6 +145,11 @@ class Task:
         """The task metric(s) of ``predictions`` (example id -> text) over ``examples``."""
         raise NotImplementedError
 
+    def kind(self) -> dict | None:
+        """What a run records of the task so that using the run needs not read its data (a user's own data: whether
+        it takes a question, images per example); None for a built-in task, which says so itself."""
+        return None
+
     def source(self, text: str) -> str:
         return f"{self.prefix}{text.strip()}"
 
