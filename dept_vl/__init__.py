@@ -13,6 +13,7 @@ them), ``data/`` (tasks, metrics, feature cache, batches), ``runs/`` (recipes an
 """
 
 from . import _moved
+from . import peft as _peft  # noqa: F401  (registers DEPT and ADEPT with PEFT)
 from ._version import __version__
 from .errors import CheckpointError, ConfigError, DeptVLError, InputError
 from .methods import (ADePT, ADePTSettings, Budget, BudgetPair, DePT, DePTConfig, DePTWrapper, LoraSettings, Method,

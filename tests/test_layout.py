@@ -22,7 +22,8 @@ LAYERS = {
     "inference": LOWER | {"runs"},
     "training": LOWER | {"runs", "inference"},
     "serve": LOWER | {"runs", "inference"},
-    "bench": LOWER | {"runs", "inference", "training", "serve"},
+    "bench": LOWER | {"runs", "inference", "training", "serve", "peft"},
+    "peft": {"methods", "models"},
 }
 OPTIONAL = {("dept_vl.cli.commands", "dept_vl.serve.server")}  # the serve extra, imported when `serve` runs
 

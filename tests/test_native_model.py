@@ -49,7 +49,8 @@ def test_answers_equal_one_at_a_time_and_save_load_is_exact(tiny_llava_dir, tmp_
     model.save_pretrained(tmp_path / "m")
     saved = json.loads((tmp_path / "m" / "dept_vl_config.json").read_text())
     assert saved["model"]["vlm"] == str(tiny_llava_dir) and saved["family"] == "LLaVA"
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["adapter_model.safetensors", "dept_vl_config.json"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [  # adapter_config.json: PEFT's (tests/test_peft.py)
+        "adapter_config.json", "adapter_model.safetensors", "dept_vl_config.json"]
     loaded = load_model(tmp_path / "m")
     assert isinstance(loaded, NativeVisionLanguageModel) and loaded.predict(QUESTIONS, pictures()) == together
 

@@ -40,7 +40,8 @@ def examples_of(source: str) -> list[tuple]:
 
 
 def test_every_format_reads_into_the_same_examples(formats):
-    assert set(list_formats()) == {"simple", "llava", "messages", "table", "imagefolder", "hf"}
+    assert set(list_formats()) == {"simple", "llava", "messages", "table", "imagefolder", "hf",
+                                   "llamafactory"}  # its registry: tests/test_llamafactory_data.py
     reference = examples_of(str(formats["simple-jsonl"][0]))
     assert len(reference) == 40 and reference[0][2] and reference[0][3] in ("shape", "color", "yes/no")
     for fmt, (train, _) in formats.items():

@@ -16,6 +16,7 @@ from ..bench.native import run_native_bench
 from ..bench.quality import QUALITY_METHODS, format_quality, run_quality
 from ..bench.report import format_table, write_report
 from ..bench.speed import BenchConfig, run_bench
+from ..bench.trl import format_trl, run_trl_bench
 from ..errors import ConfigError
 from .commands import say
 from .flags import add_command, config_from
@@ -50,11 +51,14 @@ class BenchCommand:
                                 "task, on generated data")
     index_scale_images: int = setting(500_000, "images of the --index-scale cache")
     index_scale_questions: int = setting(658_111, "VQAv2-shaped questions of --index-scale (train2014 + val2014)")
+    trl: bool = setting(False, "TRL's SFTTrainer on a native VLM (--vlm, default a tiny LLaVA built offline): "
+                        "DePTPeftConfig against PEFT's PromptTuningConfig at DePT's budget, paired (--paired turns)")
+    trl_steps: int = setting(5, "training steps of each --trl turn")
     seeds: str = setting("0", "comma-separated seeds of the multitask and quality benches")
     speed: BenchConfig = setting(factory=BenchConfig, help="the speed bench", flag={"flatten": True})
 
     def __post_init__(self) -> None:
-        for name in ("quality_steps", "multitask_steps", "multitask_examples", "data_scale_steps", "index_scale_images",
+        for name in ("quality_steps", "trl_steps", "multitask_steps", "multitask_examples", "data_scale_steps", "index_scale_images",
                      "index_scale_questions"):
             check_int(name, getattr(self, name), 1)
 
@@ -97,6 +101,9 @@ def run_bench_command(args) -> None:
         report = run_quality(out, cfg.quality_steps, cfg.quality_methods, log=say, config=cfg.quality_config,
                              seeds=seeds_of(cfg.seeds), progress=True, **train_settings(cfg.quality_set))
         text, json_path, png = format_quality(report), cfg.json or out / "bench.json", None
+    elif cfg.trl:
+        report = run_trl_bench(cfg.speed, out / "trl", cfg.trl_steps, log=say)
+        text, json_path, png = format_trl(report), cfg.json or out / "trl.json", None
     elif cfg.speed.vlm:
         report = run_native_bench(cfg.speed, out / "backbones", log=say)
         text, json_path, png = format_table(report), cfg.json or out / "bench.json", cfg.png or out / "bench.png"

@@ -81,9 +81,13 @@ class ADePT(SoftPrompt):
         x = inputs_embeds.to(self.ffn_down.dtype)
         return torch.relu(x @ self.ffn_down + self.ffn_down_bias) @ self.ffn_up + self.ffn_up_bias
 
+    def adapter_settings(self) -> dict:
+        """What ``adapter_config.json`` holds besides ``peft_type``: the prompt's settings and r (``adept_r``)."""
+        return {**self.config.to_dict(), "adept_r": self.r}
+
     def save_pretrained(self, directory: str | Path) -> None:
         """``adapter_config.json`` (peft_type ADEPT, the prompt's settings and r) + ``adapter_model.safetensors``."""
-        save_adapter(directory, self.peft_type, {**self.config.to_dict(), "adept_r": self.r}, self.state_dict())
+        save_adapter(directory, self.peft_type, self.adapter_settings(), self.state_dict())
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "ADePT":

@@ -22,6 +22,9 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 OFFICIAL_WEIGHTS = "adapter_model.bin"
 DEPT_PEFT_TYPE = "DEPT"
 OFFICIAL_PEFT_TYPE = "PROMPT_TUNING_LORA"
+# what PEFT adds to an adapter_config.json that DePTPeftConfig / ADePTPeftConfig write (dept_vl.peft): not the method's
+PEFT_KEYS = ("auto_mapping", "base_model_name_or_path", "revision", "task_type", "inference_mode", "peft_version",
+             "tokenizer_name_or_path")
 
 
 def save_adapter(directory: str | Path, peft_type: str, config: dict, state: dict[str, torch.Tensor]) -> None:
@@ -32,13 +35,18 @@ def save_adapter(directory: str | Path, peft_type: str, config: dict, state: dic
     write_json(directory / ADAPTER_CONFIG, {"peft_type": peft_type, **config})
 
 
+def method_settings(raw: dict) -> dict:
+    """An adapter_config.json's content without PEFT's own keys (those a PEFT-written adapter adds)."""
+    return {k: v for k, v in raw.items() if k not in PEFT_KEYS}
+
+
 def read_native_adapter(directory: str | Path, peft_type: str) -> tuple[dict, dict[str, torch.Tensor]]:
     """The config (without ``peft_type``) and weights of a dept-vl adapter directory (or Hub repository) of
     ``peft_type``."""
     directory = local_or_hub(directory, "adapter")
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
-    raw = read_json(directory / ADAPTER_CONFIG)
+    raw = method_settings(read_json(directory / ADAPTER_CONFIG))
     found = raw.pop("peft_type", None)
     if found != peft_type:
         raise CheckpointError(f"{directory / ADAPTER_CONFIG} has peft_type {found!r}; expected {peft_type!r}")
@@ -53,6 +61,8 @@ def read_adapter(directory: str | Path, hidden_size: int | None = None) -> tuple
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
     raw = read_json(directory / ADAPTER_CONFIG)
     peft_type = raw.pop("peft_type", None)
+    if peft_type == DEPT_PEFT_TYPE:
+        raw = method_settings(raw)
     if peft_type == OFFICIAL_PEFT_TYPE:
         config, state = _read_official(directory, raw)
     elif peft_type == DEPT_PEFT_TYPE:

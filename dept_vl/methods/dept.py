@@ -84,9 +84,14 @@ class DePT(SoftPrompt):
                 self.frozen_update = (self.lora_embedding_A @ self.lora_embedding_B) * self.scaling
 
     # ---- checkpoints --------------------------------------------------------------------------------------
+    def adapter_settings(self) -> dict:
+        """What ``adapter_config.json`` holds besides ``peft_type``: the DePTConfig (PEFT's ``DePTPeftConfig`` has
+        the same fields)."""
+        return self.config.to_dict()
+
     def save_pretrained(self, directory: str | Path) -> None:
         """Write ``adapter_config.json`` + ``adapter_model.safetensors`` (atomically)."""
-        save_adapter(directory, self.peft_type, self.config.to_dict(), self.state_dict())
+        save_adapter(directory, self.peft_type, self.adapter_settings(), self.state_dict())
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, hidden_size: int | None = None) -> "DePT":

@@ -28,7 +28,8 @@ def param_groups(
     - ``backbone``: trainable weights of the backbone (LoRA or full fine-tuning), at ``backbone_lr`` (default
       ``other_lr``).
     Biases and norms (tensors of one dimension) get no weight decay (a ``*_no_decay`` group); empty groups are
-    dropped; frozen parameters are never included. ``method`` (default: the model's own, else ``dept``) says which
+    dropped; frozen parameters are never included. ``model`` may be a PEFT model of ``DePTPeftConfig`` /
+    ``ADePTPeftConfig`` (its active adapter's method). ``method`` (default: the model's own, else ``dept``) says which
     of its tensors are the prompt and the update; the model's ``backbone_prefix`` (default ``text.``) which are the
     backbone's (but those under its ``projector_prefixes``: a native VLM's projector is ``other``).
     """

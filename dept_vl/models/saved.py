@@ -4,6 +4,12 @@
                                  directory that has it is complete
     adapter_model.safetensors    the trainable weights (the method's, the projection's), with their checksum;
     model.safetensors            instead, for a method that trains the whole backbone (full fine-tuning)
+    adapter_config.json          a native VLM's input method (DePT, ADePT) as a PEFT adapter: ``PeftModel.
+                                 from_pretrained(vlm, DIR)`` loads the directory (after ``import dept_vl``)
+
+The other way round, a PEFT adapter directory of DePT / ADePT (``adapter_config.json`` naming its base VLM, as
+``Trainer`` / TRL's ``save_model`` write it) is a model directory too: ``read_meta`` describes it as dept-vl would
+(``peft_meta``) and ``load_trainable`` maps its tensor names (``prompt_embeddings``) to the model's.
 
 A local backbone (a directory) is recorded by its path and by its path relative to the model directory, so that a
 run moved or copied together with its backbone still loads.
@@ -20,11 +26,14 @@ from .._version import __version__
 from ..errors import CheckpointError
 from ..io import load_state_checked, read_json, read_safetensors, write_json, write_safetensors
 from ..methods import get_method
-from ..methods.checkpoint import ADAPTER_WEIGHTS
+from ..methods import DePTConfig
+from ..methods.checkpoint import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 MODEL_CONFIG_FILE = "dept_vl_config.json"
 FULL_WEIGHTS = "model.safetensors"  # what a method that is not adapter-only (full fine-tuning) saves
 FORMAT = "dept-vl"
+PEFT_METHODS = {"DEPT": "dept", "ADEPT": "adept"}  # a PEFT adapter's peft_type -> dept-vl's method
+PEFT_TASK_TYPES = {"causal": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
 
 
 def weights_file(method: str) -> str:
@@ -41,7 +50,38 @@ def save_trainable(model, directory: str | Path, meta: dict, local: str | None =
     if local is not None and Path(local).is_dir():
         meta["backbone_relative"] = os.path.relpath(Path(local).resolve(), directory.resolve())
     write_safetensors(directory / weights_file(model.config.method), model.trainable_parameters())
+    if model.config.vlm is not None and hasattr(getattr(model, "dept", None), "adapter_settings"):
+        write_json(directory / ADAPTER_CONFIG, peft_adapter_config(model))
     write_json(directory / MODEL_CONFIG_FILE, meta)
+
+
+def peft_adapter_config(model) -> dict:
+    """A native VLM's input method as PEFT's ``adapter_config.json`` (``DePTPeftConfig`` / ``ADePTPeftConfig``)."""
+    return {"peft_type": model.dept.peft_type, **model.dept.adapter_settings(),
+            "task_type": PEFT_TASK_TYPES[model.text.kind], "base_model_name_or_path": model.config.vlm}
+
+
+def is_model_dir(directory: Path) -> bool:
+    """A dept-vl model directory, or a PEFT adapter directory of DePT / ADePT."""
+    if (directory / MODEL_CONFIG_FILE).is_file():
+        return True
+    adapter = directory / ADAPTER_CONFIG
+    return adapter.is_file() and read_json(adapter).get("peft_type") in PEFT_METHODS
+
+
+def peft_meta(directory: Path) -> dict:
+    """A PEFT adapter directory of DePT / ADePT described as ``dept_vl_config.json`` describes a native VLM's run:
+    its base VLM (``base_model_name_or_path``), method and settings."""
+    path = directory / ADAPTER_CONFIG
+    raw = read_json(path)
+    method, base = PEFT_METHODS.get(raw.get("peft_type")), raw.get("base_model_name_or_path")
+    if method is None or not base:
+        raise CheckpointError(f"{path}: a PEFT adapter of peft_type {raw.get('peft_type')!r} with base model "
+                              f"{base!r}; dept-vl loads DEPT and ADEPT adapters that name their base model")
+    dept = {f: raw[f] for f in DePTConfig.__dataclass_fields__ if f in raw}
+    model = {"vlm": base, "method": method, "dept": dept, **({"adept": {"r": raw.get("adept_r")}} if method == "adept"
+                                                             else {})}
+    return {"format": FORMAT, "model": model, "hidden_size": dept.get("hidden_size"), "peft": True}
 
 
 def load_trainable(model, directory: str | Path) -> None:
@@ -53,7 +93,24 @@ def load_trainable(model, directory: str | Path) -> None:
         path = directory / ADAPTER_WEIGHTS  # a full fine-tuning checkpoint of dept-vl 0.1
     weights = read_safetensors(path, finite=True,
                                remedy="load an earlier checkpoint of the run (checkpoints/) or train it again")
+<<<<<<< HEAD
     load_state_checked(model, weights, str(path), expected=set(model.trainable_parameters()))  # names the file
+=======
+    expected = set(model.trainable_parameters())
+    load_state_checked(model, own_names(weights, expected), str(directory), expected=expected)
+
+
+def own_names(weights: dict, expected: set[str]) -> dict:
+    """``weights`` with a PEFT adapter's bare tensor names (``prompt_embeddings``) as the model's
+    (``native.dept.prompt_embeddings``) where exactly one of the model's names ends so."""
+    def renamed(key: str) -> str:
+        if key in expected or "." in key:
+            return key
+        found = [name for name in expected if name.endswith("." + key)]
+        return found[0] if len(found) == 1 else key
+
+    return {renamed(k): v for k, v in weights.items()}
+>>>>>>> issue-35
 
 
 def read_meta(directory: str | Path) -> dict:
@@ -63,6 +120,8 @@ def read_meta(directory: str | Path) -> dict:
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
     path = directory / MODEL_CONFIG_FILE
+    if not path.is_file() and (directory / ADAPTER_CONFIG).is_file():
+        return peft_meta(directory)
     meta = read_json(path)
     if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
         raise CheckpointError(f"{path} holds no model config (is this a dept-vl checkpoint?)")

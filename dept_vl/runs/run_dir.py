@@ -28,14 +28,16 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import CheckpointError, ConfigError, OutputError
-from ..data.tasks import get_task, list_tasks
+from ..data.tasks import DataSpec, get_task, list_tasks
 from ..io import exclusive_lock, local_or_hub, read_json, write_dir_atomically, write_json, write_text
 from ..models import ModelConfig, load_model
-from ..models.saved import MODEL_CONFIG_FILE, read_meta
+from ..models.saved import MODEL_CONFIG_FILE, is_model_dir, read_meta
 from .recipe import Recipe
 
 RECIPE_FILE = "recipe.yaml"
 RUN_MARKERS = (RECIPE_FILE, "model", "checkpoints", "metrics.json")  # any of them: the directory holds a run
+# what a PEFT adapter (no recipe, no task) answers: the question as written, about one image
+PEFT_TASK = DataSpec(name="question", train="", takes_question=True, num_images=1)
 
 
 class RunDir:
@@ -161,12 +163,13 @@ class SavedModel:
         """A run directory, its ``model/``, a step checkpoint, a ``save_pretrained`` directory, or a Hugging Face Hub
         repository holding one (``user/repo``: from the local cache, or downloaded unless offline)."""
         path = local_or_hub(path)
-        if (path / "model").is_dir() and not (path / MODEL_CONFIG_FILE).exists():
+        if (path / "model").is_dir() and not is_model_dir(path):
             path = path / "model"  # a run's output directory
         if not path.is_dir():
             raise CheckpointError(f"checkpoint directory {path} does not exist")
-        if not (path / MODEL_CONFIG_FILE).is_file():
-            raise CheckpointError(f"no {MODEL_CONFIG_FILE} in {path} (is this a dept-vl checkpoint directory?)")
+        if not is_model_dir(path):
+            raise CheckpointError(f"no {MODEL_CONFIG_FILE} in {path} (is this a dept-vl checkpoint directory, or a "
+                                  "PEFT adapter of DePT / ADePT?)")
         recipe = Recipe.from_file(path / RECIPE_FILE) if (path / RECIPE_FILE).is_file() else None
         return cls(path, recipe)
 
@@ -190,7 +193,14 @@ class SavedModel:
         """The tasks it was trained on: its recipe's, or those its config names (none known for a bare model)."""
         if self.recipe is not None:
             return self.recipe.train.tasks
+        if self.is_peft_adapter:
+            return [PEFT_TASK.name]
         return list(read_json(self.directory / MODEL_CONFIG_FILE).get("model", {}).get("tasks", []))
+
+    @property
+    def is_peft_adapter(self) -> bool:
+        """A PEFT adapter directory (made by Trainer / TRL), not one dept-vl wrote."""
+        return not (self.directory / MODEL_CONFIG_FILE).is_file()
 
     def task(self, name: str | None = None) -> str:
         """``name``, or the one task it was trained on."""
@@ -205,7 +215,9 @@ class SavedModel:
 
     def own_data(self) -> dict:
         """The run's own data sets (``--data``): name -> DataSpec (empty for built-in tasks or a bare model)."""
-        return self.recipe.train.own_data() if self.recipe is not None else {}
+        if self.recipe is not None:
+            return self.recipe.train.own_data()
+        return {PEFT_TASK.name: PEFT_TASK} if self.is_peft_adapter else {}
 
     def get_task(self, name: str | None = None):
         """The task object of ``name`` (default: the one task it was trained on), its own data included."""

@@ -7,6 +7,7 @@ the format detected from the content (``--data-format`` forces one). A new forma
     table        CSV / Parquet with the simple columns
     imagefolder  a directory of images + metadata.jsonl / metadata.csv (Hugging Face datasets' layout)
     hf           hf:NAME or a save_to_disk directory
+    llamafactory LLaMA-Factory's registry: dataset_info.json::NAME
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from ...errors import InputError
 # registration, in the order formats are tried when detecting one
-from . import hf  # noqa: F401, I001
+from . import llamafactory  # noqa: F401, I001
+from . import hf  # noqa: F401
 from . import imagefolder  # noqa: F401
 from . import tables  # noqa: F401
 from . import llava  # noqa: F401
@@ -33,8 +35,14 @@ def read_source(source: str, format: str | None = None, skip_bad_lines: bool = F
     """Every record of ``source`` (a file, a directory, or ``hf:NAME``), the format detected unless given; bad
     records are an InputError naming the file and record, or with ``skip_bad_lines`` skipped and counted."""
     path = Path(source)
+<<<<<<< HEAD
     if not str(source).startswith("hf:") and not Path(str(source).partition("::")[0]).exists():  # DIR::SPLIT
         raise InputError(f"data file {source} does not exist")
+=======
+    file = Path(str(source).rpartition(llamafactory.SEPARATOR)[0] or source)  # a registry's entry: the registry
+    if not str(source).startswith("hf:") and not file.exists():
+        raise InputError(f"data file {file} does not exist")
+>>>>>>> issue-35
     if format:
         chosen = get_format(format)
     else:

@@ -88,6 +88,8 @@ def split_sources(source: str, val: str | None, test: str | None, want_val: bool
 
 
 def default_name(source: str) -> str:
+    if "::" in source:  # LLaMA-Factory's registry: dataset_info.json::NAME
+        return re.sub(r"\W+", "_", source.rpartition("::")[2]).strip("_") or "data"
     path = Path(source.removeprefix("hf:"))
     stem = path.stem if path.suffix else path.name
     if stem.lower() in ("train", "training", "data", "metadata", "") and path.parent.name:
