@@ -93,11 +93,8 @@ def load_trainable(model, directory: str | Path) -> None:
         path = directory / ADAPTER_WEIGHTS  # a full fine-tuning checkpoint of dept-vl 0.1
     weights = read_safetensors(path, finite=True,
                                remedy="load an earlier checkpoint of the run (checkpoints/) or train it again")
-<<<<<<< HEAD
-    load_state_checked(model, weights, str(path), expected=set(model.trainable_parameters()))  # names the file
-=======
     expected = set(model.trainable_parameters())
-    load_state_checked(model, own_names(weights, expected), str(directory), expected=expected)
+    load_state_checked(model, own_names(weights, expected), str(path), expected=expected)  # names the file
 
 
 def own_names(weights: dict, expected: set[str]) -> dict:
@@ -110,7 +107,6 @@ def own_names(weights: dict, expected: set[str]) -> dict:
         return found[0] if len(found) == 1 else key
 
     return {renamed(k): v for k, v in weights.items()}
->>>>>>> issue-35
 
 
 def read_meta(directory: str | Path) -> dict:

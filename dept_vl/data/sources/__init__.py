@@ -35,14 +35,9 @@ def read_source(source: str, format: str | None = None, skip_bad_lines: bool = F
     """Every record of ``source`` (a file, a directory, or ``hf:NAME``), the format detected unless given; bad
     records are an InputError naming the file and record, or with ``skip_bad_lines`` skipped and counted."""
     path = Path(source)
-<<<<<<< HEAD
-    if not str(source).startswith("hf:") and not Path(str(source).partition("::")[0]).exists():  # DIR::SPLIT
-        raise InputError(f"data file {source} does not exist")
-=======
-    file = Path(str(source).rpartition(llamafactory.SEPARATOR)[0] or source)  # a registry's entry: the registry
+    file = Path(str(source).partition("::")[0])  # DIR::SPLIT, or a registry's entry REGISTRY::NAME: the file
     if not str(source).startswith("hf:") and not file.exists():
         raise InputError(f"data file {file} does not exist")
->>>>>>> issue-35
     if format:
         chosen = get_format(format)
     else:
