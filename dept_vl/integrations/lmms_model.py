@@ -12,11 +12,11 @@ import logging
 
 from lmms_eval import utils
 from lmms_eval.api.model import lmms
-from lmms_eval.tasks.mmmu.utils_group_img import process_images
 
 from ..errors import ConfigError
 from ..inference.predict import Predictor
-from .lmms_requests import blank_image, continuation_scores, cut_at, doc_images, generate_options, question_text
+from .lmms_requests import (blank_image, continuation_scores, cut_at, doc_images, generate_options, question_text,
+                            tiled)
 
 LOG = logging.getLogger("dept_vl")
 MODEL_ARGS = ("checkpoint", "batch_size", "device", "task", "num_beams", "backbone", "compile")
@@ -62,11 +62,11 @@ class DeptVL(lmms):
         return source, images if self.native and images else self._fit(images)
 
     def _fit(self, images: list) -> list:
-        """An assembled model's images: the number its task takes; more are tiled into the last one as lmms-eval's
-        InstructBLIP tiles them; a missing one is a blank image (the model always reads one)."""
+        """An assembled model's images: the number its task takes; more are tiled into the last one (as lmms-eval's
+        InstructBLIP joins them); a missing one is a blank image (the model always reads one)."""
         wanted = self.predictor.task.num_images
         if len(images) > wanted:
-            images = images[: wanted - 1] + [process_images(images[wanted - 1:])]
+            images = images[: wanted - 1] + [tiled(images[wanted - 1:])]
         return images + [blank_image() for _ in range(wanted - len(images))]
 
     # ---- lmms-eval's requests -----------------------------------------------------------------------------------

@@ -37,6 +37,17 @@ def blank_image() -> Image.Image:
     return Image.new("RGB", BLANK_SIZE, "white")
 
 
+def tiled(images: Sequence[Image.Image]) -> Image.Image:
+    """``images`` side by side in one, each scaled to the first one's height (lmms-eval's InstructBLIP joins a
+    document's images into one the same way, with a number drawn on each)."""
+    height = images[0].height
+    scaled = [im.resize((max(1, round(im.width * height / im.height)), height)) for im in images]
+    joined = Image.new("RGB", (sum(im.width for im in scaled), height), "white")
+    for x, im in zip([0] + [sum(i.width for i in scaled[:k]) for k in range(1, len(scaled))], scaled):
+        joined.paste(im, (x, 0))
+    return joined
+
+
 def question_text(context: str) -> str:
     """lmms-eval's prompt as the question dept-vl answers: its ``<image>`` placeholders removed."""
     return " ".join(context.replace(IMAGE_TAG, " ").split())
