@@ -50,7 +50,7 @@ def tiled(images: Sequence[Image.Image]) -> Image.Image:
 
 def question_text(context: str) -> str:
     """lmms-eval's prompt as the question dept-vl answers: its ``<image>`` placeholders removed."""
-    return " ".join(context.replace(IMAGE_TAG, " ").split())
+    return context.replace(IMAGE_TAG, "").strip()
 
 
 def generate_options(gen_kwargs: dict) -> tuple[dict, list[str]]:
