@@ -102,16 +102,16 @@ def test_the_entry_point_names_the_model_class():
 
 @pytest.fixture(scope="module")
 def native_run(tiny_llava_dir, tmp_path_factory):
-    """A native-VLM run (the tiny LLaVA, 2 steps on easy-vqa): its answers are words, not empty."""
+    """A native-VLM run (the tiny LLaVA, one step on easy-vqa): its answers are words, not empty."""
     run = tmp_path_factory.mktemp("native-run") / "run"
-    assert main(["train", "--vlm", str(tiny_llava_dir), "--task", "easyvqa", "--k-shot", "8", "--batch-size", "4",
-                 "--test-examples", "2", "--output-dir", str(run), "--set", "model.dept.max_length=48",
-                 "--no-tensorboard", "--max-steps", "2"]) == 0
+    assert main(["train", "--vlm", str(tiny_llava_dir), "--task", "easyvqa", "--k-shot", "4", "--batch-size", "4",
+                 "--test-examples", "1", "--output-dir", str(run), "--set", "model.dept.max_length=48",
+                 "--no-tensorboard", "--max-steps", "1"]) == 0
     return run
 
 
 def test_lmms_eval_scores_a_run_offline_as_dept_vl_predict_answers(native_run, tmp_path, capsys):
-    records = easyvqa_questions(6)
+    records = easyvqa_questions(4)
     answer_length = SavedModel.find(native_run).load_config().text.max_target_length  # what predict generates
     task_dir = write_local_task(tmp_path / "task", records, answer_length)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(installed_entry_point(tmp_path / "site")), str(ROOT)]),
@@ -198,13 +198,14 @@ def alone(model: DeptVL, docs: list[dict], images: list, **options) -> list[str]
 
 @pytest.mark.parametrize("kind", ["assembled", "native"])
 def test_answers_in_batches_are_the_predictors_with_the_tasks_generation_kwargs(kind, assembled_dir, native_dir):
-    docs = docs_with([[picture(i)] for i in range(5)])
+    docs = docs_with([[picture(i)] for i in range(3)])
     model = plugin(assembled_dir if kind == "assembled" else native_dir, docs, batch_size=2)
     answers = model.generate_until(requests(docs))
     assert answers == alone(model, docs, [d["images"] for d in docs]) and all(answers)
     short = model.generate_until(requests(docs, second={"max_new_tokens": 1, "temperature": 0}))
-    assert short == alone(model, docs, [d["images"] for d in docs], max_new_tokens=1)
-    assert all(len(model.predictor.model.text.tokenizer(s, add_special_tokens=False)["input_ids"]) <= 1 for s in short)
+    tokenizer = model.predictor.model.text.tokenizer
+    assert all(len(tokenizer(s, add_special_tokens=False)["input_ids"]) == 1 and a.startswith(s)
+               for s, a in zip(short, answers))  # greedy: the first token of the longer answer
     stop = answers[0].split()[-1]
     cut = model.generate_until(requests(docs[:1], second={"until": [stop]}))
     assert cut == [answers[0][:answers[0].index(stop)].strip()]
