@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from PIL import Image
 from dept_vl.cli import main
 
 pytest.importorskip("lmms_eval", reason="needs lmms-eval (pip install -e '.[lmms-eval]')")
+tomllib = pytest.importorskip("tomllib", reason="reads pyproject.toml with Python 3.11's tomllib")
 
 from lmms_eval.api.instance import Instance  # noqa: E402
 
@@ -161,8 +161,9 @@ def assembled_dir(tiny_clip_dir, tiny_t5_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def native_dir(tiny_llava_dir, tmp_path_factory):
     torch.manual_seed(0)
-    model = NativeVisionLanguageModel(ModelConfig.from_dict({"vlm": str(tiny_llava_dir), "text": {"max_target_length": 4},
-                                                             "dept": {"prompt_length": 4, "r": 2, "max_length": 48}}))
+    config = {"vlm": str(tiny_llava_dir), "text": {"max_target_length": 4},
+              "dept": {"prompt_length": 4, "r": 2, "max_length": 48}}
+    model = NativeVisionLanguageModel(ModelConfig.from_dict(config))
     torch.nn.init.normal_(model.dept.lora_embedding_B, std=0.3)
     path = tmp_path_factory.mktemp("native") / "m"
     model.save_pretrained(path)
@@ -193,7 +194,8 @@ def requests(docs: list[dict], kind: str = "generate_until", second=None) -> lis
 def alone(model: DeptVL, docs: list[dict], images: list, **options) -> list[str]:
     """The predictor's answer to each document alone, with ``images``."""
     predictor = model.predictor
-    return [predictor.answer([(predictor.task.source(d["question"]), ims)], **options)[0] for d, ims in zip(docs, images)]
+    return [predictor.answer([(predictor.task.source(d["question"]), ims)], **options)[0]
+            for d, ims in zip(docs, images)]
 
 
 @pytest.mark.parametrize("kind", ["assembled", "native"])
@@ -241,5 +243,17 @@ def test_generation_kwargs_and_stop_strings():
     assert generate_options({"temperature": 0.7, "top_p": 0.9, "num_beams": 1}) == \
         ({"num_beams": 1, "do_sample": True, "temperature": 0.7, "top_p": 0.9}, [])
     joined = tiled([Image.new("RGB", (20, 10), "red"), Image.new("RGB", (10, 20), "blue")])
-    assert joined.size == (25, 10) and joined.getpixel((19, 5)) == (255, 0, 0) and joined.getpixel((24, 5)) == (0, 0, 255)
+    assert joined.size == (25, 10)  # the second one scaled to the first one's height, placed after it
+    assert joined.getpixel((19, 5)) == (255, 0, 0) and joined.getpixel((24, 5)) == (0, 0, 255)
     assert cut_at(" a red circle. Question: ", ["Question:", "."]) == "a red circle"
+
+
+def test_model_args_a_user_gets_wrong_are_one_clear_line():
+    from dept_vl import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown batch_sise .*checkpoint=RUN_DIR is required"):
+        DeptVL(checkpoint="runs/x", batch_sise=4)
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        DeptVL.create_from_arg_string("batch_size=4", {"batch_size": 1, "max_batch_size": None, "device": None})
+    with pytest.raises(ConfigError, match="batch_size must be a positive number, got 'four'"):
+        DeptVL(checkpoint="runs/x", batch_size="four")

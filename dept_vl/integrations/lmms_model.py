@@ -61,6 +61,11 @@ class DeptVL(lmms):
         source = self.predictor.task.source(question_text(context))
         return source, images if self.native and images else self._fit(images)
 
+    def _requests(self, rows: list) -> list[tuple[str, list]]:
+        """The dept-vl requests of lmms-eval's request arguments (context, _, doc_to_visual, doc_id, task, split)."""
+        return [self._request(context, to_visual, doc_id, task, split)
+                for context, _, to_visual, doc_id, task, split in rows]
+
     def _fit(self, images: list) -> list:
         """An assembled model's images: the number its task takes; more are tiled into the last one (as lmms-eval's
         InstructBLIP joins them); a missing one is a blank image (the model always reads one)."""
@@ -76,7 +81,7 @@ class DeptVL(lmms):
         answers = []
         for chunk in ordered.get_batched(n=self.batch_size, batch_fn=None):
             options, until = generate_options(dict(chunk[0][1]))
-            pending = [self._request(c, to_visual, doc_id, task, split) for c, _, to_visual, doc_id, task, split in chunk]
+            pending = self._requests(chunk)
             for (context, gen_kwargs, *_), answer in zip(chunk, self._answer(pending, options)):
                 answers.append(cut_at(answer, until))
                 self.cache_hook.add_partial("generate_until", (context, gen_kwargs), answers[-1])
@@ -95,7 +100,7 @@ class DeptVL(lmms):
         scores = [None] * len(requests)
         for start in range(0, len(requests), self.batch_size):
             batch = [r.args for r in requests[start:start + self.batch_size]]
-            pending = [self._request(c, to_visual, doc_id, task, split) for c, _, to_visual, doc_id, task, split in batch]
+            pending = self._requests(batch)
             targets = [t if isinstance(t, str) else t(self.task_dict[task][split][doc_id])
                        for _, t, _, doc_id, task, split in batch]
             for where in _by_image_count(pending):
