@@ -22,6 +22,7 @@ LAYERS = {
     "inference": LOWER | {"runs"},
     "training": LOWER | {"runs", "inference"},
     "serve": LOWER | {"runs", "inference"},
+    "integrations": LOWER | {"runs", "inference", "training"},  # other tools' plugins (lmms-eval): below serve/
     "bench": LOWER | {"runs", "inference", "training", "serve", "peft"},
     "peft": {"methods", "models"},
 }
@@ -80,6 +81,20 @@ def test_layers():
         wrong += [(module, target) for target, _ in imports(module) if part(target) not in allowed]
     assert wrong == []
     assert all(part(t) in BASE for m in MODULES if part(m) in BASE for t, _ in imports(m))
+
+
+def test_only_the_lmms_eval_plugin_imports_lmms_eval():
+    """lmms-eval (the optional extra) is imported by the plugin's modules alone, which no other module imports:
+    ``import dept_vl`` (and the CLI) never imports it."""
+    importers = set()
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            if any(name.split(".")[0] == "lmms_eval" for name in names):
+                importers.add(module)
+    assert importers == {"dept_vl.integrations.lmms_model", "dept_vl.integrations.lmms_plugin"}
+    assert [(m, t) for m in MODULES for t, _ in imports(m) if t in importers and m not in importers] == []
 
 
 def test_no_import_cycles():

@@ -50,6 +50,8 @@ class VLModel(nn.Module):
     # Each kind sets ``config`` (its ModelConfig), ``dept`` (its input method's module: P, A @ B, ...; None for a
     # backbone method), ``text`` (its text side: tokenizer, device) and ``tokens_per_image`` (None where unknown).
 
+    any_number_of_images = False  # it reads however many images a question has (a native VLM), not its task's count
+
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {n: p for n, p in self.named_parameters() if p.requires_grad}
 

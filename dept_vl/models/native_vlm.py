@@ -94,6 +94,7 @@ class NativeVisionLanguageModel(VLModel):
     projector). ``native`` is the wrapper that runs the method after the image merge."""
 
     reads_images = True
+    any_number_of_images = True
     vision = None  # no separate frozen encoder: images go through the VLM itself (no feature cache)
 
     def __init__(self, config: ModelConfig, vlm: nn.Module | None = None, processor=None):
