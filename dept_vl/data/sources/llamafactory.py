@@ -98,5 +98,11 @@ def read_llamafactory(path: Path, skip_bad_lines: bool = False, log=None, bad: l
         yield from guarded(where, lambda: entry_records(record, entry, base, where), skip_bad_lines, log, bad)
 
 
-register_format("llamafactory", read_llamafactory, lambda path, first: SEPARATOR in str(path),
+def is_registry_entry(path) -> bool:
+    """``REGISTRY::NAME`` where the registry is a JSON file (a ``DIR::SPLIT`` of a ``save_to_disk`` directory is not)."""
+    registry, separator, _ = str(path).rpartition(SEPARATOR)
+    return bool(separator) and Path(registry).is_file() and registry.lower().endswith(".json")
+
+
+register_format("llamafactory", read_llamafactory, lambda path, first: is_registry_entry(path),
                 help="LLaMA-Factory's registry: dataset_info.json::NAME (sharegpt or alpaca, with images)")
