@@ -210,13 +210,13 @@ def hold_out(records: list[Record], fraction: float, seed: str) -> tuple[list[Re
 
 def _shared_ids(records: list[Record], groups: int) -> str:
     """Where records are fewer conversations than records because two share an id: the first such pair, named."""
+    conversation = lambda record: record.where.split(", turn ")[0]  # noqa: E731 - the record a turn came from
     first: dict[str, Record] = {}
     for record in records:
-        if record.group and record.group in first and record.where.split(", turn")[0] != \
-                first[record.group].where.split(", turn")[0]:
-            return (f": they are {groups} conversation(s), as {first[record.group].where} and {record.where} share "
-                    f"the id {record.group!r} (give each conversation its own id)")
-        first.setdefault(record.group, record)
+        seen = first.setdefault(record.group, record)
+        if record.group and conversation(seen) != conversation(record):
+            return (f": they are {groups} conversation(s), as {seen.where} and {record.where} share the id "
+                    f"{record.group!r} (give each conversation its own id)")
     return ""
 
 
