@@ -148,6 +148,7 @@ def test_predict_cli_prints_only_the_answer(trained_run, tmp_path, capsys):
     answers = set(easy_vqa.get_answers())
     assert out.stdout.count("\n") == 1 and out.stdout.strip() in answers | {""}
     assert "words of 'zorblat quixt vemm?' are unknown" in out.stderr  # warnings go to stderr
+    assert "Loading weights" not in out.stderr and "it/s]" not in out.stderr  # no transformers loading bar
     capsys.readouterr()
     assert main(["predict", image, "what color is the shape?", "--checkpoint", str(trained_run / "run"),
                  "--num-beams", "3"]) == 0
