@@ -25,6 +25,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..models.checkpointing import enable_gradient_checkpointing
 from ..methods.native import language_model
+from .native_cache import cache_native_features
 
 
 def fsdp_requested(accelerator) -> bool:
@@ -36,8 +37,10 @@ def fsdp_requested(accelerator) -> bool:
 
 
 def prepare_at_scale(recipe, model: nn.Module, accelerator, say) -> bool:
-    """Gradient checkpointing when asked; FSDP2 sharding when launched for it on the CPU. Whether sharded (then
-    the model must not go through ``accelerator.prepare``: see ``prepare_model``)."""
+    """A native VLM's feature cache (--cache-features); gradient checkpointing when asked; FSDP2 sharding when
+    launched for it on the CPU. Whether sharded (then the model must not go through ``accelerator.prepare``: see
+    ``prepare_model``)."""
+    cache_native_features(recipe, model, say)
     if recipe.train.gradient_checkpointing:
         layers = enable_gradient_checkpointing(model)
         say(f"gradient checkpointing: {layers} layers of the language model recompute their activations")
