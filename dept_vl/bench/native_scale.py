@@ -3,7 +3,7 @@ its image features read from a warm feature cache, and with its language model c
 the plain DePT step (time ratio, the two taking turns) with its peak memory beside.
 
 ``llava-clip-s-shape`` is the vision-heavy shape of the done-when test: a LLaVA with a CLIP-S-sized tower (12 layers,
-384 wide, 224 px, patches of 16: 196 visual tokens) and a small Llama (4 layers, 256 wide); random weights.
+384 wide, 224 px, patches of 16: 196 visual tokens) and a small Llama (2 layers, 256 wide, 2,000 words); random weights.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from .timing import PeakMemory, TrainStep, median_time, paired_ratio
 
 LLAVA_SHAPES = {"llava-clip-s-shape": (dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=12,
                                             num_attention_heads=6, image_size=224, patch_size=16),
-                                       dict(vocab_size=8000, hidden_size=256, intermediate_size=1024,
-                                            num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+                                       dict(vocab_size=2000, hidden_size=256, intermediate_size=1024,
+                                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
                                             max_position_embeddings=2048))}
 
 
