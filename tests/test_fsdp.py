@@ -18,7 +18,7 @@ def launch(kind, vlm, run, *extra):
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "dept_vl.cli",
                "train", "--vlm", str(vlm), "--task", "easyvqa", "--k-shot", "32", "--batch-size", "4",
                "--test-examples", "7", "--output-dir", str(run), "--set", "model.dept.max_length=48",
-               "--no-tensorboard", "--log-every", "1", "--lr-schedule", "constant", "--save-every", "2", *extra]
+               "--no-tensorboard", "--log-every", "1", "--lr-schedule", "constant", "--save-every", "2", "--cache-dir", str(run.parent / "cache"), *extra]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     out = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert out.returncode == 0, out.stderr[-3000:]

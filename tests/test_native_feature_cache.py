@@ -78,3 +78,18 @@ def test_training_with_and_without_the_cache_is_the_same(tiny_llava_dir, tmp_pat
     plain, cached = (load_file(run / "model" / "adapter_model.safetensors") for run in runs.values())
     for name in plain:
         torch.testing.assert_close(cached[name], plain[name], rtol=1e-5, atol=1e-6)
+
+
+def test_bench_reports_cached_features_and_checkpointing_beside_dept(tmp_path, capsys):
+    args = ["bench", "--vlm", "tiny-vlm", "--methods", "dept", "--batch-size", "2", "--text-length", "6",
+            "--answer-length", "2", "--prompt-length", "4", "--r", "2", "--max-length", "48", "--steps", "1",
+            "--warmup", "0", "--paired", "2", "--cache-features", "--gradient-checkpointing",
+            "--output-dir", str(tmp_path)]
+    assert main(args) == 0
+    scale = json.loads((tmp_path / "bench.json").read_text())["scale"]
+    rows = {r["method"]: r for r in scale["results"]}
+    assert list(rows) == ["dept+cached-features", "dept+gradient-checkpointing"]
+    assert rows["dept+cached-features"]["cache_misses"] == 2 and rows["dept+cached-features"]["cache_hits"] >= 2
+    assert [(p["a"], p["b"], p["step_ratio_pairs"]) for p in scale["paired"]] == [
+        ("dept+cached-features", "dept", 2), ("dept+gradient-checkpointing", "dept", 2)]
+    assert "paired dept+cached-features / dept" in capsys.readouterr().out

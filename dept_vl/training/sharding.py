@@ -6,7 +6,8 @@ parallel instead (``DistributedType.MULTI_CPU``, every weight on every process) 
 stays set. There dept-vl applies ``torch.distributed.fsdp.fully_shard`` itself (gloo) to each layer of the frozen
 language model, so each process holds 1/N of those weights between uses:
 
-- the layers are gathered for their forward (and again for the backward pass), then freed;
+- the layers are gathered for their forward (and again for the backward pass), then freed (the language model is
+  their one FSDP root, its input embeddings left whole);
 - the trainable weights (the input method, a trained projector) stay whole on every process; their gradients are
   averaged across processes as they are accumulated (as DDP would), so every process takes the same step and the
   checkpoint is the same adapter;
@@ -67,16 +68,20 @@ def shard_language_model(model: nn.Module) -> int:
     averaged across processes; the layers gathered whole in eval mode. The number of layers sharded."""
     from torch.distributed.fsdp import fully_shard
 
-    layers = decoder_layers(language_model(model.vlm))
-    if any(p.requires_grad for layer in layers for p in layer.parameters()):
+    lm = language_model(model.vlm)
+    layers = decoder_layers(lm)
+    if any(p.requires_grad for p in lm.parameters()):
         raise ConfigError("FSDP sharding on the CPU shards frozen language-model layers only; --method lora / full "
                           "train them (use plain data parallel for those)")
     for layer in layers:
         fully_shard(layer)
+    # the language model as the one root (a root keeps its weights gathered from forward to backward); its input
+    # embeddings stay whole: the VLM embeds the text before it calls the language model
+    fully_shard(lm, ignored_params=set(lm.get_input_embeddings().parameters()))
     for param in model.parameters():
         if param.requires_grad:
             param.register_post_accumulate_grad_hook(_average_gradient)
-    _gather_in_eval_mode(model, layers)
+    _gather_in_eval_mode(model, [*layers, lm])
     return len(layers)
 
 
