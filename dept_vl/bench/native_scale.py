@@ -52,6 +52,21 @@ class LanguageModelOnly(torch.nn.Module):
         return self.native.model
 
 
+def saved_for_backward_mb(model, batch: dict) -> float:
+    """MB of the tensors one forward of ``model`` keeps for its backward pass (each storage once; what a
+    checkpointed layer recomputes is not kept): the activation memory, exact on any device."""
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(**batch).loss.backward()
+    return sum(storages.values()) / 2**20
+
+
 def variant(cfg, name: str, wrapped, batch: dict, base: TrainStep, log) -> dict:
     """The row of DePT with ``name`` on (cached features / gradient checkpointing), and its paired ratio to
     ``base`` (plain DePT's step)."""
@@ -70,6 +85,8 @@ def variant(cfg, name: str, wrapped, batch: dict, base: TrainStep, log) -> dict:
            "peak_mem_mb": memory.mb, "mem_kind": memory.kind}
     if name == "cached features":
         row.update(cache_hits=hook.hits, cache_misses=hook.misses)
+    row.update(saved_for_backward_mb=saved_for_backward_mb(wrapped, batch),
+               dept_saved_for_backward_mb=saved_for_backward_mb(base.model, batch))
     ratio = paired_ratio(step, base, cfg.paired or 3, 0)
     return row, {"a": row["method"], "b": "dept", **{f"step_ratio_{k}": v for k, v in ratio.items()}}
 
