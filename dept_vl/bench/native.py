@@ -20,6 +20,7 @@ import torch
 from ..errors import ConfigError
 from ..methods import Budget, DePTConfig, attach_dept, get_method, settings_at_budget
 from ..methods.native import NativeVLMWrapper, language_model, native_family
+from .native_scale import LLAVA_SHAPES, build_llava_shape, scale_variants
 from .speed import BenchConfig, machine
 from .timing import PeakMemory, TrainStep, median_time, paired_ratio, sync
 
@@ -38,6 +39,8 @@ NATIVE_METHODS = ("pt", "dept", "adept", "lora", "bare")
 
 def build_vlm(name: str, directory: Path) -> str:
     """A named shape saved (random weights) to ``directory``; anything else returned as given."""
+    if name in LLAVA_SHAPES:
+        return build_llava_shape(name, directory)
     if name not in VLM_SHAPES:
         return name
     if not (directory / "config.json").is_file():
@@ -140,14 +143,19 @@ def run_native_bench(cfg: BenchConfig, workdir: str | Path = ".bench", log=print
     for method in methods:
         log(f"bench {method} on {cfg.vlm} ...")
         torch.manual_seed(0)
-        row, *timers[method] = measure(cfg, attach(cfg, method, vlm, budget), batch)
+        wrapped = attach(cfg, method, vlm, budget)
+        row, *timers[method] = measure(cfg, wrapped, batch)
         rows.append({"method": method, **row})
+        if method == "dept":
+            extra_rows, extra_pairs = scale_variants(cfg, wrapped, batch, timers[method][0], log)
     base = next((r for r in rows if r["method"] == "pt"), None)
     for row in rows:
         for key in ("train_step_s", "infer_s", "peak_mem_mb", "trainable_params", "train_gflops"):
             row[f"{key}_vs_pt"] = row[key] / base[key] if base and base[key] else None
     report = {"machine": machine(cfg.device), "config": dataclasses.asdict(cfg), "vlm": cfg.vlm,
               "visual_tokens": visual, "dept_budget": budget.params, "results": rows, "paired": []}
+    if "dept" in timers and extra_rows:  # cached features, gradient checkpointing: beside DePT's own step
+        report["scale"] = {"results": extra_rows, "paired": extra_pairs}
     if cfg.paired and {"dept", "pt"} <= set(timers):
         log("bench dept / pt, paired ...")
         pair = {"a": "dept", "b": "pt", "pairs": cfg.paired}

@@ -29,6 +29,14 @@ def format_table(report: dict) -> str:
                      f"{p['step_ratio_median']:.3f} ({p['step_ratio_q1']:.3f}-{p['step_ratio_q3']:.3f}), generation "
                      f"{p['infer_ratio_median']:.3f} ({p['infer_ratio_q1']:.3f}-{p['infer_ratio_q3']:.3f})"
                      + (f"; counted FLOPs {p['flops_ratio']:.3f}" if p.get("flops_ratio") else ""))
+    for r in report.get("scale", {}).get("results", []):
+        lines.append(f"{r['method']}: train step {r['train_step_s']:.4f} s, peak memory {r['peak_mem_mb']:.1f} MB"
+                     + (f" (cache hits {r['cache_hits']}, misses {r['cache_misses']})" if "cache_hits" in r else "")
+                     + (f"; kept for backward {r['saved_for_backward_mb']:.1f} MB (dept: "
+                        f"{r['dept_saved_for_backward_mb']:.1f} MB)" if "saved_for_backward_mb" in r else ""))
+    for p in report.get("scale", {}).get("paired", []):
+        lines.append(f"paired {p['a']} / {p['b']} ({p['step_ratio_pairs']} pairs, median and quartiles): train step "
+                     f"{p['step_ratio_median']:.3f} ({p['step_ratio_q1']:.3f}-{p['step_ratio_q3']:.3f})")
     if "feature_cache" in report:
         fc = report["feature_cache"]
         paired = fc.get("speedup_paired")

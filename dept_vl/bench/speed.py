@@ -88,6 +88,10 @@ class BenchConfig:
     methods: str = setting(",".join(METHODS), "comma-separated methods to measure")
     isolate: bool = setting(True, "on CPU, time and measure each method in fresh processes (clean peak memory)")
     paired: int = setting(10, "step pairs per paired ratio (dept/pt, dept/bare, padded/dynamic); 0: none")
+    cache_features: bool = setting(False, "with --vlm: also time DePT with the image features read from a warm "
+                                   "feature cache, paired against computing them every step")
+    gradient_checkpointing: bool = setting(False, "with --vlm: also time DePT with the language model's activations "
+                                           "recomputed in the backward pass (peak memory beside), paired")
     compile: bool = setting(False, "time the fast path: each model's step and generation compiled over bucketed "
                             "lengths (compile seconds, graphs and graph breaks reported apart from the step times)")
     compile_backend: str = setting("inductor", "with --compile: inductor | aot_eager | eager")

@@ -103,7 +103,11 @@ class TrainConfig:
                                 "max-autotune | max-autotune-no-cudagraphs")
     bucket_multiple: int = setting(8, "with --compile: text and target lengths are rounded up to a power of two up "
                                    "to this, then to a multiple of it (one compiled graph per bucket)")
-    cache_features: bool = setting(True, "read the frozen encoder's outputs from the feature cache")
+    cache_features: bool = setting(True, "read the frozen encoder's outputs from the feature cache (a native VLM: the "
+                                   "features its frozen vision tower, and projector unless trained, give the language "
+                                   "model)")
+    gradient_checkpointing: bool = setting(False, "recompute the language model's activations in the backward pass "
+                                           "(less memory on long sequences, about one more forward of it per step)")
     cache_dir: str | None = setting(None, "the feature cache directory (default: $DEPT_VL_CACHE/features/<task>/...)")
     tensorboard: bool = setting(True, "write TensorBoard logs to OUTPUT/logs (--no-tensorboard: as --report-to none)")
     report_to: str = setting("tensorboard", "experiment trackers, through accelerate: tensorboard | wandb | mlflow | "

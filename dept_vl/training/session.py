@@ -28,6 +28,7 @@ from ..models.random_t5 import materialize_random_backbone
 from ..runs.recipe import Recipe
 from ..runs.run_dir import RunDir
 from .length import total_steps
+from .sharding import prepare_at_scale, prepare_model
 from .state import latest_checkpoint, load_state, restore_rng
 
 
@@ -87,6 +88,7 @@ def setup(recipe: Recipe, run: RunDir, accelerator, log=print, splits: dict | No
     set_seed(cfg.seed)
     splits = splits if splits is not None else load_splits(recipe, say)
     raw = build_model(recipe, splits, run, accelerator)
+    sharded = prepare_at_scale(recipe, raw, accelerator, say)  # --gradient-checkpointing; FSDP2 on the CPU
     images = build_images(recipe, splits, raw.vision, accelerator, say)
     fast_path(recipe, raw, accelerator.device, say)
     rates = cfg.learning_rates()
@@ -97,7 +99,7 @@ def setup(recipe: Recipe, run: RunDir, accelerator, log=print, splits: dict | No
                        accelerator.process_index, accelerator.num_processes, cfg.task_temperature)
     total = total_steps(cfg, order, say)
     scheduler = _schedule(cfg, optimizer, total)
-    model, optimizer = accelerator.prepare(raw, optimizer)
+    model, optimizer = prepare_model(accelerator, raw, optimizer, sharded)
     tokens = target_tokens(raw, splits["train"], order.shares, cfg.seed) if (
         len(cfg.tasks) > 1 and cfg.task_weighting == "tokens") else None
     return Session(recipe, run, accelerator, splits, images, raw, model, optimizer, scheduler, order, total, say,

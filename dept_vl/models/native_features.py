@@ -1,0 +1,144 @@
+"""Cached image features of a native VLM: the frozen vision tower and projector run once per image, then their
+output is read from a feature cache (``--cache-features``).
+
+Every supported family's ``get_image_features`` returns, as ``pooler_output``, one (tokens, width) tensor per unit
+(an image: LLaVA, PaliGemma, Qwen2-VL; an example's crops together: Idefics3 / SmolVLM), which its forward
+concatenates and merges into the placeholders. ``cache_image_features`` replaces that method on the model: each unit
+is keyed by the SHA-256 of the pixels the processor made of it (its resolution, crops and normalisation included)
+and looked up in ``store``; when every unit of a call is there, nothing of the tower runs; otherwise the model's own
+method runs on the call and the new units are written (each unit stored whole: variable sizes, e.g. Qwen2-VL's
+dynamic resolution, are kept per unit). The cache directory itself is keyed by the VLM (see ``vlm_signature``).
+
+``store`` is any object with ``__contains__(key)``, ``get([key]) -> (1, tokens, width)`` and
+``add_shard(keys, features)``: ``data.feature_cache.FeatureCache``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..methods.native import language_model
+
+STACKED = ("paligemma",)  # families whose pooler_output is one (images, tokens, width) tensor, not a list
+
+
+def image_model(vlm: nn.Module) -> nn.Module:
+    """The module whose ``get_image_features`` the forward calls (the base model inside a ``...ForConditional
+    Generation``)."""
+    inner = getattr(vlm, "model", None)
+    return inner if hasattr(inner, "get_image_features") else vlm
+
+
+def unit_inputs(pixel_values: torch.Tensor, kwargs: dict) -> list[tuple[torch.Tensor, ...]] | None:
+    """The inputs of each unit of ``pooler_output`` in one call, or None for a layout not known here."""
+    grid = kwargs.get("image_grid_thw")
+    if grid is not None:  # Qwen2-VL: the patches of all images in one 2-D tensor, split by each image's grid
+        sizes = grid.prod(-1).tolist()
+        return [(patches, g) for patches, g in zip(pixel_values.split(sizes), grid)]
+    if kwargs.get("image_sizes") is not None:
+        return None  # LLaVA-NeXT's tiles: not cached
+    if pixel_values.dim() == 4:  # one image per row
+        return [(image,) for image in pixel_values]
+    if pixel_values.dim() == 5:  # Idefics3 / SmolVLM: an example's crops, padded with all-zero crops
+        masks = kwargs.get("pixel_attention_mask")
+        units = []
+        for i, crops in enumerate(pixel_values):
+            real = (crops != 0).flatten(1).any(1)
+            units.append((crops[real],) + (() if masks is None else (masks[i][real],)))
+        return units
+    return None
+
+
+def unit_key(tensors: tuple[torch.Tensor, ...]) -> str:
+    """The SHA-256 of a unit's pixels (and grid, mask): shapes, dtype and bytes."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+class CachedImageFeatures:
+    """The replacement of ``get_image_features``: units read from ``store``, or computed and written there.
+    ``hits`` / ``misses`` count units."""
+
+    def __init__(self, compute, store, stacked: bool = False):
+        self.compute, self.store, self.stacked = compute, store, stacked  # stacked: pooler_output one tensor
+        self.signature = self.__signature__ = inspect.signature(compute)  # generate reads which inputs it takes
+        self.hits = self.misses = 0
+
+    def named(self, args, kwargs) -> dict:
+        """The call's arguments by name (Qwen2-VL passes its grid by position)."""
+        try:
+            bound = self.signature.bind_partial(*args, **kwargs).arguments
+        except TypeError:
+            return {}
+        extra = next((bound.pop(p.name) for p in self.signature.parameters.values()
+                      if p.kind is p.VAR_KEYWORD and p.name in bound), {})
+        return {**bound, **extra}
+
+    def __call__(self, *args, **kwargs):
+        named = self.named(args, kwargs)
+        pixel_values = named.pop("pixel_values", None)
+        units = unit_inputs(pixel_values, named) if isinstance(pixel_values, torch.Tensor) else None
+        if not units:
+            return self.compute(*args, **kwargs)
+        keys = [unit_key(u) for u in units]
+        if all(key in self.store for key in keys):
+            self.hits += len(keys)
+            features = [self.store.get([key])[0].to(pixel_values.device) for key in keys]
+            return image_output(torch.stack(features) if self.stacked else features)
+        out = self.compute(*args, **kwargs)
+        self.stacked = isinstance(out.pooler_output, torch.Tensor)
+        pieces = list(out.pooler_output)
+        if len(pieces) == len(keys):
+            self.misses += len(keys)
+            self._write([(k, p) for k, p in zip(keys, pieces) if k not in self.store])
+        return out
+
+    def _write(self, new: list[tuple[str, torch.Tensor]]) -> None:
+        """New units into the store, those of one shape together (one shard each)."""
+        by_shape: dict[tuple, dict[str, torch.Tensor]] = {}
+        for key, piece in new:
+            by_shape.setdefault(tuple(piece.shape), {})[key] = piece.detach().float().cpu()
+        for group in by_shape.values():
+            self.store.add_shard(list(group), torch.stack(list(group.values())))
+
+
+def image_output(features: list[torch.Tensor]):
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    return BaseModelOutputWithPooling(pooler_output=features)
+
+
+def cache_image_features(vlm: nn.Module, store) -> CachedImageFeatures:
+    """Read ``vlm``'s image features from ``store`` from now on (see the module's docstring); the hook (its hit and
+    miss counts)."""
+    target = image_model(vlm)
+    compute = target.get_image_features
+    hook = CachedImageFeatures(getattr(compute, "compute", compute), store, vlm.config.model_type in STACKED)
+    target.get_image_features = hook
+    return hook
+
+
+def vlm_signature(vlm: nn.Module, name: str) -> dict[str, Any]:
+    """What makes two native feature caches interchangeable: the VLM's name, its configuration, and a fingerprint
+    of the weights that produce the features (everything but the language model)."""
+    lm = {id(p) for p in language_model(vlm).parameters()}
+    digest = hashlib.sha256()
+    for pname, param in vlm.named_parameters():
+        if id(param) not in lm:
+            flat = param.detach().float().flatten()
+            digest.update(f"{pname}{tuple(param.shape)}{flat[:64].tolist()}{float(flat.double().sum())}".encode())
+    config = json.dumps(vlm.config.to_dict(), sort_keys=True, default=str)
+    width = vlm.get_input_embeddings().weight.shape[1]
+    return {"encoder": f"native:{name}", "weights": digest.hexdigest()[:16],
+            "config": hashlib.sha256(config.encode()).hexdigest()[:16], "image_size": "processor", "num_tokens": 0,
+            "feature_dim": width}

@@ -1,0 +1,95 @@
+"""--cache-features on a native VLM: the frozen tower and projector run once per image, then their output comes
+from the feature cache; losses and gradients are the same as without (float32)."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dept_vl import DePTConfig, attach_dept
+from dept_vl.cli import main
+from dept_vl.data.feature_cache import FeatureCache
+from dept_vl.models.native_features import cache_image_features, vlm_signature
+
+from tiny_vlms import FAMILIES
+
+CACHED = ["llava", "qwen2_vl", "paligemma", "smolvlm"]  # one image per row; dynamic resolution; crops
+
+
+def tower_calls(model) -> list:
+    calls = []
+    tower = next(getattr(model.model, n) for n in ("vision_tower", "visual", "vision_model") if hasattr(model.model, n))
+    tower.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("name", CACHED)
+def test_cached_features_give_the_same_loss_and_gradients(name, tmp_path):
+    family = FAMILIES[name]
+    inputs = family.inputs([[20, 21, 22, 23, 24], [25, 26, 27]], seed=3)
+    results = []
+    for cached in (False, True, True):  # plain; cache filled; cache read
+        model = family.build()
+        wrapped = attach_dept(model, DePTConfig(prompt_length=3, r=2, max_length=80))
+        torch.manual_seed(0)
+        torch.nn.init.normal_(wrapped.dept.lora_embedding_B, std=0.3)
+        calls = tower_calls(model)
+        if cached:
+            store = FeatureCache(tmp_path / "cache", vlm_signature(model, name))
+            hook = cache_image_features(model, store)
+        out = wrapped(**inputs, labels=inputs["input_ids"])
+        out.loss.backward()
+        grads = [p.grad for p in wrapped.dept.parameters()]
+        results.append((out.loss.item(), grads, len(calls), (hook.hits, hook.misses) if cached else None))
+    (plain, plain_grads, plain_calls, _), (_, _, fill_calls, filled), (loss, grads, read_calls, read) = results
+    assert plain_calls == fill_calls == 1 and read_calls == 0  # the tower ran to fill the cache, not once filled
+    assert filled == (0, 2) and read == (2, 0)  # two units (images, or an example's crops) written, then read
+    assert abs(loss - plain) < 1e-5
+    for got, want in zip(grads, plain_grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_changed_image_is_computed_again(tmp_path):
+    family = FAMILIES["llava"]
+    model = family.build()
+    hook = cache_image_features(model, FeatureCache(tmp_path / "c", vlm_signature(model, "llava")))
+    first, second = family.inputs([[20, 21]], seed=1), family.inputs([[20, 21]], seed=2)
+    with torch.no_grad():
+        model(**first)
+        model(**first)
+        model(**second)
+    assert (hook.hits, hook.misses) == (1, 2)
+
+
+def test_training_with_and_without_the_cache_is_the_same(tiny_llava_dir, tmp_path, capsys):
+    args = ["train", "--vlm", str(tiny_llava_dir), "--task", "easyvqa", "--k-shot", "8", "--batch-size", "4",
+            "--test-examples", "4", "--set", "model.dept.max_length=48", "--no-tensorboard", "--log-every", "1",
+            "--max-steps", "4", "--lr-schedule", "constant", "--cache-dir", str(tmp_path / "cache")]
+    runs = {}
+    for flag in ("--no-cache-features", "--cache-features"):
+        run = tmp_path / flag
+        assert main(args + [flag, "--output-dir", str(run)]) == 0
+        capsys.readouterr()
+        runs[flag] = run
+    losses = [json.loads((run / "metrics.json").read_text())["train"]["final_loss"] for run in runs.values()]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+    assert len(list((tmp_path / "cache").glob("shard-*"))) >= 2  # written by the cached run only
+    plain, cached = (load_file(run / "model" / "adapter_model.safetensors") for run in runs.values())
+    for name in plain:
+        torch.testing.assert_close(cached[name], plain[name], rtol=1e-5, atol=1e-6)
+
+
+def test_bench_reports_cached_features_and_checkpointing_beside_dept(tmp_path, capsys):
+    args = ["bench", "--vlm", "tiny-vlm", "--methods", "dept", "--batch-size", "2", "--text-length", "6",
+            "--answer-length", "2", "--prompt-length", "4", "--r", "2", "--max-length", "48", "--steps", "1",
+            "--warmup", "0", "--paired", "2", "--cache-features", "--gradient-checkpointing",
+            "--output-dir", str(tmp_path)]
+    assert main(args) == 0
+    scale = json.loads((tmp_path / "bench.json").read_text())["scale"]
+    rows = {r["method"]: r for r in scale["results"]}
+    assert list(rows) == ["dept+cached-features", "dept+gradient-checkpointing"]
+    assert rows["dept+cached-features"]["cache_misses"] == 2 and rows["dept+cached-features"]["cache_hits"] >= 2
+    assert [(p["a"], p["b"], p["step_ratio_pairs"]) for p in scale["paired"]] == [
+        ("dept+cached-features", "dept", 2), ("dept+gradient-checkpointing", "dept", 2)]
+    assert "paired dept+cached-features / dept" in capsys.readouterr().out
