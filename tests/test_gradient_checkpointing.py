@@ -9,7 +9,7 @@ from PIL import Image
 
 from dept_vl import ModelConfig, VisionLanguageModel
 from dept_vl.models import NativeVisionLanguageModel
-from dept_vl.models.checkpointing import checkpointed_model, enable_gradient_checkpointing
+from dept_vl.models.checkpointing import enable_gradient_checkpointing
 
 from conftest import tiny_model_config
 
@@ -26,7 +26,7 @@ def attention_calls(model, batch) -> int:
     """How often the language model's attention modules run in one step (forward, and recomputes)."""
     calls = []
     handles = [m.register_forward_hook(lambda *_: calls.append(1)) for name, m in
-               checkpointed_model(model).named_modules() if name.endswith(("self_attn", "SelfAttention"))]
+               model.frozen_language_model.named_modules() if name.endswith(("self_attn", "SelfAttention"))]
     model(**batch).loss.backward()
     for handle in handles:
         handle.remove()

@@ -16,6 +16,7 @@ import torch
 
 from ..data.feature_cache import FeatureCache
 from ..models.checkpointing import enable_gradient_checkpointing
+from ..methods.native import language_model
 from ..models.native_features import cache_image_features, vlm_signature
 from .timing import PeakMemory, TrainStep, median_time, paired_ratio
 
@@ -41,15 +42,15 @@ def build_llava_shape(name: str, directory: Path) -> str:
 
 
 class LanguageModelOnly(torch.nn.Module):
-    """A wrapped native VLM seen as ``checkpointed_model`` sees a native model (``.native``, ``.vlm``)."""
+    """A wrapped native VLM as ``enable_gradient_checkpointing`` sees a model (its ``frozen_language_model``)."""
 
     def __init__(self, wrapped):
         super().__init__()
         self.native = wrapped
 
     @property
-    def vlm(self):
-        return self.native.model
+    def frozen_language_model(self):
+        return language_model(self.native.model)
 
 
 def saved_for_backward_mb(model, batch: dict) -> float:

@@ -16,22 +16,13 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..methods.native import language_model
 
 CACHE_ARGUMENTS = ("cache", "past_key_values", "past_key_value", "layer_past")
 
 
-def checkpointed_model(model: nn.Module) -> nn.Module:
-    """The Hugging Face model whose layers ``--gradient-checkpointing`` checkpoints: a native VLM's language model,
-    an assembled model's text backbone."""
-    if getattr(model, "native", None) is not None:
-        return language_model(model.vlm)
-    return model.text.model
-
-
 def enable_gradient_checkpointing(model: nn.Module) -> int:
     """Checkpoint every layer of ``model``'s language model (see the module's docstring); the number of layers."""
-    target = checkpointed_model(model)
+    target = model.frozen_language_model  # a native VLM's language model, an assembled model's text backbone
     enable = getattr(target, "activation_checkpointing_enable", None)
     try:
         if enable is not None:

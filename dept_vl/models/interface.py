@@ -96,6 +96,24 @@ class VLModel(nn.Module):
         images' tokens where the model knows their number."""
         return self.count_tokens(self.render_prompt(text, images, context)) + images * (self.tokens_per_image or 0)
 
+    # ---- at scale: the frozen language model, and frozen features cached inside the model ----------------------
+    shards_language_model = False  # FSDP2 on the CPU (training/sharding.py) shards its frozen language model's layers
+
+    @property
+    def frozen_language_model(self) -> nn.Module:
+        """The Hugging Face language model whose layers ``--gradient-checkpointing`` checkpoints and FSDP shards."""
+        raise NotImplementedError
+
+    def feature_signature(self) -> dict | None:
+        """What identifies the frozen features this model can read from a cache itself (``read_features_from``);
+        None where it has none (an assembled model's encoder is cached by the run, outside the model)."""
+        return None
+
+    def read_features_from(self, store):
+        """From now on read the frozen image features from ``store`` (a ``FeatureCache``), computing each new image's
+        once; the hook, with its hit and miss counts."""
+        raise NotImplementedError
+
     # ---- each kind's own ------------------------------------------------------------------------------------------
     def render_prompt(self, text: str, images: int, context=()) -> str:
         raise NotImplementedError

@@ -27,6 +27,7 @@ from ..methods.native import (FAMILIES, NativeVLMWrapper, StackedMethods, langua
 from .config import ModelConfig
 from .identity import fingerprint
 from .interface import Member, VLModel
+from .native_features import CachedImageFeatures, cache_image_features, vlm_signature
 from .images import as_image
 from .random_t5 import describe_backbone
 from .loading import pretrained_errors
@@ -188,6 +189,20 @@ class NativeVisionLanguageModel(VLModel):
             return {"kind": "an assembled model"}
         return {"kind": "a native VLM", "vlm": fingerprint(config.vlm, "vision-language model"),
                 "dtype": config.text.dtype}
+
+    shards_language_model = True
+
+    @property
+    def frozen_language_model(self) -> nn.Module:
+        return language_model(self.vlm)
+
+    def feature_signature(self) -> dict | None:
+        """The VLM's name, configuration and the fingerprint of the weights that make its image features; None under
+        --train-projector (the projector, and so the tower, run every step)."""
+        return None if self.config.train_projector else vlm_signature(self.vlm, str(self.config.vlm))
+
+    def read_features_from(self, store) -> CachedImageFeatures:
+        return cache_image_features(self.vlm, store)
 
     def on_shared_backbone(self, config: ModelConfig) -> "NativeVisionLanguageModel":
         if config.train_projector or self.config.train_projector:

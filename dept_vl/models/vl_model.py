@@ -214,6 +214,10 @@ class VisionLanguageModel(VLModel):
         return {"kind": "an assembled model", "text": fingerprint(config.text.backbone, "text backbone"), "vision": vision,
                 "dtype": config.text.dtype}
 
+    @property
+    def frozen_language_model(self) -> nn.Module:
+        return self.text.model
+
     def on_shared_backbone(self, config: ModelConfig) -> "VisionLanguageModel":
         return VisionLanguageModel(config, vision=self.vision, text=self.text)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..data.feature_cache import FeatureCache
 from ..io import cache_root
-from ..models.native_features import CachedImageFeatures, cache_image_features, vlm_signature
+from ..models.native_features import CachedImageFeatures
 
 
 def native_cache_dir(signature: dict, cache_dir: str | None) -> Path:
@@ -22,12 +22,13 @@ def native_cache_dir(signature: dict, cache_dir: str | None) -> Path:
 def cache_native_features(recipe, model, say) -> CachedImageFeatures | None:
     """The feature cache under a native VLM (None: not a native VLM, --no-cache-features, or --train-projector,
     whose projector must run every step)."""
-    if getattr(model, "native", None) is None or not recipe.train.cache_features:
+    if not recipe.train.cache_features:
         return None
-    if model.config.train_projector:
-        say("feature cache: off under --train-projector (the projector runs every step, and so does the tower)")
+    signature = model.feature_signature()
+    if signature is None:
+        if model.config.train_projector:
+            say("feature cache: off under --train-projector (the projector runs every step, and so does the tower)")
         return None
-    signature = vlm_signature(model.vlm, str(model.config.vlm))
     store = FeatureCache(native_cache_dir(signature, recipe.train.cache_dir), signature)
     say(f"image features: cached in {store.root} ({len(store)} there; each new image's computed once)")
-    return cache_image_features(model.vlm, store)
+    return model.read_features_from(store)

@@ -25,7 +25,6 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models.checkpointing import enable_gradient_checkpointing
-from ..methods.native import language_model
 from .native_cache import cache_native_features
 
 
@@ -47,7 +46,7 @@ def prepare_at_scale(recipe, model: nn.Module, accelerator, say) -> bool:
         say(f"gradient checkpointing: {layers} layers of the language model recompute their activations")
     if not fsdp_requested(accelerator):
         return False
-    if getattr(model, "native", None) is None:
+    if not model.shards_language_model:
         raise ConfigError("FSDP sharding on the CPU is for a native VLM (--vlm); the assembled models train with "
                           "plain data parallel (accelerate launch --multi_gpu)")
     layers = shard_language_model(model)
@@ -68,7 +67,7 @@ def shard_language_model(model: nn.Module) -> int:
     averaged across processes; the layers gathered whole in eval mode. The number of layers sharded."""
     from torch.distributed.fsdp import fully_shard
 
-    lm = language_model(model.vlm)
+    lm = model.frozen_language_model
     layers = decoder_layers(lm)
     if any(p.requires_grad for p in lm.parameters()):
         raise ConfigError("FSDP sharding on the CPU shards frozen language-model layers only; --method lora / full "
