@@ -172,6 +172,7 @@ def test_bench_a_native_vlm_shape(tmp_path, capsys):
     rows = {r["method"]: r for r in report["results"]}
     assert list(rows) == ["pt", "dept", "adept", "lora", "bare"] and report["visual_tokens"] == 4
     assert abs(rows["pt"]["trainable_params"] - rows["dept"]["trainable_params"]) < 64  # DePT's budget, to a token
+    assert all(row["peak_mem_mb"] > 0 for row in rows.values())  # each method's memory in a fresh process, not 0.0
     assert rows["dept"]["train_gflops"] < rows["pt"]["train_gflops"]  # the shorter sequence
     pair = report["paired"][0]
     assert (pair["a"], pair["b"]) == ("dept", "pt") and 0 < pair["flops_ratio"] < 1

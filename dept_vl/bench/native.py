@@ -22,7 +22,7 @@ from ..methods import Budget, DePTConfig, attach_dept, get_method, settings_at_b
 from ..methods.native import NativeVLMWrapper, language_model, native_family
 from .native_scale import LLAVA_SHAPES, build_llava_shape, scale_variants
 from .speed import BenchConfig, machine
-from .timing import PeakMemory, TrainStep, median_time, paired_ratio, sync
+from .timing import PeakMemory, TrainStep, median_time, paired_ratio, steady_rss, sync
 
 VLM_SHAPES = {  # (vision tower, text model, scale factor): SmolVLM-256M-Instruct's values, and a tiny one
     "smolvlm-shape": (dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
@@ -125,6 +125,41 @@ def measure(cfg: BenchConfig, wrapped, batch: dict) -> tuple[dict, TrainStep, Ge
     return row, step, generation
 
 
+def _memory_child(cfg: BenchConfig, method: str, path: str, queue) -> None:
+    """Child-process body: the peak memory of ``method``'s first training steps on the VLM at ``path``, with
+    ``steady_rss`` (freed memory goes back to the system, so the peak is this method's)."""
+    from transformers import AutoModelForImageTextToText
+    from transformers.utils import logging as hf_logging
+
+    steady_rss()
+    hf_logging.disable_progress_bar()
+    torch.manual_seed(0)
+    vlm = AutoModelForImageTextToText.from_pretrained(path).to(cfg.device).eval().requires_grad_(False)
+    batch, _ = synthetic_inputs(cfg, vlm, cfg.device)
+    dept = DePTConfig(prompt_length=cfg.prompt_length, r=cfg.r, max_length=cfg.max_length)
+    step = TrainStep(attach(cfg, method, vlm, Budget.of(dept, features_width(vlm), language_model(vlm))), batch,
+                     cfg.device)
+    with PeakMemory(torch.device(cfg.device)) as memory:
+        for _ in range(cfg.warmup + 1):
+            step()
+    queue.put(memory.mb)
+
+
+def isolated_memory(cfg: BenchConfig, method: str, path: str) -> float:
+    """On CPU, each method's peak RSS in a fresh process: in the shared one, a method run after another reuses the
+    memory that one freed and reads as 0 MB."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_memory_child, args=(cfg, method, path, queue))
+    process.start()
+    try:
+        return queue.get(timeout=3600)
+    finally:
+        process.join()
+
+
 def run_native_bench(cfg: BenchConfig, workdir: str | Path = ".bench", log=print) -> dict:
     """Every method of ``cfg.methods`` that a native VLM takes, on ``cfg.vlm``; the JSON-able report."""
     from transformers import AutoModelForImageTextToText
@@ -145,6 +180,8 @@ def run_native_bench(cfg: BenchConfig, workdir: str | Path = ".bench", log=print
         torch.manual_seed(0)
         wrapped = attach(cfg, method, vlm, budget)
         row, *timers[method] = measure(cfg, wrapped, batch)
+        if torch.device(cfg.device).type == "cpu":
+            row["peak_mem_mb"], row["mem_kind"] = isolated_memory(cfg, method, path), "cpu_peak_rss_above_start_fresh"
         rows.append({"method": method, **row})
         if method == "dept":
             extra_rows, extra_pairs = scale_variants(cfg, wrapped, batch, timers[method][0], log)
