@@ -106,7 +106,7 @@ def native_run(tiny_llava_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("native-run") / "run"
     assert main(["train", "--vlm", str(tiny_llava_dir), "--task", "easyvqa", "--k-shot", "4", "--batch-size", "4",
                  "--test-examples", "1", "--output-dir", str(run), "--set", "model.dept.max_length=48",
-                 "--no-tensorboard", "--max-steps", "1"]) == 0
+                 "--no-tensorboard", "--max-steps", "1", "--cache-dir", str(run.parent / "cache")]) == 0
     return run
 
 

@@ -81,7 +81,7 @@ def test_train_eval_predict_resume_from_the_command_line(tiny_llava_dir, tmp_pat
     run = tmp_path / "run"
     args = ["train", "--vlm", str(tiny_llava_dir), "--task", "easyvqa", "--k-shot", "32", "--batch-size", "8",
             "--test-examples", "8", "--output-dir", str(run), "--set", "model.dept.max_length=48",
-            "--no-tensorboard", "--save-every", "2"]
+            "--no-tensorboard", "--save-every", "2", "--cache-dir", str(tmp_path / "cache")]
     assert main(args + ["--max-steps", "2"]) == 0
     first = json.loads(capsys.readouterr().out)
     assert first["train"]["steps"] == 2 and 0.0 <= first["test"]["accuracy"] <= 1.0

@@ -259,7 +259,8 @@ def test_a_dept_vl_vlm_run_loads_with_peft_and_a_trl_adapter_predicts(trl_adapte
     run = tmp_path / "run"
     assert main(["train", "--vlm", str(root / "llava"), "--task", "easyvqa", "--k-shot", "8", "--batch-size", "4",
                  "--max-steps", "2", "--test-examples", "2", "--output-dir", str(run), "--no-tensorboard",
-                 "--set", "model.dept.max_length=48", "--set", "model.dept.r=2", "--lowrank-lr", "0.5"]) == 0
+                 "--set", "model.dept.max_length=48", "--set", "model.dept.r=2", "--lowrank-lr", "0.5",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
     capsys.readouterr()
     ours = load_model(run / "model")
     batch = ours.prepare(["what color is the shape ?"], [colour_rows(1)[0]["images"][0]])
