@@ -1,5 +1,5 @@
-"""``dept-vl bench --vlm SHAPE``: the methods side by side on a native VLM (the vision tower runs every step, frozen;
-the method acts on the merged sequence), at DePT's budget: training step, generation, peak memory, counted FLOPs, and
+"""``dept-vl bench --vlm SHAPE``: the methods side by side on a native VLM (the vision tower runs every step,
+frozen, unless --cache-features; the method acts on the merged sequence), at DePT's budget: training step, generation, peak memory, counted FLOPs, and
 the DePT / PT step and generation ratios measured paired, beside the ratio of their counted FLOPs (the floor a
 method that only shortens the sequence can reach).
 

@@ -96,7 +96,7 @@ class NativeVisionLanguageModel(VLModel):
 
     reads_images = True
     any_number_of_images = True
-    vision = None  # no separate frozen encoder: images go through the VLM itself (no feature cache)
+    vision = None  # no separate frozen encoder: images go through the VLM itself (its features cached inside)
 
     def __init__(self, config: ModelConfig, vlm: nn.Module | None = None, processor=None):
         super().__init__()
