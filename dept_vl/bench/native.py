@@ -1,12 +1,7 @@
 """``dept-vl bench --vlm SHAPE``: the methods side by side on a native VLM (the vision tower runs every step,
-frozen, unless --cache-features; the method acts on the merged sequence), at DePT's budget: training step, generation, peak memory, counted FLOPs, and
-the DePT / PT step and generation ratios measured paired, beside the ratio of their counted FLOPs (the floor a
-method that only shortens the sequence can reach).
-
-Shapes are built offline from their configs' values with random weights (speed does not depend on them):
-``smolvlm-shape`` (SmolVLM-256M-Instruct: a SigLIP-style tower of 12 layers at 512 px, 64 visual tokens per image, a
-576-wide 30-layer Llama) and ``tiny-vlm`` (the same layout, tiny; for tests). A hub name or directory works too.
-"""
+frozen, unless --cache-features; the method acts on the merged sequence), at DePT's budget: training step,
+generation, peak memory, counted FLOPs, and the DePT / PT step and generation ratios measured paired, beside the ratio
+of their counted FLOPs (the floor a method that only shortens the sequence can reach)."""
 
 from __future__ import annotations
 
