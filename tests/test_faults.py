@@ -418,6 +418,8 @@ def test_the_server_refuses_links_out_nul_bytes_and_keyless_requests_and_still_a
     os.symlink(tmp_path / "outside" / "model", pool / "inside" / "model")  # a run in the pool, its model/ outside
     cases = [("get", "/v1/models", {}, 401, "missing or wrong API key"),
              ("get", "/v1/model", {}, 401, "missing or wrong API key"),
+             ("get", "/docs", {}, 401, "missing or wrong API key"),
+             ("get", "/openapi.json", {}, 401, "missing or wrong API key"),
              ("get", "/v1/models", {"headers": {"Authorization": "Bearer wrong"}}, 401, "missing or wrong API key"),
              ("post", "/v1/adapters", {"json": {"name": "x", "path": "inside"}, "headers": key}, 403,
               "not a run under the server's adapter directory"),
@@ -430,6 +432,7 @@ def test_the_server_refuses_links_out_nul_bytes_and_keyless_requests_and_still_a
             assert (reply.status_code, needle in _message(reply)) == (status, True), (route, reply.text)
         assert client.get("/health").status_code == 200 and client.get("/").status_code == 200  # open
         assert [m["id"] for m in client.get("/v1/models", headers=key).json()["data"]] == ["easyvqa"]
+        assert client.get("/openapi.json", headers=key).json()["info"]["title"] == "dept-vl"
     assert "Traceback" not in caplog.text and "request failed" not in caplog.text
 
 

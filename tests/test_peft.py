@@ -276,6 +276,21 @@ def test_a_dept_vl_vlm_run_loads_with_peft_and_a_trl_adapter_predicts(trl_adapte
     loaded = load_model(root / "adapter")
     assert answer == loaded.predict(["what color is the shape ?"], [image])[0]
 
+    from PIL import Image
+
+    from dept_vl.inference.predict import Predictor
+    from dept_vl.serve.adapters import AdapterSet
+    from dept_vl.serve.app import answer_all
+    from dept_vl.serve.inputs import Question
+
+    served = AdapterSet("cpu")  # serve --adapter trl=THE_TRL_DIR --adapter run=RUN: one VLM, both adapters
+    served.add("trl", str(root / "adapter"))
+    served.add("run", str(run))
+    picture = Image.open(image).convert("RGB")
+    got = answer_all(served, [Question([picture], "what color is the shape ?", adapter=name) for name in ("trl", "run")])
+    assert got == [Predictor(str(root / "adapter"))([picture], "what color is the shape ?"),
+                   Predictor(str(run))([picture], "what color is the shape ?")]
+
 
 def test_an_official_dept_checkpoint_loads_with_peft(tmp_path):
     from test_dept_checkpoint import write_official_checkpoint

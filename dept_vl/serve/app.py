@@ -141,6 +141,7 @@ def create_app(served: AdapterSet | Predictor, settings: ServeSettings | None = 
                   description="Answers questions about images with DePT-adapted vision-language models.")
     app.state.batcher, app.state.settings, app.state.adapters = batcher, settings, adapters
     _error_handlers(app)
+    _guard_docs(app, settings.api_key)
     limit = int(settings.max_upload_mb * 2**20)
     check = lambda request: _check_key(request, settings.api_key)  # noqa: E731
 
@@ -238,6 +239,23 @@ def _key_guard(key: str | None):
             raise (OpenAIError(err.status, err.message) if request.url.path in OPENAI_ROUTES else err) from None
 
     return require_key
+
+
+def _guard_docs(app: FastAPI, key: str | None) -> None:
+    """FastAPI's own pages (``/docs``, ``/redoc``, ``/openapi.json``) behind the API key too: they take no
+    dependencies, so a middleware asks for it there."""
+    if key is None:
+        return
+    pages = {app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url} - {None}
+
+    @app.middleware("http")
+    async def require_key(request: Request, call_next):
+        if request.url.path in pages:
+            try:
+                _check_key(request, key)
+            except RequestError as err:
+                return JSONResponse({"error": err.message}, status_code=err.status)
+        return await call_next(request)
 
 
 def _check_key(request: Request, key: str | None) -> None:
