@@ -217,11 +217,8 @@ class NativeVLMWrapper(nn.Module):
         if "position_ids" in inputs or "inputs_embeds" in inputs:
             raise InputError("leave position_ids and inputs_embeds out: the model computes them from input_ids")
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        real, s = mask.long().sum(1).max().item(), self.dept.config.max_length
-        if real > s and not self._warned_length:
-            self._warned_length = True
-            warnings.warn(f"input length {real} (image tokens and text) exceeds DePT max_length {s}: tokens past "
-                          f"position {s} get no update (said once; raise max_length to cover them)", stacklevel=3)
+        if not self._warned_length and not torch.compiler.is_compiling():  # said eagerly: no graph break for it
+            self._warn_length(mask)
         for key, value in self.family.slot_values.items():
             if inputs.get(key) is not None:
                 inputs[key] = insert_slots(inputs[key], mask, l, value)
@@ -233,6 +230,14 @@ class NativeVLMWrapper(nn.Module):
         if labels is not None and not self.encoder_decoder:
             labels = insert_slots(labels.contiguous(), mask, l, -100)
         return (insert_slots(input_ids, mask, l, self.slot_id), insert_slots(mask, mask, l, 1), labels, inputs)
+
+    def _warn_length(self, mask: torch.Tensor) -> None:
+        """Once: an input longer than max_length (its tokens past it get no update)."""
+        real, s = int(mask.long().sum(1).max()), self.dept.config.max_length
+        if real > s:
+            self._warned_length = True
+            warnings.warn(f"input length {real} (image tokens and text) exceeds DePT max_length {s}: tokens past "
+                          f"position {s} get no update (said once; raise max_length to cover them)", stacklevel=4)
 
     @contextlib.contextmanager
     def calling(self, mask: torch.Tensor | None, prompt_ids=None):
