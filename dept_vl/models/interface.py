@@ -8,7 +8,7 @@ Each kind implements:
 - ``prepare(texts, images, targets=..., contexts=..., task=...)``: the inputs of ``forward`` / ``generate`` for
   questions (with each one's earlier turns of a conversation) about images, and ``labels`` of ``targets``;
 - ``forward(**inputs)`` (``.loss``) and ``generate(**inputs)`` (answers as text);
-- ``describe()``: what it is (its backbones by name, method, trainable parameters);
+- ``backbone_names()``: its backbones' names (``describe()``, shared: what it is, to show a user);
 - ``backbone_identity()``: the frozen parts it needs, by what they are (runs that share it can share one copy);
   ``on_shared_backbone(config)``: another run's model of ``config`` built on this one's frozen parts;
 - ``generate_mixed(members)``: the questions of several runs that share this model's frozen parts, answered with
@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from .random_t5 import describe_backbone
 
 
 @dataclass
@@ -41,7 +42,6 @@ class Member:
     images: list
     contexts: list
     task: str | None = None
-    options: dict | None = None  # this run's own generate options (a task's, e.g. caption settings)
 
 
 class VLModel(nn.Module):
@@ -119,9 +119,19 @@ class VLModel(nn.Module):
         raise NotImplementedError
 
     def describe(self) -> dict:
+        """What it is, to show a user: its backbones (a local directory by its last part only), method and number
+        of trainable parameters."""
+        vision, text = self.backbone_names()
+        return {"vision_encoder": describe_backbone(vision), "text_backbone": describe_backbone(text),
+                "method": self.config.method,
+                "trainable_parameters": sum(p.numel() for p in self.trainable_parameters().values())}
+
+    def backbone_names(self) -> tuple[str, str]:
+        """(its vision encoder's name, its text backbone's name), as its config names them."""
         raise NotImplementedError
 
-    def backbone_identity(self) -> dict:
+    def backbone_identity(self, config=None) -> dict:
+        """The frozen parts ``config``'s model (default: this one's) needs, by what they are."""
         raise NotImplementedError
 
     def on_shared_backbone(self, config) -> "VLModel":

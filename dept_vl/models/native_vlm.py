@@ -29,7 +29,6 @@ from .identity import fingerprint
 from .interface import Member, VLModel
 from .native_features import CachedImageFeatures, cache_image_features, vlm_signature
 from .images import as_image
-from .random_t5 import describe_backbone
 from .loading import pretrained_errors
 from .saved import load_trainable, read_meta, save_trainable, saved_backbone
 from .text import DTYPES
@@ -177,10 +176,8 @@ class NativeVisionLanguageModel(VLModel):
     def render_prompt(self, text: str, images: int, context=()) -> str:
         return self._prompt(text, images, context)
 
-    def describe(self) -> dict:
-        name = describe_backbone(self.config.vlm)
-        return {"vision_encoder": name, "text_backbone": name, "method": self.config.method,
-                "trainable_parameters": sum(p.numel() for p in self.trainable_parameters().values())}
+    def backbone_names(self) -> tuple[str, str]:
+        return self.config.vlm, self.config.vlm  # one model: its tower and its language model
 
     def backbone_identity(self, config: ModelConfig | None = None) -> dict:
         """The frozen VLM ``config``'s model (default: this one) needs."""

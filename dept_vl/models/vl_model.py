@@ -23,7 +23,6 @@ from .config import ModelConfig
 from .identity import fingerprint
 from .interface import Member, VLModel
 from .names import FEATURES
-from .random_t5 import describe_backbone
 from .projection import VisualProjection
 from .saved import MODEL_CONFIG_FILE, load_trainable, read_meta, save_trainable, saved_backbone, weights_file
 from .text import TextBackbone
@@ -195,10 +194,8 @@ class VisionLanguageModel(VLModel):
         """The text its tokenizer reads for a question (the template, after the conversation's earlier turns)."""
         return self.config.text.prompt_template.replace("{text}", with_context(text, context))
 
-    def describe(self) -> dict:
-        return {"vision_encoder": describe_backbone(self.config.vision.encoder),
-                "text_backbone": describe_backbone(self.config.text.backbone), "method": self.config.method,
-                "trainable_parameters": sum(p.numel() for p in self.trainable_parameters().values())}
+    def backbone_names(self) -> tuple[str, str]:
+        return self.config.vision.encoder, self.config.text.backbone
 
     def backbone_identity(self, config: ModelConfig | None = None) -> dict:
         """The frozen parts ``config``'s model (default: this one) needs: its text backbone and vision encoder."""
