@@ -220,8 +220,7 @@ class NativeVisionLanguageModel(VLModel):
                 m.texts, m.images, task=m.task, contexts=m.contexts, max_new_tokens=max_new_tokens, **options)]
         rows = torch.cat([torch.full((len(m.texts),), k) for k, m in enumerate(members)])
         batch = self.prepare([t for m in members for t in m.texts], [i for m in members for i in m.images],
-                             contexts=[c for m in members for c in m.contexts])
-        batch.pop("prompt_ids", None)
+                             contexts=[c for m in members for c in m.contexts])  # one prompt each: no prompt_ids
         with self.native.using(StackedMethods(adapters, rows.to(self.text.device))):
             return self.generate(**batch, max_new_tokens=max_new_tokens, **options)
 
