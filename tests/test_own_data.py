@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dept_vl.cli import main
 from dept_vl.data.sources import list_formats, read_source
@@ -86,6 +87,9 @@ def test_train_eval_predict_serve_on_own_data(formats, tmp_path, capsys):
     from dept_vl.inference.predict import Predictor
 
     assert Predictor(str(run)).task.takes_question  # the run says what its data is, without reading it
+    saved = yaml.safe_load((run / "recipe.yaml").read_text())
+    assert saved["data"]["kinds"] == {"simple_jsonl": {"takes_question": True, "num_images": 1}}
+    assert saved["data"]["test"] == {"simple_jsonl": str(test)} and "data" not in saved["train"]
 
 
 def test_the_same_questions_give_the_same_run_in_every_format(formats, tmp_path, capsys):

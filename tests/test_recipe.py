@@ -9,7 +9,7 @@ from dept_vl.data.batches import BatchOrder
 from dept_vl.data.tasks import get_task
 from dept_vl.errors import ConfigError
 from dept_vl.runs.recipe import RECIPE_DIR as CONFIGS
-from dept_vl.runs.recipe import OWN_DATA_EPOCHS, TrainConfig, find_recipe, list_recipes, resolve_recipe
+from dept_vl.runs.recipe import OWN_DATA_EPOCHS, Recipe, TrainConfig, find_recipe, list_recipes, resolve_recipe
 from dept_vl.training.length import total_steps
 
 
@@ -19,7 +19,7 @@ def test_yaml_recipes_validate(path):
     data = yaml.safe_load(path.read_text())
     assert set(data) == {"model", "train"}
     recipe = resolve_recipe(path)  # every key known, every value valid
-    tasks = [get_task(t) for t in recipe.train.tasks]
+    tasks = [get_task(t) for t in recipe.tasks]
     assert recipe.model.max_images >= max(t.num_images for t in tasks)
     assert recipe.model.dept.max_length >= recipe.model.text.max_length
 
@@ -94,11 +94,11 @@ def test_each_task_its_data_from_the_command_line_or_relative_to_the_recipe(tmp_
     assert recipe.train.data_dir.to_plain() == {"vqa": str(tmp_path / "data" / "vqa"),
                                                 "gqa": str(tmp_path / "elsewhere" / "gqa")}
     monkeypatch.chdir(recipes)  # the file's paths do not depend on where dept-vl runs
-    assert resolve_recipe(recipes / "mine.yaml").train.data_dir_for("vqa") == str(tmp_path / "data" / "vqa")
+    assert resolve_recipe(recipes / "mine.yaml").data_dir_for("vqa") == str(tmp_path / "data" / "vqa")
     packaged = resolve_recipe("shapes_multitask").train.data_dir.per_task  # packaged: relative to the working dir
     assert packaged["caption"] == str(recipes / "data" / "shapes" / "caption")
     with pytest.raises(ConfigError, match="--data-dir TASK=DIR for each of vqa, gqa"):
-        resolve_recipe(recipes / "mine.yaml", {"data_dir": ["one/dir"]}).train.data_dir_for("vqa")
+        resolve_recipe(recipes / "mine.yaml", {"data_dir": ["one/dir"]}).data_dir_for("vqa")
 
 
 def test_epochs_alone_set_the_length_and_own_data_defaults_to_epochs(tmp_path):
@@ -124,3 +124,37 @@ def test_steps_that_mean_many_passes_over_a_small_set_are_warned_about():
     assert total_steps(TrainConfig(max_steps=0, epochs=2.5), BatchOrder([100], 32, seed=0), said.append) == 10
     assert total_steps(TrainConfig(max_steps=40), BatchOrder([100], 32, seed=0), said.append) == 40  # 10 passes
     assert len(said) == 1
+
+
+def test_own_data_is_the_recipes_data_section(tmp_path):
+    (tmp_path / "shapes").mkdir()
+    for name in ("train.jsonl", "test.jsonl"):
+        (tmp_path / "shapes" / name).write_text("{}\n")
+    (tmp_path / "r.yaml").write_text("model: {config: random-t5_efficientnet-lite0}\ndata:\n  train: shapes/train.jsonl\n  test: shapes/test.jsonl\n"
+                                     "  metric: vqa\n  test_fraction: 0.2\n")
+    recipe = resolve_recipe(tmp_path / "r.yaml", {"max_steps": 4}, data_overrides={"format": "simple"})
+    spec = recipe.own_data()["shapes"]  # named after the folder of its train.jsonl; paths relative to the recipe
+    assert recipe.tasks == ["shapes"] and recipe.run_name == "r"
+    assert (spec.train, spec.test) == (str(tmp_path / "shapes" / "train.jsonl"), str(tmp_path / "shapes" / "test.jsonl"))
+    assert (spec.metric, spec.format, spec.test_fraction, spec.val_fraction) == ("vqa", "simple", 0.2, 0.0)
+    saved = recipe.to_dict()
+    assert set(saved) == {"model", "train", "data"} and not {"data", "metric", "val_data"} & set(saved["train"])
+    recipe.save(tmp_path / "saved.yaml")
+    assert Recipe.from_file(tmp_path / "saved.yaml") == recipe
+    assert "data" not in resolve_recipe(None, {"task": "easyvqa"}).to_dict()  # a built-in task: no data section
+    with pytest.raises(ConfigError, match="'shapes2', which --data does not name"):
+        resolve_recipe(tmp_path / "r.yaml", data_overrides={"val": ["shapes2=x.jsonl"]})
+
+
+def test_recipes_with_own_data_under_train_still_read(tmp_path):
+    """dept-vl 0.2 wrote own-data settings as train: keys; its recipes and runs read into the data: section."""
+    data = str(Path(__file__).resolve().parents[1] / "examples" / "simple-jsonl" / "train.jsonl")
+    flat = {"model": {"config": "random-t5_efficientnet-lite0"},
+            "train": {"max_steps": 5, "data": {"shapes": data}, "data_format": "simple", "metric": "exact",
+                      "data_kinds": {"shapes": {"takes_question": True, "num_images": 1}}}}
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(flat))
+    recipe = Recipe.from_file(tmp_path / "old.yaml")
+    assert recipe.tasks == ["shapes"] and recipe.data.format == "simple" and recipe.train.max_steps == 5
+    assert recipe.own_data()["shapes"].takes_question is True  # what the run recorded: the data need not be read
+    resolved = resolve_recipe(tmp_path / "old.yaml", {"data": [f"shapes={data}"], "metric": "vqa"})
+    assert (resolved.data.format, resolved.data.metric, resolved.data.train) == ("simple", "vqa", {"shapes": data})

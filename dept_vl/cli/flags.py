@@ -2,7 +2,8 @@
 
 Each field becomes ``--field-name`` (typed by its annotation; ``bool`` as ``--x/--no-x``), its help the field's
 ``setting(help=...)`` plus its default, its argparse options the field's ``flag={...}`` (``positional: True`` for a
-positional argument). A field without a default is a required flag. A field whose type is itself a config
+positional argument; ``name: X`` for a flag ``--x`` named otherwise than the field). A field without a default is a
+required flag. A field whose type is itself a config
 dataclass and whose ``flag`` says ``{"flatten": True}`` contributes its fields as flags of their own.
 """
 
@@ -49,16 +50,21 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...]
         if options.pop("flatten", False):
             add_config_flags(parser, dataclass_in(hints[field.name]), skip)
             continue
-        text, kind = flag_help(field), _kind(hints[field.name])
+        text, kind, name = flag_help(field), _kind(hints[field.name]), options.pop("name", field.name)
         if options.pop("positional", False):
             parser.add_argument(field.name, help=text, **options)
         elif kind is bool:
-            parser.add_argument(f"--{field.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
+            parser.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
                                 default=None, help=text, **options)
         else:
             required = _default(field) is dataclasses.MISSING
-            parser.add_argument(f"--{field.name.replace('_', '-')}", **{"type": kind, "default": None, "help": text,
+            parser.add_argument(f"--{name.replace('_', '-')}", **{"type": kind, "default": None, "help": text,
                                                                       "required": required, **options})
+
+
+def _dest(field: dataclasses.Field) -> str:
+    """Where argparse puts the field's flag: its name, or the one its ``flag`` gives it."""
+    return field.metadata.get("flag", {}).get("name", field.name)
 
 
 def given(args: argparse.Namespace, cls) -> dict:
@@ -69,8 +75,8 @@ def given(args: argparse.Namespace, cls) -> dict:
             section = given(args, dataclass_in(hints[field.name]))
             if section:
                 out[field.name] = section
-        elif getattr(args, field.name, None) is not None:
-            out[field.name] = getattr(args, field.name)
+        elif getattr(args, _dest(field), None) is not None:
+            out[field.name] = getattr(args, _dest(field))
     return out
 
 

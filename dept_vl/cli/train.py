@@ -1,4 +1,5 @@
-"""``dept-vl train``: a recipe, a model, a method and ``--set`` overrides, then every TrainConfig field as a flag."""
+"""``dept-vl train``: a recipe, a model, a method and ``--set`` overrides, then every TrainConfig and DataConfig
+field as a flag."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import yaml
 from .._dataclass import setting
 from ..errors import ConfigError
 from ..methods import list_methods
+from ..runs.data_config import DataConfig
 from ..runs.recipe import TrainConfig, list_recipes, resolve_recipe
 from ..training.loop import train
 from .commands import say
@@ -21,7 +23,7 @@ class TrainCommand:
     """``dept-vl train``: train an adapter (DePT by default) on one task or several; everything goes to
     --output-dir."""
 
-    config: str | None = setting(None, f"a recipe YAML (model: + train:), or a packaged recipe by name: "
+    config: str | None = setting(None, f"a recipe YAML (model:, train:, data:), or a packaged recipe by name: "
                                  f"{', '.join(list_recipes())}")
     model: str | None = setting(None, "a named model config (dept_vl/models/configs) or a JSON/YAML file")
     method: str | None = setting(None, "what to train (default: dept)", flag={"choices": list_methods()})
@@ -36,6 +38,7 @@ class TrainCommand:
     resume: bool = setting(False, "continue from the latest checkpoint in --output-dir")
     overwrite: bool = setting(False, "replace the run that --output-dir holds")
     train: TrainConfig = setting(factory=TrainConfig, help="the run", flag={"flatten": True})
+    data: DataConfig = setting(factory=DataConfig, help="your own data", flag={"flatten": True})
 
 
 def model_overrides(flags: dict) -> dict:
@@ -58,7 +61,8 @@ def model_overrides(flags: dict) -> dict:
 def run_train(args) -> None:
     """Train an adapter (DePT by default) on one task or several; everything goes to --output-dir."""
     flags = given(args, TrainCommand)
-    recipe = resolve_recipe(flags.get("config"), flags.get("train", {}), flags.get("model"), model_overrides(flags))
+    recipe = resolve_recipe(flags.get("config"), flags.get("train", {}), flags.get("model"), model_overrides(flags),
+                            flags.get("data"))
     metrics = train(recipe, resume=bool(flags.get("resume")), overwrite=bool(flags.get("overwrite")), log=say,
                     progress=True)
     if metrics is not None:  # the main process (under accelerate launch, the others return None)

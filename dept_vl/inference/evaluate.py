@@ -20,29 +20,39 @@ from ..errors import ConfigError
 from ..fast import for_inference, resolve_device
 from ..io import write_json, write_text
 from ..progress import progress as progress_bar
-from ..runs.recipe import absolute_sources
+from ..runs.data_config import absolute_sources
 from ..runs.run_dir import RunDir, SavedModel
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """How predictions are made: examples per generation batch, beams (1 = greedy), the progress bar's label (None:
+    no bar)."""
+
+    batch_size: int = 128
+    num_beams: int = 1
+    desc: str | None = "predict"
+
+
 @torch.no_grad()
-def predict_examples(model, images: ImageInputs, task_index: int, data, examples: Sequence[Example], batch_size: int = 128,
-                     num_beams: int = 1, accelerator=None, progress: bool = True, desc: str = "predict",
-                     generation: dict | None = None) -> dict:
-    """``{example id: generated text}`` (``generation``: the task's own generate settings); under several processes
-    each predicts a slice and all get the union."""
+def predict_examples(model, split: TaskSplit, images: ImageInputs, task_index: int, examples: Sequence[Example],
+                     decoding: Decoding = Decoding(), accelerator=None) -> dict:
+    """``{example id: generated text}`` for ``examples`` of ``split`` (the ``task_index``-th task's, its images from
+    ``images``), with the task's own generate settings; under several processes each predicts a slice and all get
+    the union."""
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
-    mine = list(examples)[rank::world]
+    mine, data, size = list(examples)[rank::world], split.data, decoding.batch_size
     was_training = model.training
     model.eval()
     predictions = {}
-    bar = progress_bar(total=-(-len(mine) // batch_size), desc=desc, unit="batch", disable=not progress or rank != 0,
-                       leave=False)
-    for start in range(0, len(mine), batch_size):
-        chunk = mine[start : start + batch_size]
+    bar = progress_bar(total=-(-len(mine) // size), desc=decoding.desc, unit="batch",
+                       disable=decoding.desc is None or rank != 0, leave=False)
+    for start in range(0, len(mine), size):
+        chunk = mine[start : start + size]
         batch = model.prepare([ex.source for ex in chunk], task=data.task, **images.inputs(task_index, data, chunk),
                               **contexts_of(chunk))
-        predictions.update(zip([ex.id for ex in chunk], model.generate(**batch, num_beams=num_beams,
-                                                                      **(generation or {}))))
+        predictions.update(zip([ex.id for ex in chunk], model.generate(**batch, num_beams=decoding.num_beams,
+                                                                      **(split.task.generation or {}))))
         bar.update(1)
     bar.close()
     model.train(was_training)
@@ -56,12 +66,12 @@ def predict_examples(model, images: ImageInputs, task_index: int, data, examples
     return predictions
 
 
-def evaluate_split(model, split: TaskSplit, images: ImageInputs, task_index: int, limit: int = 0, **kwargs):
+def evaluate_split(model, split: TaskSplit, images: ImageInputs, task_index: int, decoding: Decoding = Decoding(),
+                   limit: int = 0, accelerator=None):
     """(scores, predictions) of the model on ``split`` (its first ``limit`` examples when ``limit``); the scores
     name the split and count the examples beside the task's metrics."""
     examples = split.data.examples[: limit or None]
-    predictions = predict_examples(model, images, task_index, split.data, examples, generation=split.task.generation,
-                                   **kwargs)
+    predictions = predict_examples(model, split, images, task_index, examples, decoding, accelerator)
     scores = {"split": split.data.split, "examples": len(examples), **split.task.score(predictions, examples)}
     return scores, predictions
 
@@ -180,5 +190,5 @@ def _score(model, task, data, cfg: EvalConfig) -> tuple[dict, dict]:
     cache = None
     if cfg.cache and model.vision is not None:
         cache = cached_features(task.name, data.images_for(), model.vision, cache_dir=cfg.cache_dir)
-    return evaluate_split(model, TaskSplit(task, data), ImageInputs([cache]), 0, limit=cfg.limit,
-                          batch_size=cfg.batch_size, num_beams=cfg.num_beams)
+    return evaluate_split(model, TaskSplit(task, data), ImageInputs([cache]), 0, Decoding(cfg.batch_size, cfg.num_beams),
+                          limit=cfg.limit)

@@ -1,15 +1,15 @@
-"""Training recipes: a ``model:`` section (ModelConfig) and a ``train:`` section (TrainConfig), as YAML.
+"""Training recipes, as YAML: a ``model:`` section (ModelConfig), a ``train:`` section (TrainConfig) and, for one's
+own data instead of a built-in task, a ``data:`` section (DataConfig, ``runs/data_config.py``).
 
 Precedence: TrainConfig defaults < the task's default model < the recipe file < command-line flags.
 ``dept-vl train --task easyvqa`` with no file runs the built-in offline default. Recipes ship in ``recipes/`` and are
-named without their suffix (``--config vqa_t5-base_clip``). Every TrainConfig field is also a ``dept-vl train`` flag,
-with the field's help text.
+named without their suffix (``--config vqa_t5-base_clip``). Every TrainConfig and DataConfig field is also a
+``dept-vl train`` flag, with the field's help text.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,17 +19,18 @@ from .._dataclass import check_choice, check_int, check_number, from_dict, setti
 from ..errors import ConfigError
 from ..data.data_dirs import DataDirs
 from ..data.tasks import DataSpec, get_task
-from ..data.tasks.own import parse_sources, split_sources
 from ..fast import BACKENDS, MODES
 from ..io import read_config, write_text
 from ..methods.registry import GROUPS
 from ..models import ModelConfig
 from ..models.config import merge_dicts
+from .data_config import DataConfig, split_flat_keys, sources_relative_to
 
 RECIPE_DIR = Path(__file__).parent / "recipes"  # the recipes that ship with dept-vl, by name
 SCHEDULES = ("linear", "constant")
 PRECISIONS = ("no", "bf16", "fp16")
 WEIGHTINGS = ("tokens", "batches")
+SECTIONS = ("model", "train", "data")
 TRACKERS = ("tensorboard", "wandb", "mlflow")
 OWN_DATA_EPOCHS = 3.0  # --data with neither --max-steps nor --epochs (as the Hugging Face Trainer's default)
 
@@ -41,24 +42,6 @@ class TrainConfig:
                                   "run); in a recipe file: DIR, TASK=DIR entries or a mapping; relative paths are "
                                   "relative to the recipe file, on the command line to the working directory",
                             flag={"action": "append", "metavar": "[TASK=]DIR"})
-    data: dict | None = setting(None, "your own data instead of --task: a file (JSON Lines / JSON of records, LLaVA "
-                                "conversations, chat messages, CSV, Parquet), an imagefolder directory, or hf:NAME; "
-                                "NAME=SOURCE, repeated, for several data sets (multi-task)",
-                                flag={"action": "append", "metavar": "[NAME=]SOURCE"})
-    val_data: dict | None = setting(None, "validation data for --eval-every (default: --val-fraction of --data)",
-                                    flag={"action": "append", "metavar": "[NAME=]SOURCE"})
-    test_data: dict | None = setting(None, "test data (default: --test-fraction of --data, held out)",
-                                     flag={"action": "append", "metavar": "[NAME=]SOURCE"})
-    data_format: str | None = setting(None, "the format of --data: simple | llava | messages | table | imagefolder | "
-                                      "hf (default: detected from the content)")
-    test_fraction: float = setting(0.1, "with --data and no --test-data: the seeded share of its records held out for "
-                                   "the test")
-    val_fraction: float = setting(0.1, "with --data, --eval-every and no --val-data: the seeded share held out for "
-                                  "validation")
-    metric: str | None = setting(None, "with --data: exact | vqa | anls | bleu | cider (default: exact match for "
-                                 "questions, CIDEr for captions)")
-    data_kinds: dict | None = setting(None, "what each --data set is, recorded by the run (takes a question, images "
-                                      "per example)", flag={"hidden": True})
     train_split: str | None = setting(None, "training split (default: the task's own)")
     eval_split: str | None = setting(None, "validation split for --eval-every and the best checkpoint")
     test_split: str | None = setting(None, "split scored once at the end with the chosen weights")
@@ -139,44 +122,17 @@ class TrainConfig:
         if self.compile is not None and not isinstance(self.compile, bool):
             raise ConfigError(f"train.compile must be true, false or null (auto), got {self.compile!r}")
         self.data_dir = DataDirs.parse(self.data_dir)
-        self.data = absolute_sources(parse_sources(self.data), Path.cwd())
-        one = next(iter(self.data)) if self.data and len(self.data) == 1 else None  # an unnamed file is its data's
-        for name in ("val_data", "test_data"):
-            setattr(self, name, absolute_sources(parse_sources(getattr(self, name), f"--{name.replace('_', '-')}",
-                                                               one), Path.cwd()))
-        unknown = set(self.val_data or {}) | set(self.test_data or {})
-        if unknown - set(self.data or {}):
-            raise ConfigError(f"--val-data / --test-data for {sorted(unknown - set(self.data or {}))[0]!r}, which "
-                              "--data does not name")
-        self.own_data()  # its values checked now
 
     @property
-    def tasks(self) -> list[str]:
-        """The tasks the run trains: its own data sets (--data), else --task's."""
-        if self.data:
-            return list(self.data)
+    def task_names(self) -> list[str]:
+        """The built-in tasks --task names."""
         return [t.strip() for t in self.task.split(",") if t.strip()]
-
-    def own_data(self) -> dict[str, DataSpec]:
-        """name -> DataSpec of the run's own data (--data), for ``get_task(name, own=...)``."""
-        kinds, specs = self.data_kinds or {}, {}
-        for name, source in (self.data or {}).items():
-            train, val, test = split_sources(source, (self.val_data or {}).get(name), (self.test_data or {}).get(name),
-                                             bool(self.eval_every))
-            specs[name] = DataSpec(name, train, val, test, format=self.data_format, metric=self.metric,
-                                   test_fraction=self.test_fraction,
-                                   val_fraction=self.val_fraction if self.eval_every else 0.0, seed=self.seed,
-                                   skip_bad_lines=self.skip_bad_lines, **kinds.get(name, {}))
-        return specs
 
     @property
     def trackers(self) -> list[str]:
         """The trackers the run logs to ([] for none; --no-tensorboard means none)."""
         names = [t.strip() for t in str(self.report_to).split(",") if t.strip() and t.strip() != "none"]
         return names if self.tensorboard else [t for t in names if t != "tensorboard"]
-
-    def data_dir_for(self, task: str) -> str | None:
-        return self.data_dir.for_task(task, self.tasks)
 
     def learning_rates(self) -> dict[str, float]:
         """The learning rate of each parameter group the methods put their tensors in (``methods.GROUPS``)."""
@@ -187,12 +143,6 @@ class TrainConfig:
         return {**dataclasses.asdict(self), "data_dir": self.data_dir.to_plain()}
 
 
-def absolute_sources(sources: dict[str, str], base: Path) -> dict[str, str] | None:
-    """Local data paths made absolute (against ``base``); ``hf:`` sources as they are; None for none."""
-    return {name: s if s.startswith("hf:") else os.path.abspath(base / os.path.expanduser(s))
-            for name, s in sources.items()} or None
-
-
 LR_FIELDS = {"prompt": "prompt_lr", "lowrank": "lowrank_lr", "other": "projection_lr", "backbone": "lr"}
 assert set(LR_FIELDS) == set(GROUPS), "every parameter group needs its learning-rate field"
 
@@ -201,18 +151,34 @@ assert set(LR_FIELDS) == set(GROUPS), "every parameter group needs its learning-
 class Recipe:
     model: ModelConfig = setting(factory=ModelConfig, help="the model (ModelConfig)")
     train: TrainConfig = setting(factory=TrainConfig, help="the training run (TrainConfig)")
+    data: DataConfig = setting(factory=DataConfig, help="your own data instead of a built-in task (DataConfig)")
     name: str | None = dataclasses.field(default=None, compare=False)  # the recipe file's name, when there is one
 
     @property
     def run_name(self) -> str:
         """What names the run's default directory: the recipe's name, else its task(s); and its VLM's name."""
-        name = self.name or "+".join(self.train.tasks)
+        name = self.name or "+".join(self.tasks)
         if self.model.vlm:
             name += "-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(self.model.vlm).name)
         return name
 
+    @property
+    def tasks(self) -> list[str]:
+        """The tasks the run trains: its own data sets (``data:``), else ``train.task``'s."""
+        return self.data.names or self.train.task_names
+
+    def own_data(self) -> dict[str, DataSpec]:
+        """name -> DataSpec of the run's own data sets, for ``get_task(name, own=...)``."""
+        return self.data.specs(self.train.seed, self.train.skip_bad_lines, bool(self.train.eval_every))
+
+    def data_dir_for(self, task: str) -> str | None:
+        """The data directory of the built-in ``task`` (train.data_dir)."""
+        return self.train.data_dir.for_task(task, self.tasks)
+
     def to_dict(self) -> dict:
-        return {"model": self.model.to_dict(), "train": self.train.to_dict()}
+        """As a recipe file holds it; ``data:`` only for a run of one's own data."""
+        own = {"data": self.data.to_dict()} if self.data.names else {}
+        return {"model": self.model.to_dict(), "train": self.train.to_dict(), **own}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -224,8 +190,9 @@ class Recipe:
     def from_file(cls, path: str | Path) -> "Recipe":
         """A saved recipe (``recipe.yaml`` of a run), every key checked."""
         data = read_yaml(path)
-        return cls(from_dict(ModelConfig, data.get("model") or {}, "model"),
-                   from_dict(TrainConfig, data.get("train") or {}, "train"))
+        train, flat = split_flat_keys(data.get("train") or {})
+        return cls(from_dict(ModelConfig, data.get("model") or {}, "model"), from_dict(TrainConfig, train, "train"),
+                   from_dict(DataConfig, merge_dicts(flat, data.get("data") or {}), "data"))
 
 
 def list_recipes() -> list[str]:
@@ -245,17 +212,20 @@ def find_recipe(name_or_path: str | Path) -> Path:
 
 
 def read_yaml(path: str | Path) -> dict:
-    """The sections of a recipe file: a mapping with ``model:`` and ``train:`` only."""
+    """The sections of a recipe file: a mapping with ``model:``, ``train:`` and ``data:`` only."""
     data = read_config(path) or {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping with model: and train: sections")
-    unknown = sorted(set(data) - {"model", "train"})
+        raise ConfigError(f"{path} must hold a mapping with model:, train: and data: sections")
+    unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
-        raise ConfigError(f"{path}: unknown section {unknown[0]!r} (a recipe has model: and train:)")
+        raise ConfigError(f"{path}: unknown section {unknown[0]!r} (a recipe has {', '.join(SECTIONS)})")
+    for section in SECTIONS:
+        if data.get(section) is not None and not isinstance(data[section], dict):
+            raise ConfigError(f"{path}: {section}: must be a mapping of settings")
     return data
 
 
-def run_length(from_file: dict, overrides: dict) -> dict:
+def run_length(from_file: dict, overrides: dict, own_data: bool = False) -> dict:
     """The file's train settings with the flags', the run's length settled: where one level gives ``epochs`` and not
     ``max_steps``, its epochs count (``--epochs 3`` alone trains 3 epochs); own data (``--data``) with no length at
     all trains OWN_DATA_EPOCHS epochs, not the task default's steps."""
@@ -266,39 +236,41 @@ def run_length(from_file: dict, overrides: dict) -> dict:
     if overrides.get("epochs") and overrides.get("max_steps"):
         raise ConfigError("give --max-steps or --epochs, not both")
     merged = merge_dicts(*levels)
-    if merged.get("data") and "max_steps" not in merged and "epochs" not in merged:
+    if own_data and "max_steps" not in merged and "epochs" not in merged:
         merged.update(max_steps=0, epochs=OWN_DATA_EPOCHS)
     return merged
 
 
 def resolve_recipe(config_file: str | Path | None = None, train_overrides: dict | None = None,
-                   model: str | None = None, model_overrides: dict | None = None) -> Recipe:
+                   model: str | None = None, model_overrides: dict | None = None,
+                   data_overrides: dict | None = None) -> Recipe:
     """Build the Recipe: defaults, then the task's default model, the file, ``model`` (a named model config or a
-    file), then the overrides (``train_overrides``: TrainConfig fields; ``model_overrides``: nested dict)."""
+    file), then the overrides (``train_overrides``: TrainConfig fields; ``model_overrides``: nested dict;
+    ``data_overrides``: DataConfig fields, which ``train_overrides`` may hold by their flag names too)."""
     path = find_recipe(config_file) if config_file else None
     data = read_yaml(path) if path else {}
-    from_file, overrides = dict(data.get("train") or {}), dict(train_overrides or {})
+    base = None if path is None else Path.cwd() if path.parent == RECIPE_DIR else path.parent.resolve()
+    from_file, file_data = split_flat_keys(data.get("train") or {})
+    overrides, given_data = split_flat_keys(dict(train_overrides or {}))
     if "data_dir" in from_file:  # relative to the recipe (the packaged ones: to the working directory)
-        base = Path.cwd() if path.parent == RECIPE_DIR else path.parent.resolve()
         from_file["data_dir"] = DataDirs.parse(from_file["data_dir"], base)
     if "data_dir" in overrides:
         overrides["data_dir"] = DataDirs.parse(from_file.get("data_dir")).merged(DataDirs.parse(overrides["data_dir"]))
-    for key in ("data", "val_data", "test_data"):  # a recipe's data paths are relative to it
-        if from_file.get(key) is not None:
-            base = Path.cwd() if path.parent == RECIPE_DIR else path.parent.resolve()
-            from_file[key] = absolute_sources(parse_sources(from_file[key]), base)
-    train = from_dict(TrainConfig, run_length(from_file, overrides), "train")
+    file_data = sources_relative_to(merge_dicts(file_data, data.get("data") or {}), base) if path else {}
+    own = from_dict(DataConfig, merge_dicts(file_data, {**given_data, **(data_overrides or {})}), "data")
+    train = from_dict(TrainConfig, run_length(from_file, overrides, bool(own.names)), "train")
+    recipe = Recipe(ModelConfig(), train, own, name=path.stem if path else None)
     if model:
         model_data = (ModelConfig.from_file(model) if Path(model).suffix in (".json", ".yaml", ".yml")
                       else ModelConfig.from_name(model)).to_dict()
     elif "model" in data:
         model_data = data["model"]
     else:  # the task's own default model, or for a native VLM the native one
-        tasks = [get_task(t, own=train.own_data()) for t in train.tasks]
+        tasks = [get_task(t, own=recipe.own_data()) for t in recipe.tasks]
         default = "native-vlm" if (model_overrides or {}).get("vlm") else tasks[0].default_model
         model_data = ModelConfig.from_name(default).to_dict()
         if any(t.num_images > 1 for t in tasks):
             model_data["max_images"] = max(t.num_images for t in tasks)
     model_data = ModelConfig.expand_dict(model_data) if isinstance(model_data, dict) else model_data
-    return Recipe(from_dict(ModelConfig, merge_dicts(model_data, model_overrides or {}), "model"), train,
-                  name=path.stem if path else None)
+    recipe.model = from_dict(ModelConfig, merge_dicts(model_data, model_overrides or {}), "model")
+    return recipe

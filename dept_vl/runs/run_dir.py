@@ -56,7 +56,7 @@ class RunDir:
     @classmethod
     def for_recipe(cls, recipe: Recipe) -> "RunDir":
         """The run directory ``train.output_dir`` names, its ``{name}``, ``{task}`` and ``{method}`` filled in."""
-        return cls(recipe.train.output_dir.format(name=recipe.run_name, task="+".join(recipe.train.tasks),
+        return cls(recipe.train.output_dir.format(name=recipe.run_name, task="+".join(recipe.tasks),
                                                   method=recipe.model.method))
 
     def predictions(self, task: str, split: str) -> Path:
@@ -192,7 +192,7 @@ class SavedModel:
     def tasks(self) -> list[str]:
         """The tasks it was trained on: its recipe's, or those its config names (none known for a bare model)."""
         if self.recipe is not None:
-            return self.recipe.train.tasks
+            return self.recipe.tasks
         if self.is_peft_adapter:
             return [PEFT_TASK.name]
         return list(read_json(self.directory / MODEL_CONFIG_FILE).get("model", {}).get("tasks", []))
@@ -216,7 +216,7 @@ class SavedModel:
     def own_data(self) -> dict:
         """The run's own data sets (``--data``): name -> DataSpec (empty for built-in tasks or a bare model)."""
         if self.recipe is not None:
-            return self.recipe.train.own_data()
+            return self.recipe.own_data()
         return {PEFT_TASK.name: PEFT_TASK} if self.is_peft_adapter else {}
 
     def get_task(self, name: str | None = None):
@@ -225,4 +225,4 @@ class SavedModel:
 
     def data_dir(self, task: str) -> str | None:
         """The data directory it was trained with for ``task`` (None if unknown)."""
-        return self.recipe.train.data_dir_for(task) if task in self.tasks else None
+        return self.recipe.data_dir_for(task) if task in self.tasks else None

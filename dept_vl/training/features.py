@@ -59,13 +59,13 @@ class FeaturesConfig:
 def build_features(cfg: FeaturesConfig, log=print) -> list[dict]:
     """Fill the cache of every task of the recipe; one report per task (images, computed, shards, signature)."""
     overrides = {"task": cfg.task} if cfg.task else {}
-    recipe = resolve_recipe(cfg.config, {**overrides, **({"data": cfg.data} if cfg.data else {})}, cfg.model)
+    recipe = resolve_recipe(cfg.config, overrides, cfg.model, data_overrides={"train": cfg.data} if cfg.data else None)
     jobs = []  # the data is read and checked first: its errors come before the encoder's download or build
-    for name in recipe.train.tasks:
-        task = get_task(name, own=recipe.train.own_data(), log=log)
+    for name in recipe.tasks:
+        task = get_task(name, own=recipe.own_data(), log=log)
         task.skip_bad_lines = recipe.train.skip_bad_lines
         splits = cfg.split or list(task.splits)
-        where = cfg.data_dir.for_task(name) or recipe.train.data_dir_for(name)
+        where = cfg.data_dir.for_task(name) or recipe.data_dir_for(name)
         jobs.append((task, splits, ChainMap(*(_split_images(task, split, where) for split in splits))))
     vision = recipe.model.vision
     if cfg.encoder:  # another encoder than the recipe's: its own defaults, unless given

@@ -21,7 +21,7 @@ from ..data.batches import Prefetcher, TaskSplit, make_batch
 from ..errors import TrainingError, TrainingInterrupted
 from ..io import DiskFullError
 from ..progress import progress, quiet
-from ..inference.evaluate import evaluate_split, write_predictions
+from ..inference.evaluate import Decoding, evaluate_split, write_predictions
 from ..runs.recipe import Recipe
 from ..runs.run_dir import RECIPE_FILE, RunDir
 from .curves import plot_curves
@@ -130,7 +130,7 @@ def fit(s: Session) -> None:
     s.model.train()
     bar = progress(total=s.total, initial=s.step, desc=f"train {s.recipe.model.method}", unit="step",
                    disable=not s.main)
-    meter = LossMeter(s.accelerator.device, cfg.tasks)
+    meter = LossMeter(s.accelerator.device, s.recipe.tasks)
     prefetch = Prefetcher(lambda ms: make_batch(s.raw, s.splits["train"], s.images, s.order.batch(ms), cfg.seed, ms,
                                                 device="cpu"), s.accelerator.device)
     with StopFlag() as stop, prefetch:
@@ -225,9 +225,9 @@ def validate(s: Session, role: str, limit: int) -> tuple[dict, list]:
     scores, outputs = {}, []
     for t, split in enumerate(s.splits[role]):
         if split is not None:
-            result, predictions = evaluate_split(s.raw, split, s.images, t, limit=limit,
-                                                 batch_size=s.cfg.eval_batch_size, num_beams=s.cfg.num_beams,
-                                                 accelerator=s.accelerator, desc=role)
+            result, predictions = evaluate_split(s.raw, split, s.images, t,
+                                                 Decoding(s.cfg.eval_batch_size, s.cfg.num_beams, desc=role),
+                                                 limit=limit, accelerator=s.accelerator)
             scores.update({_key(s, split, k): v for k, v in result.items()})
             outputs.append((split, split.data.examples[: limit or None], predictions))
     return scores, outputs
@@ -286,7 +286,7 @@ def finish(s: Session) -> dict | None:
         s.run.save_metrics(metrics)
         plot_curves(s.history, s.run.curves, ["val/score"] + [f"val/{_key(s, split, split.task.metric)}" for split in
                                                                s.splits["eval"] if split is not None and
-                                                               len(s.cfg.tasks) > 1])
+                                                               len(s.recipe.tasks) > 1])
         s.say(f"run saved in {s.run.root}" + (f": test {_summary(s, test_scores)}" if test_scores else ""))
     s.accelerator.wait_for_everyone()  # end_training destroys the process group: no process may leave early
     s.accelerator.end_training()
@@ -295,7 +295,7 @@ def finish(s: Session) -> dict | None:
 
 
 def _key(s: Session, split: TaskSplit, metric: str) -> str:
-    return metric if len(s.cfg.tasks) == 1 else f"{split.task.name}/{metric}"
+    return metric if len(s.recipe.tasks) == 1 else f"{split.task.name}/{metric}"
 
 
 def _summary(s: Session, scores: dict) -> str:

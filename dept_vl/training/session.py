@@ -87,6 +87,7 @@ def setup(recipe: Recipe, run: RunDir, accelerator, log=print, splits: dict | No
     say = log if accelerator.is_main_process else (lambda *_: None)
     set_seed(cfg.seed)
     splits = splits if splits is not None else load_splits(recipe, say)
+    recipe = described(recipe, splits)
     raw = build_model(recipe, splits, run, accelerator)
     sharded = prepare_at_scale(recipe, raw, accelerator, say)  # --gradient-checkpointing; FSDP2 on the CPU
     images = build_images(recipe, splits, raw.vision, accelerator, say)
@@ -101,7 +102,7 @@ def setup(recipe: Recipe, run: RunDir, accelerator, log=print, splits: dict | No
     scheduler = _schedule(cfg, optimizer, total)
     model, optimizer = prepare_model(accelerator, raw, optimizer, sharded)
     tokens = target_tokens(raw, splits["train"], order.shares, cfg.seed) if (
-        len(cfg.tasks) > 1 and cfg.task_weighting == "tokens") else None
+        len(recipe.tasks) > 1 and cfg.task_weighting == "tokens") else None
     return Session(recipe, run, accelerator, splits, images, raw, model, optimizer, scheduler, order, total, say,
                    params=[p for p in raw.parameters() if p.requires_grad], tokens_per_example=tokens, started=started)
 
@@ -145,8 +146,8 @@ def load_splits(recipe: Recipe, log) -> dict[str, list[TaskSplit | None]]:
     """Train (k-shot when asked), validation and test splits of every task."""
     cfg = recipe.train
     out = {"train": [], "eval": [], "test": []}
-    own = cfg.own_data()
-    for name in cfg.tasks:
+    own = recipe.own_data()
+    for name in recipe.tasks:
         task = get_task(name, own=own, log=log)
         task.skip_bad_lines = cfg.skip_bad_lines
         default = dict(zip(("train", "eval", "test"), task.default_splits))
@@ -155,15 +156,20 @@ def load_splits(recipe: Recipe, log) -> dict[str, list[TaskSplit | None]]:
             if not split:  # e.g. easy-vqa has no validation split
                 out[role].append(None)
                 continue
-            data = task.load(split, cfg.data_dir_for(name))
+            data = task.load(split, recipe.data_dir_for(name))
             if role == "train":
                 data = k_shot(data, cfg.k_shot, cfg.seed)
             data.check_images()
             out[role].append(TaskSplit(task, data))
             log(f"{name} {role}: {split}, {len(data)} examples")
-        if task.kind() is not None:  # own data: the run records what it is, for eval / predict / serve to know
-            cfg.data_kinds = {**(cfg.data_kinds or {}), name: task.kind()}
     return out
+
+
+def described(recipe: Recipe, splits: dict) -> Recipe:
+    """The recipe with what each of its own data sets is (``Task.kind()``, now that its records were read) recorded
+    in its ``data:`` section, so that eval / predict / serve of the run need not read the data."""
+    kinds = {s.task.name: s.task.kind() for s in splits["train"] if s.task.kind() is not None}
+    return dataclasses.replace(recipe, data=recipe.data.described(kinds))
 
 
 def build_model(recipe: Recipe, splits: dict, run: RunDir, accelerator) -> VLModel:
@@ -176,7 +182,7 @@ def build_model(recipe: Recipe, splits: dict, run: RunDir, accelerator) -> VLMod
         else []
     with accelerator.main_process_first():  # the main process writes the random backbone; the others read it
         config = materialize_random_backbone(recipe.model, texts, run.backbone, write=accelerator.is_main_process)
-    config = dataclasses.replace(config, tasks=list(recipe.train.tasks))  # the model says what it was trained for
+    config = dataclasses.replace(config, tasks=list(recipe.tasks))  # the model says what it was trained for
     return create_model(config, device=accelerator.device)
 
 
@@ -185,7 +191,7 @@ def build_images(recipe: Recipe, splits: dict, vision, accelerator, log) -> Imag
     device, and returns once all are cached), or raw images."""
     cfg = recipe.train
     caches = []
-    for t, name in enumerate(cfg.tasks):
+    for t, name in enumerate(recipe.tasks):
         if not cfg.cache_features or vision is None:
             caches.append(None)
             continue
