@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 
@@ -159,6 +160,12 @@ def test_predict_cli_prints_only_the_answer(trained_run, tmp_path, capsys):
     assert main(["predict", "--input", str(batch), "--checkpoint", str(trained_run / "run")]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 2 and all("prediction" in line for line in lines)
+    (tmp_path / "batch" / "pics").mkdir(parents=True)  # a relative image path: relative to the JSONL, as in --data
+    shutil.copy(image, tmp_path / "batch" / "pics" / "a.png")
+    (tmp_path / "batch" / "in.jsonl").write_text(json.dumps({"image": "pics/a.png", "question": "is there a circle?"}))
+    assert main(["predict", "--input", str(tmp_path / "batch" / "in.jsonl"), "--checkpoint",
+                 str(trained_run / "run")]) == 0
+    assert json.loads(capsys.readouterr().out)["prediction"] == lines[0]["prediction"]
 
 
 def test_predict_cli_errors_are_one_line(trained_run, tmp_path, capsys):

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from .._dataclass import check_int, setting
-from ..data.tasks import get_task
 from ..data.tasks.base import require
 from ..errors import ConfigError, InputError
 from ..fast import for_inference
@@ -96,7 +95,8 @@ class Predictor:
         pending, skipped = [], []  # one list for lines that are not JSON and for records that cannot be answered
         for number, record in iter_jsonl(path, skip_bad_lines, log=log, skipped=skipped):
             try:
-                pending.append((record, self.request(*_fields(record, f"{path}, line {number}"))))
+                images, question = _fields(record, f"{path}, line {number}")
+                pending.append((record, self.request([_beside(image, path) for image in images], question)))
             except InputError as err:
                 message = str(err) if f"line {number}" in str(err) else f"{path}, line {number}: {err}"
                 if not skip_bad_lines:
@@ -126,6 +126,15 @@ def _fields(record: dict, where: str) -> tuple[list, str | None]:
     return images, (require(record, key, where, str) if key else None)
 
 
+def _beside(image: str, jsonl: str) -> str:
+    """A relative image path of a JSONL line: relative to the JSONL file, as in training data; where no such file
+    is there but one is relative to the working directory, that one (as dept-vl 0.2 read them)."""
+    if os.path.isabs(image) or image.startswith("data:"):
+        return image
+    beside = os.path.join(os.path.dirname(os.path.abspath(jsonl)), image)
+    return image if not os.path.exists(beside) and os.path.exists(image) else beside
+
+
 def _answered(predictor: Predictor, pending: list) -> Iterator[dict]:
     if pending:
         answers = predictor.answer([request for _, request in pending])
@@ -141,7 +150,8 @@ class PredictConfig:
                                 flag={"positional": True, "nargs": "*", "metavar": "IMAGE [IMAGE2] [QUESTION]"})
     checkpoint: str = setting(help="a run's output dir or its model/ dir")
     task: str | None = setting(None, "the task whose prefix the question gets (default: the checkpoint's)")
-    input: str | None = setting(None, "a JSONL file: {\"image\" or \"images\", \"question\"} per line")
+    input: str | None = setting(None, "a JSONL file: {\"image\" or \"images\", \"question\"} per line (image paths "
+                                      "relative to the file)")
     num_beams: int = setting(1, "1 = greedy; >1 = beam search")
     backbone: str | None = setting(None, "load the text backbone from here instead of the saved path or name")
     skip_bad_lines: bool = setting(False, "with --input: report bad lines and answer the rest")
