@@ -65,6 +65,28 @@ def test_two_native_runs_of_one_vlm_answer_a_mixed_batch_in_one_pass(served, nat
     assert got[0] != got[1] or got[3] != got[2]  # the two runs do answer differently: each row met its own method
 
 
+def test_runs_of_different_prompt_lengths_share_one_pass_too(served, native_runs, tiny_llava_dir, tmp_path):
+    model = native(tiny_llava_dir, tasks=["easyvqa"], dept={"prompt_length": 2, "r": 3, "max_length": 48})
+    torch.manual_seed(3)
+    torch.nn.init.normal_(model.dept.lora_embedding_B, std=0.5)
+    torch.nn.init.normal_(model.dept.prompt_embeddings, std=1.0)
+    model.save_pretrained(tmp_path / "c")
+    served.add("c", str(tmp_path / "c"))
+    try:
+        passes, vlm = [], served.adapters["c"].predictor.model.vlm
+        original = vlm.generate
+        vlm.generate = lambda *args, **kwargs: passes.append(1) or original(*args, **kwargs)
+        names, runs = ["a", "c", "c", "b"], {**native_runs, "c": str(tmp_path / "c")}
+        questions = [Question([pictures()[i % 2]], QUESTIONS[i % 2], adapter=name) for i, name in enumerate(names)]
+        got = answer_all(served, questions)
+    finally:
+        del vlm.generate
+        served.remove("c")
+    alone = {name: Predictor(path) for name, path in runs.items()}
+    assert got == [alone[name]([pictures()[i % 2]], QUESTIONS[i % 2]) for i, name in enumerate(names)]
+    assert passes == [1]  # l = 4 and l = 2 in one pass: c's first two slots are padding
+
+
 def test_the_openai_client_gets_each_native_runs_answer_and_usage(served, native_runs):
     import base64
     import io

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dept_vl import ConfigError, DePTConfig, InputError, attach_dept, param_groups
-from dept_vl.methods.native import NativeVLMWrapper, insert_slots, remove_slots
+from dept_vl.methods.native import NativeVLMWrapper, StackedMethods, insert_slots, remove_slots
 
 from tiny_vlms import FAMILIES
 
@@ -119,6 +119,28 @@ def test_a_padded_batch_equals_one_at_a_time(name):
                 alone[key] = value[i * len(value) // 2:(i + 1) * len(value) // 2]
         one = wrapped.generate(**alone, max_new_tokens=3, min_new_tokens=3, do_sample=False)
         assert torch.equal(together[i, -3:], one[0, -3:]), (i, together, one)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if not FAMILIES[n].encoder_decoder])
+def test_stacked_methods_of_two_prompt_lengths_answer_each_row_as_its_own_method(name):
+    """A mixed batch of two runs (l = 3 and l = 1) in one pass: each row generates what its own method gives the
+    whole batch, the shorter prompt's unused slot counting as left padding (positions, M-RoPE, token types)."""
+    family = FAMILIES[name]
+    wrapped = attach(family)
+    short = attach_dept(family.build(), DePTConfig(prompt_length=1, r=2, max_length=80)).dept
+    for method in (wrapped.dept, short):
+        nn.init.normal_(method.lora_embedding_B, std=0.5)
+        nn.init.normal_(method.prompt_embeddings, std=1.0)
+    no_end(wrapped.model)
+    batch = family.inputs([[20, 21, 22, 23, 24, 25], [30, 31, 32]], seed=0)
+    settings = dict(max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    alone = [wrapped.generate(**batch, **settings)]
+    with wrapped.using(short):
+        alone.append(wrapped.generate(**batch, **settings))
+    with wrapped.using(StackedMethods([wrapped.dept, short], torch.tensor([1, 0]))):
+        mixed = wrapped.generate(**batch, **settings)
+    assert torch.equal(mixed[0, -3:], alone[1][0, -3:]) and torch.equal(mixed[1, -3:], alone[0][1, -3:])
+    assert mixed.shape == alone[0].shape  # the slots are gone from the output, the unused one too
 
 
 @pytest.mark.parametrize("name", ["llava", "qwen2_vl", "paligemma", "florence2"])

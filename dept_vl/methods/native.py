@@ -127,7 +127,8 @@ def insert_slots(x: torch.Tensor, mask: torch.Tensor, count: int, value) -> torc
 
 
 def remove_slots(ids: torch.Tensor, mask: torch.Tensor, count: int) -> torch.Tensor:
-    """The inverse of ``insert_slots`` on generated sequences (``mask``: the extended prompt's mask)."""
+    """The inverse of ``insert_slots`` on generated sequences (``mask``: the prompt's mask, before or after the
+    slots went in: its leading pads are the same)."""
     batch, n = ids.shape
     first = (mask.long().cumsum(1) == 0).sum(1, keepdim=True)
     column = torch.arange(n - count, device=ids.device).unsqueeze(0).expand(batch, -1)
@@ -166,12 +167,19 @@ class Call:
 
 class StackedMethods(nn.Module):
     """Several runs' input methods over one batch, each row through its own (``rows``: the method of each row): a
-    mixed batch of the runs served on one VLM goes through it in one pass. Their prompts are of one length."""
+    mixed batch of the runs served on one VLM goes through it in one pass. The sequence holds slots for the longest
+    prompt; a row of a shorter one leaves the first of them out (masked, as more left padding: ``unused_slots``)."""
 
     def __init__(self, methods: list[SoftPrompt], rows: torch.Tensor):
         super().__init__()
         self.methods, self.rows = tuple(methods), rows  # a tuple: held, not registered as this module's own
-        self.config, self.prompt_length = methods[0].config, methods[0].prompt_length
+        self.prompt_length = max(m.prompt_length for m in methods)
+        self.config = next(m.config for m in methods if m.prompt_length == self.prompt_length)
+
+    def unused_slots(self) -> torch.Tensor:
+        """Per row, how many of the ``prompt_length`` slots its own method's prompt leaves unused."""
+        return self.prompt_length - torch.tensor([m.prompt_length for m in self.methods], device=self.rows.device)[
+            self.rows]
 
     def fill(self, inputs_embeds, positions, real, prompt_ids=None) -> torch.Tensor:
         rows = self.rows.repeat_interleave(inputs_embeds.shape[0] // self.rows.shape[0])  # beams, samples
@@ -229,7 +237,18 @@ class NativeVLMWrapper(nn.Module):
                              f"for the prompt of {self.family.name}")
         if labels is not None and not self.encoder_decoder:
             labels = insert_slots(labels.contiguous(), mask, l, -100)
-        return (insert_slots(input_ids, mask, l, self.slot_id), insert_slots(mask, mask, l, 1), labels, inputs)
+        return (insert_slots(input_ids, mask, l, self.slot_id), self._slot_mask(mask, l), labels, inputs)
+
+    def _slot_mask(self, mask: torch.Tensor, l: int) -> torch.Tensor:
+        """The attention mask with the ``l`` slots in; under StackedMethods, a row of a shorter prompt has its first
+        unused slots masked, right after its left padding (so its real tokens are where they would be alone)."""
+        extended = insert_slots(mask, mask, l, 1)
+        if not isinstance(self.dept, StackedMethods):
+            return extended
+        first = (mask.long().cumsum(1) == 0).sum(1, keepdim=True)
+        column = torch.arange(extended.shape[1], device=mask.device).unsqueeze(0)
+        unused = self.dept.unused_slots().to(mask.device).unsqueeze(1)
+        return extended * ((column < first) | (column >= first + unused)).to(extended.dtype)
 
     def _warn_length(self, mask: torch.Tensor) -> None:
         """Once: an input longer than max_length (its tokens past it get no update)."""
@@ -281,12 +300,13 @@ class NativeVLMWrapper(nn.Module):
 
     @torch.no_grad()
     def generate(self, input_ids=None, attention_mask=None, prompt_ids=None, **inputs):
+        given = torch.ones_like(input_ids) if attention_mask is None and input_ids is not None else attention_mask
         ids, mask, _, inputs = self.extend(input_ids, attention_mask, None, inputs)
         with self.calling(mask, prompt_ids):
             out = self.model.generate(input_ids=ids, attention_mask=mask, **inputs)
         if self.encoder_decoder or self.dept is None:
             return out
         if isinstance(out, torch.Tensor):
-            return remove_slots(out, mask, self.dept.prompt_length)
-        out.sequences = remove_slots(out.sequences, mask, self.dept.prompt_length)
+            return remove_slots(out, given, self.dept.prompt_length)
+        out.sequences = remove_slots(out.sequences, given, self.dept.prompt_length)
         return out

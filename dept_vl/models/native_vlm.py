@@ -210,11 +210,13 @@ class NativeVisionLanguageModel(VLModel):
     @torch.no_grad()
     def generate_mixed(self, members: list[Member], max_new_tokens: int | None = None, **options) -> list[str]:
         """Every member's questions through one pass of the shared VLM, each row through its own run's method
-        (``methods.native.StackedMethods``), where the runs' prompts are alike (one prompt each, of one length);
-        else each run's questions in a pass of their own (a streamed answer then arrives whole)."""
+        (``methods.native.StackedMethods``): runs of one prompt each (of one length, or of any on a decoder-only
+        VLM, where a shorter prompt's unused slots are left padding); else each run's questions in a pass of their
+        own (a streamed answer then arrives whole)."""
         adapters = [m.model.dept for m in members]
-        if any(a is None or a.config.num_prompts > 1 or a.prompt_length != adapters[0].prompt_length
-               for a in adapters):
+        lengths = {a.prompt_length for a in adapters if a is not None}
+        if any(a is None or a.config.num_prompts > 1 for a in adapters) or (
+                len(lengths) > 1 and self.native.is_encoder_decoder):
             options.pop("streamer", None)
             return [answer for m in members for answer in m.model.predict(
                 m.texts, m.images, task=m.task, contexts=m.contexts, max_new_tokens=max_new_tokens, **options)]
