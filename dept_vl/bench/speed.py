@@ -187,7 +187,8 @@ def train_step(cfg: BenchConfig, model, batch: dict) -> TrainStep:
 
 
 class GenerateStep:
-    """Generation of a ``cfg.answer_length``-token answer for ``batch`` (KV cache); calling it returns its seconds."""
+    """Generation (and decoding) of a ``cfg.answer_length``-token answer for ``batch`` (KV cache), through the model's
+    own ``generate``; calling it returns its seconds."""
 
     def __init__(self, cfg: BenchConfig, model, batch: dict):
         self.cfg, self.model, self.device = cfg, model, torch.device(cfg.device)
@@ -198,9 +199,8 @@ class GenerateStep:
         sync(self.device)
         start = time.perf_counter()
         with torch.no_grad(), bf16_autocast(self.device, self.cfg.dtype == "bfloat16"):
-            embeds, mask = self.model.encoder_inputs(**self.inputs)
-            self.model.text.generate(embeds, mask, max_new_tokens=self.cfg.answer_length,
-                                     min_new_tokens=self.cfg.answer_length, **self.model.generation_options)
+            self.model.generate(**self.inputs, max_new_tokens=self.cfg.answer_length,
+                                min_new_tokens=self.cfg.answer_length)
         sync(self.device)
         return time.perf_counter() - start
 
