@@ -159,6 +159,11 @@ class NativeVisionLanguageModel(VLModel):
         return self.native(input_ids=input_ids, attention_mask=attention_mask, labels=labels, prompt_ids=prompt_ids,
                            **inputs)
 
+    def compile(self, *args, **kwargs) -> None:
+        """The wrapped VLM's call compiled (``NativeVLMWrapper.compile``: without graph breaks where its family
+        allows); this model's own call only passes its inputs on."""
+        self.native.compile(*args, **kwargs)
+
     @torch.no_grad()
     def generate(self, input_ids, attention_mask, prompt_ids=None, max_new_tokens: int | None = None,
                  num_beams: int = 1, **inputs) -> list[str]:

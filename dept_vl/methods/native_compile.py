@@ -1,0 +1,51 @@
+"""``--compile`` on a native VLM (``NativeVLMWrapper.compile``): its training step traced by dynamo without graph breaks where its family allows.
+
+Two things in transformers' VLM forwards break the graph, and neither needs changing the model:
+
+- output capturing (a vision tower asked for its hidden states, e.g. LLaVA's ``vision_feature_layer=-2``) installs
+  its hooks lazily, under a ``threading.Lock`` that dynamo cannot enter: the hooks are installed before compiling
+  (``install_output_capturing``);
+- the image-placeholder count check (``get_placeholder_mask``) reads a tensor with ``.item()``, and Idefics3 /
+  SmolVLM drop their all-zero padding crops with a boolean index (a size that depends on the data): the compiled
+  call runs under its family's dynamo settings (``NativeFamily.compile_settings``), which put both in the graph (the
+  check becomes a runtime assert).
+
+What still breaks (dynamo's reasons, see ``docs/scale.md``): LLaVA-NeXT / OneVision tiles (their count is computed
+from ``image_sizes``' values), Qwen2-VL (its tower's per-image attention splits and M-RoPE positions come from
+``image_grid_thw``'s values), and the feature cache (``--cache-features`` hashes pixels on the host).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils.output_capturing import maybe_install_capturing_hooks
+
+
+def _installed(module: nn.Module) -> bool:
+    return bool(getattr(module, "_output_capturing_hooks_installed", False))
+
+
+def install_output_capturing(module: nn.Module) -> None:
+    """Install transformers' output-capturing hooks in ``module`` now, each model's once: a model whose own part
+    (a tower run eagerly before) already has them is passed over, and its other parts get theirs."""
+    if _installed(module):
+        return
+    inner = [m for m in module.modules() if isinstance(m, PreTrainedModel) and m is not module]
+    if isinstance(module, PreTrainedModel) and not any(_installed(m) for m in inner):
+        maybe_install_capturing_hooks(module)  # the model and every model inside it
+        return
+    for child in module.children():
+        install_output_capturing(child)
+
+
+def under_settings(call, settings: dict):
+    """``call`` run (and so traced and compiled) under the dynamo ``settings``."""
+    @functools.wraps(call)
+    def wrapped(*args, **kwargs):
+        with torch._dynamo.config.patch(**settings):
+            return call(*args, **kwargs)
+    return wrapped
