@@ -7,6 +7,7 @@ from PIL import Image
 from torch import nn
 
 from dept_vl import DePTConfig, ModelConfig, attach_dept
+from dept_vl.data.feature_cache import FeatureCache
 from dept_vl.fast import FastPath
 from dept_vl.models import NativeVisionLanguageModel
 
@@ -28,22 +29,41 @@ def assert_equal_steps(eager, compiled):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
-def test_a_native_llavas_compiled_training_step_is_one_graph_equal_to_eager(tiny_llava_dir):
-    """As ``dept-vl train --vlm ... --compile`` runs it: the model compiled in place by the fast path, after an eager
-    step (its vision tower's output-capturing hooks already installed then)."""
-    config = {"vlm": str(tiny_llava_dir), "dept": {"prompt_length": 4, "r": 2, "max_length": 48}}
+def llava(directory):
+    config = {"vlm": str(directory), "dept": {"prompt_length": 4, "r": 2, "max_length": 48}}
     torch.manual_seed(0)
     model = NativeVisionLanguageModel(ModelConfig.from_dict(config)).train()
     nn.init.normal_(model.dept.lora_embedding_B, std=0.1)
-    batch = model.prepare(["what color is the shape?", "what shape"], [Image.new("RGB", (32, 32), "red")] * 2,
+    batch = model.prepare(["what color is the shape?", "what shape"],
+                          [Image.new("RGB", (32, 32), "red"), Image.new("RGB", (32, 32), "blue")],
                           targets=["red", "blue circle"])
-    params = [p for p in model.parameters() if p.requires_grad]
+    return model, batch, [p for p in model.parameters() if p.requires_grad]
+
+
+def test_a_native_llavas_compiled_training_step_is_one_graph_equal_to_eager(tiny_llava_dir):
+    """As ``dept-vl train --vlm ... --compile`` runs it: the model compiled in place by the fast path, after an eager
+    step (its vision tower's output-capturing hooks already installed then)."""
+    model, batch, params = llava(tiny_llava_dir)
     eager = step(model, params, **batch)
     fast = FastPath("aot_eager").apply(model, generation=False).fast_path
     compiled = step(model, params, **batch)
     assert fast.graphs == 1 and fast.graph_breaks == 0
     assert_equal_steps(eager, compiled)
     assert len(params) == 3 and all(g.abs().sum() > 0 for g in compiled[1])
+
+
+def test_with_the_feature_cache_the_compiled_step_reads_it_eagerly_and_is_one_graph(tiny_llava_dir, tmp_path):
+    """--cache-features hashes pixels on the host: the features are read before the compiled call, which gets them
+    instead of the pixels (same loss and gradients as the uncached eager step)."""
+    model, batch, params = llava(tiny_llava_dir)
+    eager = step(model, params, **batch)
+    cache = model.read_features_from(FeatureCache(tmp_path / "features", model.feature_signature()))
+    fast = FastPath("aot_eager").apply(model, generation=False).fast_path
+    first, second = step(model, params, **batch), step(model, params, **batch)
+    assert (cache.misses, cache.hits) == (2, 2)  # computed by the first compiled step, read by the second
+    assert fast.graphs == 1 and fast.graph_breaks == 0
+    assert_equal_steps(eager, first)
+    assert_equal_steps(eager, second)
 
 
 @pytest.mark.parametrize("name", ["paligemma", "idefics3", "florence2"])

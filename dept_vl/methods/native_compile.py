@@ -1,4 +1,5 @@
-"""``--compile`` on a native VLM (``NativeVLMWrapper.compile``): its training step traced by dynamo without graph breaks where its family allows.
+"""``--compile`` on a native VLM (``NativeVLMWrapper.compile``): its training step traced by dynamo without graph
+breaks where its family allows.
 
 Two things in transformers' VLM forwards break the graph, and neither needs changing the model:
 
@@ -18,10 +19,12 @@ from ``image_sizes``' values), Qwen2-VL (its tower's per-image attention splits 
 from __future__ import annotations
 
 import functools
+import inspect
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils.output_capturing import maybe_install_capturing_hooks
 
 
@@ -48,4 +51,26 @@ def under_settings(call, settings: dict):
     def wrapped(*args, **kwargs):
         with torch._dynamo.config.patch(**settings):
             return call(*args, **kwargs)
+    return wrapped
+
+
+def cached_image_features(vlm: nn.Module):
+    """The feature cache ``vlm`` reads its image features from (``models.native_features``), None if it has none."""
+    inner = getattr(vlm, "model", None)
+    compute = getattr(inner if hasattr(inner, "get_image_features") else vlm, "get_image_features", None)
+    return compute if getattr(compute, "store", None) is not None else None
+
+
+def features_first(vlm: nn.Module, call):
+    """``call`` (a compiled call of ``vlm``'s wrapper) given the image features read from ``vlm``'s feature cache
+    eagerly, instead of the pixels, when it has one; else ``call`` as it is."""
+    @functools.wraps(call)
+    def wrapped(*args, **inputs):
+        cache = cached_image_features(vlm)
+        if cache is None or inputs.get("pixel_values") is None:
+            return call(*args, **inputs)
+        taken = inspect.signature(cache).parameters
+        features = cache(**{k: v for k, v in inputs.items() if k in taken}).pooler_output
+        inputs = {k: v for k, v in inputs.items() if k != "pixel_values"}  # read or computed: one graph for both
+        return call(*args, **inputs, mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)})
     return wrapped
