@@ -12,8 +12,8 @@ Two things in transformers' VLM forwards break the graph, and neither needs chan
   check becomes a runtime assert).
 
 What still breaks (dynamo's reasons, see ``docs/scale.md``): LLaVA-NeXT / OneVision tiles (their count is computed
-from ``image_sizes``' values), Qwen2-VL (its tower's per-image attention splits and M-RoPE positions come from
-``image_grid_thw``'s values), and the feature cache (``--cache-features`` hashes pixels on the host).
+from ``image_sizes``' values) and Qwen2-VL (its tower's per-image attention splits and M-RoPE positions come from
+``image_grid_thw``'s values).
 """
 
 from __future__ import annotations
