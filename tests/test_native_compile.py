@@ -40,18 +40,6 @@ def llava(directory):
     return model, batch, [p for p in model.parameters() if p.requires_grad]
 
 
-def test_a_native_llavas_compiled_training_step_is_one_graph_equal_to_eager(tiny_llava_dir):
-    """As ``dept-vl train --vlm ... --compile`` runs it: the model compiled in place by the fast path, after an eager
-    step (its vision tower's output-capturing hooks already installed then)."""
-    model, batch, params = llava(tiny_llava_dir)
-    eager = step(model, params, **batch)
-    fast = FastPath("aot_eager").apply(model, generation=False).fast_path
-    compiled = step(model, params, **batch)
-    assert fast.graphs == 1 and fast.graph_breaks == 0
-    assert_equal_steps(eager, compiled)
-    assert len(params) == 3 and all(g.abs().sum() > 0 for g in compiled[1])
-
-
 def test_with_the_feature_cache_the_compiled_step_reads_it_eagerly_and_is_one_graph(tiny_llava_dir, tmp_path):
     """--cache-features hashes pixels on the host: the features are read before the compiled call, which gets them
     instead of the pixels (same loss and gradients as the uncached eager step)."""
@@ -80,3 +68,24 @@ def test_other_families_compile_to_one_graph_equal_to_eager(name):
     compiled = step(wrapped, params, **inputs)
     assert fast.graphs == 1 and fast.graph_breaks == 0
     assert_equal_steps(step(wrapped.forward, params, **inputs), compiled)  # forward: the eager call
+
+
+def test_under_the_fast_path_batches_of_one_bucket_are_one_graph_with_their_unpadded_losses(tiny_llava_dir):
+    """As ``dept-vl train --vlm ... --compile`` runs it: the model compiled in place by the fast path, after eager
+    steps (its vision tower's output-capturing hooks installed then), its lengths bucketed as the assembled models'
+    (left padding: mask 0, labels -100): questions of different lengths compile once, and each step's loss and
+    gradients are its unpadded eager step's."""
+    model, _, params = llava(tiny_llava_dir)
+    questions = [["what color is the shape?"] * 2, ["what color is the shape in the image?"] * 2]
+    pictures, answers = [Image.new("RGB", (32, 32), "red")] * 2, ["red", "blue circle"]
+    unpadded = [model.prepare(q, pictures, targets=answers) for q in questions]
+    eager = [step(model, params, **batch) for batch in unpadded]
+    fast = FastPath("aot_eager", bucket_multiple=8).apply(model, generation=False).fast_path
+    batches = [model.prepare(q, pictures, targets=answers) for q in questions]
+    assert len({b["input_ids"].shape[1] for b in unpadded}) == 2
+    assert len({b["input_ids"].shape[1] for b in batches}) == 1 and batches[0]["input_ids"].shape[1] % 8 == 0
+    for want, batch in zip(eager, batches):
+        compiled = step(model, params, **batch)
+        assert_equal_steps(want, compiled)
+        assert len(params) == 3 and all(g.abs().sum() > 0 for g in compiled[1])
+    assert fast.graphs == 1 and fast.graph_breaks == 0
