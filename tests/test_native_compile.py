@@ -10,6 +10,7 @@ from dept_vl import DePTConfig, ModelConfig, attach_dept
 from dept_vl.data.feature_cache import FeatureCache
 from dept_vl.fast import FastPath
 from dept_vl.models import NativeVisionLanguageModel
+from dept_vl.models.native_features import cache_image_features, vlm_signature
 
 from tiny_vlms import FAMILIES
 
@@ -54,20 +55,27 @@ def test_with_the_feature_cache_the_compiled_step_reads_it_eagerly_and_is_one_gr
     assert_equal_steps(eager, second)
 
 
-@pytest.mark.parametrize("name", ["paligemma", "idefics3", "florence2"])
-def test_other_families_compile_to_one_graph_equal_to_eager(name):
-    """Compiled before any eager call (every output-capturing hook installed by ``compile``)."""
+@pytest.mark.parametrize("name,cached", [("paligemma", False), ("florence2", False), ("idefics3", True)])
+def test_other_families_compile_to_one_graph_equal_to_eager(name, cached, tmp_path):
+    """Compiled before any eager call (every output-capturing hook installed by ``compile``); Idefics3 with its image
+    features in the feature cache (its tower drops padding crops with a boolean index: a break without it)."""
     family = FAMILIES[name]
-    wrapped = attach_dept(family.build(), DePTConfig(prompt_length=3, r=2, max_length=80))
+    vlm = family.build()
+    wrapped = attach_dept(vlm, DePTConfig(prompt_length=3, r=2, max_length=80))
     nn.init.normal_(wrapped.dept.lora_embedding_B, std=0.1)
     inputs = family.inputs([[20, 21, 22, 23, 24], [20, 21, 22]])
     inputs["labels"] = torch.tensor([[20, 21, 2]] * 2) if family.encoder_decoder else inputs["input_ids"]
     params = list(wrapped.dept.parameters())
+    eager = step(wrapped, params, **inputs)
+    if cached:
+        cache = cache_image_features(vlm, FeatureCache(tmp_path / "features", vlm_signature(vlm, name)))
     fast = FastPath("aot_eager")
     wrapped.compile(backend=fast.compile_graph, dynamic=False)
-    compiled = step(wrapped, params, **inputs)
+    steps = [step(wrapped, params, **inputs) for _ in range(2 if cached else 1)]
     assert fast.graphs == 1 and fast.graph_breaks == 0
-    assert_equal_steps(step(wrapped.forward, params, **inputs), compiled)  # forward: the eager call
+    for compiled in steps:
+        assert_equal_steps(eager, compiled)
+    assert not cached or (cache.misses, cache.hits) == (2, 2)
 
 
 def test_under_the_fast_path_batches_of_one_bucket_are_one_graph_with_their_unpadded_losses(tiny_llava_dir):

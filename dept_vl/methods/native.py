@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
-from .native_compile import features_first, install_output_capturing, under_settings
+from .native_compile import COMPILE_SETTINGS, features_first, install_output_capturing, under_settings
 from .prompt import SoftPrompt, position_ids_from_mask
 
 
@@ -51,8 +51,7 @@ class NativeFamily:
     inputs besides ``input_ids``, ``attention_mask`` and ``labels`` that the prompt's slots must extend (with the
     value for prefix text); its trainable bridge from the vision tower to the language model (module names ending so,
     for ``--train-projector``); and the image placeholders its processor writes per image (per tile for Idefics3 /
-    SmolVLM) from its config, or None where that depends on the image; and the dynamo settings under which its
-    training step compiles (``--compile``, ``native_compile``). A new family is one record here (plus the
+    SmolVLM) from its config, or None where that depends on the image. A new family is one record here (plus the
     tiny config its tests build, ``tests/tiny_vlms.py``)."""
 
     name: str
@@ -60,8 +59,6 @@ class NativeFamily:
     slot_values: dict[str, int] = field(default_factory=dict)
     projectors: tuple[str, ...] = ("multi_modal_projector",)
     image_tokens: Callable[[object], int | None] = lambda config: None
-    # .item() in graphs (transformers' image-placeholder count checks become runtime asserts)
-    compile_settings: dict[str, bool] = field(default_factory=lambda: {"capture_scalar_outputs": True})
 
 
 FAMILIES = (
@@ -70,9 +67,7 @@ FAMILIES = (
     NativeFamily("Qwen2-VL", ("qwen2_vl", "qwen2_5_vl"), {"mm_token_type_ids": 0}, projectors=("visual.merger",)),
     NativeFamily("PaliGemma", ("paligemma",), {"token_type_ids": 0}, image_tokens=_grid),
     NativeFamily("Idefics3 / SmolVLM", ("idefics3", "smolvlm"), projectors=("connector",),
-                 image_tokens=lambda c: None if _grid(c) is None else _grid(c) // c.scale_factor ** 2,
-                 compile_settings={"capture_scalar_outputs": True,  # the all-zero padding crops are dropped by
-                                   "capture_dynamic_output_shape_ops": True}),  # a boolean index: a data-dependent size
+                 image_tokens=lambda c: None if _grid(c) is None else _grid(c) // c.scale_factor ** 2),
     NativeFamily("Florence-2", ("florence2",), projectors=("image_projection", "image_proj_norm")),
     NativeFamily("BLIP-2", ("blip-2",), projectors=("language_projection",),
                  image_tokens=lambda c: c.num_query_tokens),
@@ -282,11 +277,11 @@ class NativeVLMWrapper(nn.Module):
     # ---- the calls --------------------------------------------------------------------------------------------
     def compile(self, *args, **kwargs) -> None:
         """``nn.Module.compile``, traced without graph breaks where the family allows (``methods.native_compile``):
-        transformers' output-capturing hooks installed first, the compiled call under the family's dynamo settings,
-        cached image features read before it."""
+        transformers' output-capturing hooks installed first, the compiled call under ``COMPILE_SETTINGS``, cached
+        image features read before it."""
         install_output_capturing(self.model)
         super().compile(*args, **kwargs)
-        compiled = under_settings(self._compiled_call_impl, self.family.compile_settings)
+        compiled = under_settings(self._compiled_call_impl, COMPILE_SETTINGS)
         self._compiled_call_impl = features_first(self.model, compiled)
 
     def forward(self, input_ids=None, attention_mask=None, labels=None, prompt_ids=None, **inputs):

@@ -6,14 +6,16 @@ Two things in transformers' VLM forwards break the graph, and neither needs chan
 - output capturing (a vision tower asked for its hidden states, e.g. LLaVA's ``vision_feature_layer=-2``) installs
   its hooks lazily, under a ``threading.Lock`` that dynamo cannot enter: the hooks are installed before compiling
   (``install_output_capturing``);
-- the image-placeholder count check (``get_placeholder_mask``) reads a tensor with ``.item()``, and Idefics3 /
-  SmolVLM drop their all-zero padding crops with a boolean index (a size that depends on the data): the compiled
-  call runs under its family's dynamo settings (``NativeFamily.compile_settings``), which put both in the graph (the
-  check becomes a runtime assert).
+- the image-placeholder count check (``get_placeholder_mask``) reads a tensor with ``.item()``: the compiled call
+  runs under ``COMPILE_SETTINGS``, which put it in the graph (a runtime assert).
 
-What still breaks (dynamo's reasons, see ``docs/scale.md``): LLaVA-NeXT / OneVision tiles (their count is computed
-from ``image_sizes``' values) and Qwen2-VL (its tower's per-image attention splits and M-RoPE positions come from
-``image_grid_thw``'s values).
+The feature cache (``--cache-features``) hashes pixels on the host: where the VLM reads its image features from one,
+they are fetched eagerly before the compiled call and handed to it as ``mm_encoder_outputs`` (``features_first``).
+
+What still breaks (dynamo's reasons in ``docs/scale.md``): Idefics3 / SmolVLM without the feature cache (their
+tower drops the all-zero padding crops with a boolean index: a size that depends on the data), LLaVA-NeXT /
+OneVision tiles (their count is computed from ``image_sizes``' values) and Qwen2-VL (its tower's per-image attention
+splits and M-RoPE positions come from ``image_grid_thw``'s values).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils.output_capturing import maybe_install_capturing_hooks
+
+COMPILE_SETTINGS = {"capture_scalar_outputs": True}  # dynamo's: .item() traced into the graph, not a break
 
 
 def _installed(module: nn.Module) -> bool:
