@@ -57,8 +57,8 @@ def test_with_the_feature_cache_the_compiled_step_reads_it_eagerly_and_is_one_gr
 
 @pytest.mark.parametrize("name,cached", [("paligemma", False), ("florence2", False), ("idefics3", True)])
 def test_other_families_compile_to_one_graph_equal_to_eager(name, cached, tmp_path):
-    """Compiled before any eager call (every output-capturing hook installed by ``compile``); Idefics3 with its image
-    features in the feature cache (its tower drops padding crops with a boolean index: a break without it)."""
+    """Idefics3 with its image features in the feature cache (its tower drops padding crops with a boolean index: a
+    break without it)."""
     family = FAMILIES[name]
     vlm = family.build()
     wrapped = attach_dept(vlm, DePTConfig(prompt_length=3, r=2, max_length=80))
@@ -79,21 +79,23 @@ def test_other_families_compile_to_one_graph_equal_to_eager(name, cached, tmp_pa
 
 
 def test_under_the_fast_path_batches_of_one_bucket_are_one_graph_with_their_unpadded_losses(tiny_llava_dir):
-    """As ``dept-vl train --vlm ... --compile`` runs it: the model compiled in place by the fast path, after eager
-    steps (its vision tower's output-capturing hooks installed then), its lengths bucketed as the assembled models'
-    (left padding: mask 0, labels -100): questions of different lengths compile once, and each step's loss and
-    gradients are its unpadded eager step's."""
-    model, _, params = llava(tiny_llava_dir)
+    """As ``dept-vl train --vlm ... --compile`` runs it: the model compiled in place by the fast path (before any
+    eager call, or after eager steps installed its vision tower's output-capturing hooks), its lengths bucketed as the
+    assembled models' (left padding: mask 0, labels -100): questions of different lengths compile once, and each
+    step's loss and gradients are its unpadded eager step's."""
+    used, _, used_params = llava(tiny_llava_dir)
     questions = [["what color is the shape?"] * 2, ["what color is the shape in the image?"] * 2]
     pictures, answers = [Image.new("RGB", (32, 32), "red")] * 2, ["red", "blue circle"]
-    unpadded = [model.prepare(q, pictures, targets=answers) for q in questions]
-    eager = [step(model, params, **batch) for batch in unpadded]
-    fast = FastPath("aot_eager", bucket_multiple=8).apply(model, generation=False).fast_path
-    batches = [model.prepare(q, pictures, targets=answers) for q in questions]
-    assert len({b["input_ids"].shape[1] for b in unpadded}) == 2
-    assert len({b["input_ids"].shape[1] for b in batches}) == 1 and batches[0]["input_ids"].shape[1] % 8 == 0
-    for want, batch in zip(eager, batches):
-        compiled = step(model, params, **batch)
-        assert_equal_steps(want, compiled)
-        assert len(params) == 3 and all(g.abs().sum() > 0 for g in compiled[1])
-    assert fast.graphs == 1 and fast.graph_breaks == 0
+    unpadded = [used.prepare(q, pictures, targets=answers) for q in questions]
+    eager = [step(used, used_params, **batch) for batch in unpadded]
+    fresh, _, fresh_params = llava(tiny_llava_dir)  # the same weights, never called
+    for model, params in ((fresh, fresh_params), (used, used_params)):
+        fast = FastPath("aot_eager", bucket_multiple=8).apply(model, generation=False).fast_path
+        batches = [model.prepare(q, pictures, targets=answers) for q in questions]
+        assert len({b["input_ids"].shape[1] for b in unpadded}) == 2
+        assert len({b["input_ids"].shape[1] for b in batches}) == 1 and batches[0]["input_ids"].shape[1] % 8 == 0
+        for want, batch in zip(eager, batches):
+            compiled = step(model, params, **batch)
+            assert_equal_steps(want, compiled)
+            assert len(params) == 3 and all(g.abs().sum() > 0 for g in compiled[1])
+        assert fast.graphs == 1 and fast.graph_breaks == 0
