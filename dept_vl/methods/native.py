@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
+from .native_compile import COMPILE_SETTINGS, features_first, install_output_capturing, under_settings
 from .prompt import SoftPrompt, position_ids_from_mask
 
 
@@ -293,6 +294,15 @@ class NativeVLMWrapper(nn.Module):
         return args, kwargs
 
     # ---- the calls --------------------------------------------------------------------------------------------
+    def compile(self, *args, **kwargs) -> None:
+        """``nn.Module.compile``, traced without graph breaks where the family allows (``methods.native_compile``):
+        transformers' output-capturing hooks installed first, the compiled call under ``COMPILE_SETTINGS``, cached
+        image features read before it."""
+        install_output_capturing(self.model)
+        super().compile(*args, **kwargs)
+        compiled = under_settings(self._compiled_call_impl, COMPILE_SETTINGS)
+        self._compiled_call_impl = features_first(self.model, compiled)
+
     def forward(self, input_ids=None, attention_mask=None, labels=None, prompt_ids=None, **inputs):
         ids, mask, labels, inputs = self.extend(input_ids, attention_mask, labels, inputs)
         with self.calling(mask, prompt_ids):

@@ -21,12 +21,13 @@ def bucket_length(n: int, multiple: int, cap: int | None = None) -> int:
     return max(n, min(length, cap)) if cap else length
 
 
-def pad_to_length(tensor: torch.Tensor, length: int, value: int) -> torch.Tensor:
-    """``tensor`` (batch, n) right-padded with ``value`` to (batch, length)."""
+def pad_to_length(tensor: torch.Tensor, length: int, value: int, left: bool = False) -> torch.Tensor:
+    """``tensor`` (batch, n) right-padded (``left``: left-padded) with ``value`` to (batch, length)."""
     extra = length - tensor.shape[1]
     if extra <= 0:
         return tensor
-    return torch.cat([tensor, tensor.new_full((tensor.shape[0], extra), value)], dim=1)
+    pad = tensor.new_full((tensor.shape[0], extra), value)
+    return torch.cat([pad, tensor] if left else [tensor, pad], dim=1)
 
 
 def bucket_text(batch: dict[str, torch.Tensor], multiple: int, cap: int, pad_id: int) -> dict[str, torch.Tensor]:
@@ -39,3 +40,12 @@ def bucket_text(batch: dict[str, torch.Tensor], multiple: int, cap: int, pad_id:
 def bucket_labels(labels: torch.Tensor, multiple: int, cap: int) -> torch.Tensor:
     """``labels`` padded to their bucket with -100 (ignored by the loss)."""
     return pad_to_length(labels, bucket_length(labels.shape[1], multiple, cap), -100)
+
+
+def bucket_per_token(batch: dict, pad_values: dict[str, int], multiple: int, left: bool) -> dict:
+    """Every input of ``batch`` named in ``pad_values`` and as long as ``input_ids`` padded with its value to their
+    bucket (``left``: on the left, as a decoder-only model's batch is padded)."""
+    n = batch["input_ids"].shape[1]
+    length = bucket_length(n, multiple)
+    return {k: pad_to_length(v, length, pad_values[k], left) if k in pad_values and isinstance(v, torch.Tensor)
+            and v.dim() == 2 and v.shape[1] == n else v for k, v in batch.items()}

@@ -24,6 +24,7 @@ from ..io import local_or_hub
 from ..methods import build_input_method, get_method, resolved_settings, wrap_input_method
 from ..methods.native import (FAMILIES, NativeVLMWrapper, StackedMethods, language_input, language_model,
                               native_family)
+from .buckets import bucket_labels, bucket_per_token
 from .config import ModelConfig
 from .identity import fingerprint
 from .interface import Member, VLModel
@@ -158,6 +159,11 @@ class NativeVisionLanguageModel(VLModel):
         """The VLM's output; ``.loss``: the mean cross-entropy on ``labels`` (-100 = ignored)."""
         return self.native(input_ids=input_ids, attention_mask=attention_mask, labels=labels, prompt_ids=prompt_ids,
                            **inputs)
+
+    def compile(self, *args, **kwargs) -> None:
+        """The wrapped VLM's call compiled (``NativeVLMWrapper.compile``: without graph breaks where its family
+        allows); this model's own call only passes its inputs on."""
+        self.native.compile(*args, **kwargs)
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask, prompt_ids=None, max_new_tokens: int | None = None,
@@ -311,10 +317,24 @@ class NativeVisionLanguageModel(VLModel):
             prompts = self._encode(prompts, pictures)
             batch["labels"] = answer_labels(batch["input_ids"], batch["attention_mask"],
                                             prompts["attention_mask"].sum(1))
+        if self.bucket_multiple:
+            batch = self._bucketed(batch)
         prompt_ids = self.prompt_ids_for(task, len(texts), device)
         if prompt_ids is not None:
             batch["prompt_ids"] = prompt_ids
         return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def _bucketed(self, batch: dict) -> dict:
+        """Under the fast path: the per-token inputs padded to their length's bucket (``models.buckets``), so a
+        compiled step sees few shapes; an encoder-decoder's labels (its decoder's targets) to theirs."""
+        pad_id = self.processor.tokenizer.pad_token_id
+        pads = {"input_ids": self.native.slot_id if pad_id is None else pad_id, "attention_mask": 0,
+                **self.native.family.slot_values}
+        if not self.native.is_encoder_decoder:
+            pads["labels"] = -100
+        elif "labels" in batch:
+            batch["labels"] = bucket_labels(batch["labels"], self.bucket_multiple, None)
+        return bucket_per_token(batch, pads, self.bucket_multiple, left=not self.native.is_encoder_decoder)
 
     def prepare_targets(self, targets: Sequence[str], device=None) -> torch.Tensor:
         """The answers' token ids (-100 where padded), EOS appended: an encoder-decoder's decoder targets."""

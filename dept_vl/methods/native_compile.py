@@ -1,0 +1,80 @@
+"""``--compile`` on a native VLM (``NativeVLMWrapper.compile``): its training step traced by dynamo without graph
+breaks where its family allows.
+
+Two things in transformers' VLM forwards break the graph, and neither needs changing the model:
+
+- output capturing (a vision tower asked for its hidden states, e.g. LLaVA's ``vision_feature_layer=-2``) installs
+  its hooks lazily, under a ``threading.Lock`` that dynamo cannot enter: the hooks are installed before compiling
+  (``install_output_capturing``);
+- the image-placeholder count check (``get_placeholder_mask``) reads a tensor with ``.item()``: the compiled call
+  runs under ``COMPILE_SETTINGS``, which put it in the graph (a runtime assert).
+
+The feature cache (``--cache-features``) hashes pixels on the host: where the VLM reads its image features from one,
+they are fetched eagerly before the compiled call and handed to it as ``mm_encoder_outputs`` (``features_first``).
+
+What still breaks (dynamo's reasons in ``docs/scale.md``): Idefics3 / SmolVLM without the feature cache (their
+tower drops the all-zero padding crops with a boolean index: a size that depends on the data), LLaVA-NeXT /
+OneVision tiles (their count is computed from ``image_sizes``' values) and Qwen2-VL (its tower's per-image attention
+splits and M-RoPE positions come from ``image_grid_thw``'s values).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.utils.output_capturing import maybe_install_capturing_hooks
+
+COMPILE_SETTINGS = {"capture_scalar_outputs": True}  # dynamo's: .item() traced into the graph, not a break
+
+
+def _installed(module: nn.Module) -> bool:
+    return bool(getattr(module, "_output_capturing_hooks_installed", False))
+
+
+def install_output_capturing(module: nn.Module) -> None:
+    """Install transformers' output-capturing hooks in ``module`` now, each model's once: a model whose own part
+    (a tower run eagerly before) already has them is passed over, and its other parts get theirs."""
+    if _installed(module):
+        return
+    inner = [m for m in module.modules() if isinstance(m, PreTrainedModel) and m is not module]
+    if isinstance(module, PreTrainedModel) and not any(_installed(m) for m in inner):
+        maybe_install_capturing_hooks(module)  # the model and every model inside it
+        return
+    for child in module.children():
+        install_output_capturing(child)
+
+
+def under_settings(call, settings: dict):
+    """``call`` run (and so traced and compiled) under the dynamo ``settings``."""
+    @functools.wraps(call)
+    def wrapped(*args, **kwargs):
+        with torch._dynamo.config.patch(**settings):
+            return call(*args, **kwargs)
+    return wrapped
+
+
+def cached_image_features(vlm: nn.Module):
+    """The feature cache ``vlm`` reads its image features from (``models.native_features``), None if it has none."""
+    inner = getattr(vlm, "model", None)
+    compute = getattr(inner if hasattr(inner, "get_image_features") else vlm, "get_image_features", None)
+    return compute if getattr(compute, "store", None) is not None else None
+
+
+def features_first(vlm: nn.Module, call):
+    """``call`` (a compiled call of ``vlm``'s wrapper) given the image features read from ``vlm``'s feature cache
+    eagerly, instead of the pixels, when it has one; else ``call`` as it is."""
+    @functools.wraps(call)
+    def wrapped(*args, **inputs):
+        cache = cached_image_features(vlm)
+        if cache is None or inputs.get("pixel_values") is None:
+            return call(*args, **inputs)
+        taken = inspect.signature(cache).parameters
+        features = cache(**{k: v for k, v in inputs.items() if k in taken}).pooler_output
+        inputs = {k: v for k, v in inputs.items() if k != "pixel_values"}  # read or computed: one graph for both
+        return call(*args, **inputs, mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)})
+    return wrapped
