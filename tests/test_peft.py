@@ -2,10 +2,14 @@
 native tests' correctness check; PEFT's save / load, disable_adapter and several adapters; the two learning rates."""
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import transformers as T
+from huggingface_hub import HfApi, ModelCard
+from huggingface_hub.errors import EntryNotFoundError
 from peft import PeftConfig, PeftModel, get_peft_model
 from peft.utils import PeftType
 from safetensors.torch import load_file
@@ -121,6 +125,36 @@ def test_save_load_disable_and_several_adapters(name, tmp_path):
         assert not torch.equal(loaded(**inputs).logits, adapted)
         loaded.set_adapter("default")
         assert torch.equal(loaded(**inputs).logits, adapted)
+
+
+def test_push_to_hub_uploads_the_dept_adapter_which_loads_back_exactly(tmp_path, monkeypatch):
+    """PeftModel.push_to_hub (transformers' PushToHubMixin) offline: HfApi.create_repo / create_commit and the
+    model card's download are replaced; what the commit would upload is written to a folder and loaded back."""
+    uploaded = tmp_path / "hub"
+
+    def create_commit(self, repo_id, operations, **_):
+        for op in operations:
+            (uploaded / op.path_in_repo).parent.mkdir(parents=True, exist_ok=True)
+            (uploaded / op.path_in_repo).write_bytes(Path(op.path_or_fileobj).read_bytes())
+        return f"https://huggingface.co/{repo_id}"
+
+    def no_card(*_, **__):
+        raise EntryNotFoundError("no README.md yet")
+
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **_: SimpleNamespace(repo_id=repo_id))
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    monkeypatch.setattr(ModelCard, "load", no_card)
+    make, inputs, _ = build("llava")
+    peft_model = dept_model(make, False)
+    torch.nn.init.normal_(prompts(peft_model).lora_embedding_B, std=0.5)
+    assert peft_model.push_to_hub("me/llava-dept") == "https://huggingface.co/me/llava-dept"
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in uploaded.iterdir()}
+    assert json.loads((uploaded / "adapter_config.json").read_text())["peft_type"] == "DEPT"
+    assert set(load_file(uploaded / "adapter_model.safetensors")) == {
+        "prompt_embeddings", "lora_embedding_A", "lora_embedding_B"}
+    loaded = PeftModel.from_pretrained(make(), uploaded)
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs).logits, peft_model(**inputs).logits)
 
 
 def test_adept_saves_its_network_and_loads_exactly(tmp_path):
