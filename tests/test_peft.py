@@ -339,12 +339,14 @@ def test_an_official_dept_checkpoint_loads_with_peft(tmp_path):
         torch.testing.assert_close(loaded(**inputs).logits, ours(**inputs).logits, atol=0, rtol=0)
 
 
-def test_bench_trl_times_dept_against_prompt_tuning_at_its_budget(tmp_path):
+@pytest.mark.parametrize("vlm, tokens", [(None, 28), ("tiny-vlm", 21)])  # tiny LLaVA; SmolVLM + Idefics3Processor
+def test_bench_trl_times_dept_against_prompt_tuning_at_its_budget(vlm, tokens, tmp_path):
     from dept_vl.bench.speed import BenchConfig
     from dept_vl.bench.trl import format_trl, run_trl_bench
 
-    cfg = BenchConfig(batch_size=2, prompt_length=4, r=2, max_length=64, paired=1)
+    cfg = BenchConfig(batch_size=2, prompt_length=4, r=2, max_length=64, paired=1, vlm=vlm)
     report = run_trl_bench(cfg, tmp_path, steps=1, log=lambda _: None)
     assert report["m"] == 8 and report["trainable"] == {"dept": 4 * 64 + 64 * 2 + 2 * 64, "pt": 8 * 64}
+    assert report["tokens_per_example"] == tokens and report["vlm"] == f"{vlm or 'tiny-llava'} (built offline)"
     assert all(rate > 0 for rate in report["steps_per_second"].values()) and report["dept_over_pt_time"]["median"] > 0
     assert "time dept / pt, paired" in format_trl(report)
