@@ -350,3 +350,16 @@ def test_bench_trl_times_dept_against_prompt_tuning_at_its_budget(vlm, tokens, t
     assert report["tokens_per_example"] == tokens and report["vlm"] == f"{vlm or 'tiny-llava'} (built offline)"
     assert all(rate > 0 for rate in report["steps_per_second"].values()) and report["dept_over_pt_time"]["median"] > 0
     assert "time dept / pt, paired" in format_trl(report)
+
+
+def test_bench_trl_llava_shape_processor_writes_the_towers_image_tokens():
+    from dept_vl.bench.native_scale import LLAVA_SHAPES
+    from dept_vl.bench.trl_models import llava_processor
+
+    processor = llava_processor("llava-clip-s-shape")
+    row = colour_rows(1)[0]
+    ids = processor.apply_chat_template([row["messages"]], tokenize=True, return_dict=True, images=[row["images"]],
+                                        processor_kwargs={"return_tensors": "pt"})["input_ids"][0]
+    text = LLAVA_SHAPES["llava-clip-s-shape"][1]
+    assert (ids == text["vocab_size"] - 1).sum() == 196 and int(ids.max()) == text["vocab_size"] - 1  # 224 px / 16
+    assert processor.tokenizer.convert_ids_to_tokens(int(ids[0])) == "user"
