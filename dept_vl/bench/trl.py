@@ -24,6 +24,7 @@ from .speed import BenchConfig, machine
 from .timing import paired_ratio
 from .trl_models import COLOURS, trl_vlm
 
+
 def colour_rows(count: int) -> list[dict]:
     """TRL's vision-language rows: an image and a question, its colour as the answer."""
     return [{"messages": [{"role": "user", "content": [{"type": "image"},
@@ -75,7 +76,8 @@ def run_trl_bench(cfg: BenchConfig, directory: Path, steps: int, log=print) -> d
     trainable = {name: sum(p.numel() for p in t.model.parameters() if p.requires_grad) for name, t in trainers.items()}
     built = cfg.vlm is None or vlm != cfg.vlm
     return {"bench": "trl", "machine": machine(cfg.device), "batch_size": cfg.batch_size, "steps": steps,
-            "vlm": f"{cfg.vlm or 'tiny-llava'} (built offline)" if built else vlm, "tokens_per_example": tokens, "prompt_length": cfg.prompt_length, "r": cfg.r, "max_length": cfg.max_length, "m": m,
+            "vlm": f"{cfg.vlm or 'tiny-llava'} (built offline)" if built else vlm, "tokens_per_example": tokens,
+            "prompt_length": cfg.prompt_length, "r": cfg.r, "max_length": cfg.max_length, "m": m,
             "trainable": trainable, "steps_per_second": rates, "dept_over_pt_time": ratio}
 
 

@@ -63,8 +63,8 @@ def build_llava(directory: Path) -> str:
 
 
 def idefics3_processor(name: str) -> T.Idefics3Processor:
-    """The processor of a VLM_SHAPES shape (SmolVLM): one image of the tower's size (not split), as
-    ``<fake_token_around_image><global-img>`` + (size / patch)^2 / scale^2 ``<image>`` + ``<fake_token_around_image>``."""
+    """The processor of a VLM_SHAPES shape (SmolVLM): one image of the tower's size (not split), written as
+    ``<fake_token_around_image><global-img>``, (size / patch)^2 / scale^2 ``<image>``, ``<fake_token_around_image>``."""
     vision, text, scale = VLM_SHAPES[name]
     specials = ["<fake_token_around_image>", "<global-img>", "<end_of_utterance>", *IDEFICS3_GRID]
     tokens = shape_tokens(["<pad>", "<|im_start|>", "<end_of_utterance>", "<unk>", *specials[:2], *IDEFICS3_GRID],
