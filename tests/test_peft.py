@@ -2,10 +2,14 @@
 native tests' correctness check; PEFT's save / load, disable_adapter and several adapters; the two learning rates."""
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import transformers as T
+from huggingface_hub import HfApi, ModelCard
+from huggingface_hub.errors import EntryNotFoundError
 from peft import PeftConfig, PeftModel, get_peft_model
 from peft.utils import PeftType
 from safetensors.torch import load_file
@@ -121,6 +125,36 @@ def test_save_load_disable_and_several_adapters(name, tmp_path):
         assert not torch.equal(loaded(**inputs).logits, adapted)
         loaded.set_adapter("default")
         assert torch.equal(loaded(**inputs).logits, adapted)
+
+
+def test_push_to_hub_uploads_the_dept_adapter_which_loads_back_exactly(tmp_path, monkeypatch):
+    """PeftModel.push_to_hub (transformers' PushToHubMixin) offline: HfApi.create_repo / create_commit and the
+    model card's download are replaced; what the commit would upload is written to a folder and loaded back."""
+    uploaded = tmp_path / "hub"
+
+    def create_commit(self, repo_id, operations, **_):
+        for op in operations:
+            (uploaded / op.path_in_repo).parent.mkdir(parents=True, exist_ok=True)
+            (uploaded / op.path_in_repo).write_bytes(Path(op.path_or_fileobj).read_bytes())
+        return f"https://huggingface.co/{repo_id}"
+
+    def no_card(*_, **__):
+        raise EntryNotFoundError("no README.md yet")
+
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **_: SimpleNamespace(repo_id=repo_id))
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    monkeypatch.setattr(ModelCard, "load", no_card)
+    make, inputs, _ = build("llava")
+    peft_model = dept_model(make, False)
+    torch.nn.init.normal_(prompts(peft_model).lora_embedding_B, std=0.5)
+    assert peft_model.push_to_hub("me/llava-dept") == "https://huggingface.co/me/llava-dept"
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in uploaded.iterdir()}
+    assert json.loads((uploaded / "adapter_config.json").read_text())["peft_type"] == "DEPT"
+    assert set(load_file(uploaded / "adapter_model.safetensors")) == {
+        "prompt_embeddings", "lora_embedding_A", "lora_embedding_B"}
+    loaded = PeftModel.from_pretrained(make(), uploaded)
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs).logits, peft_model(**inputs).logits)
 
 
 def test_adept_saves_its_network_and_loads_exactly(tmp_path):
@@ -305,12 +339,27 @@ def test_an_official_dept_checkpoint_loads_with_peft(tmp_path):
         torch.testing.assert_close(loaded(**inputs).logits, ours(**inputs).logits, atol=0, rtol=0)
 
 
-def test_bench_trl_times_dept_against_prompt_tuning_at_its_budget(tmp_path):
+@pytest.mark.parametrize("vlm, tokens", [(None, 28), ("tiny-vlm", 21)])  # tiny LLaVA; SmolVLM + Idefics3Processor
+def test_bench_trl_times_dept_against_prompt_tuning_at_its_budget(vlm, tokens, tmp_path):
     from dept_vl.bench.speed import BenchConfig
     from dept_vl.bench.trl import format_trl, run_trl_bench
 
-    cfg = BenchConfig(batch_size=2, prompt_length=4, r=2, max_length=64, paired=1)
+    cfg = BenchConfig(batch_size=2, prompt_length=4, r=2, max_length=64, paired=1, vlm=vlm)
     report = run_trl_bench(cfg, tmp_path, steps=1, log=lambda _: None)
     assert report["m"] == 8 and report["trainable"] == {"dept": 4 * 64 + 64 * 2 + 2 * 64, "pt": 8 * 64}
+    assert report["tokens_per_example"] == tokens and report["vlm"] == f"{vlm or 'tiny-llava'} (built offline)"
     assert all(rate > 0 for rate in report["steps_per_second"].values()) and report["dept_over_pt_time"]["median"] > 0
     assert "time dept / pt, paired" in format_trl(report)
+
+
+def test_bench_trl_llava_shape_processor_writes_the_towers_image_tokens():
+    from dept_vl.bench.native_scale import LLAVA_SHAPES
+    from dept_vl.bench.trl_models import llava_processor
+
+    processor = llava_processor("llava-clip-s-shape")
+    row = colour_rows(1)[0]
+    ids = processor.apply_chat_template([row["messages"]], tokenize=True, return_dict=True, images=[row["images"]],
+                                        processor_kwargs={"return_tensors": "pt"})["input_ids"][0]
+    text = LLAVA_SHAPES["llava-clip-s-shape"][1]
+    assert (ids == text["vocab_size"] - 1).sum() == 196 and int(ids.max()) == text["vocab_size"] - 1  # 224 px / 16
+    assert processor.tokenizer.convert_ids_to_tokens(int(ids[0])) == "user"

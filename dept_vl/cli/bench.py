@@ -51,8 +51,10 @@ class BenchCommand:
                                 "task, on generated data")
     index_scale_images: int = setting(500_000, "images of the --index-scale cache")
     index_scale_questions: int = setting(658_111, "VQAv2-shaped questions of --index-scale (train2014 + val2014)")
-    trl: bool = setting(False, "TRL's SFTTrainer on a native VLM (--vlm, default a tiny LLaVA built offline): "
-                        "DePTPeftConfig against PEFT's PromptTuningConfig at DePT's budget, paired (--paired turns)")
+    trl: bool = setting(False, "TRL's SFTTrainer on a native VLM (default a tiny LLaVA built offline; --vlm "
+                        "smolvlm-shape | llava-clip-s-shape | tiny-vlm built offline with a processor, or a directory "
+                        "with its processor): DePTPeftConfig against PEFT's PromptTuningConfig at DePT's budget, "
+                        "paired (--paired turns)")
     trl_steps: int = setting(5, "training steps of each --trl turn")
     seeds: str = setting("0", "comma-separated seeds of the multitask and quality benches")
     speed: BenchConfig = setting(factory=BenchConfig, help="the speed bench", flag={"flatten": True})
