@@ -3,6 +3,9 @@ modules and functions of a readable size; the 0.1 module paths the README docume
 
 import ast
 import importlib
+import importlib.util
+import json
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -97,8 +100,16 @@ def test_only_the_lmms_eval_plugin_imports_lmms_eval():
     assert [(m, t) for m in MODULES for t, _ in imports(m) if t in importers and m not in importers] == []
 
 
+def with_packages(target: str, importer: str) -> list[str]:
+    """``target`` and the packages importing it runs first (``a.b`` for ``a.b.c``; not the root, not one that
+    holds ``importer``, which is loading already)."""
+    parts = target.split(".")
+    packages = [".".join(parts[:i]) for i in range(2, len(parts))]
+    return [target] + [p for p in packages if importer != p and not importer.startswith(p + ".")]
+
+
 def test_no_import_cycles():
-    graph = {m: {t for t, _ in imports(m)} for m in MODULES}
+    graph = {m: {p for t, _ in imports(m) for p in with_packages(t, m)} for m in MODULES}
     state, cycles = {}, []
 
     def visit(node, path):
@@ -114,6 +125,51 @@ def test_no_import_cycles():
         if module not in state:
             visit(module, [module])
     assert cycles == []
+
+
+FIRST_IMPORT = """
+import importlib, json, sys
+failures = []
+for module in json.loads(sys.argv[1]):
+    for name in [n for n in sys.modules if n == "dept_vl" or n.startswith("dept_vl.")]:
+        del sys.modules[name]
+    try:
+        importlib.import_module(module)
+    except Exception as err:
+        failures.append(f"{module}: {type(err).__name__}: {err}")
+print(json.dumps(failures))
+"""
+
+
+def missing_extras(module: str) -> set[str]:
+    """The third-party packages ``module`` imports at its top that are not installed (an optional extra)."""
+    tree = ast.parse(MODULES[module].read_text())
+    names = [a.name for node in tree.body if isinstance(node, ast.Import) for a in node.names]
+    names += [node.module for node in tree.body if isinstance(node, ast.ImportFrom) and not node.level and node.module]
+    return {top for top in {n.split(".")[0] for n in names} - {"dept_vl", "__future__"}
+            if importlib.util.find_spec(top) is None}
+
+
+def importable_here() -> list[str]:
+    """Every module but ``__main__`` ones and those needing (directly or through dept_vl imports) a missing extra."""
+    graph = {m: {t for t, at_top in imports(m) if at_top} for m in MODULES}
+    lacking = {m for m in MODULES if missing_extras(m)}
+    while grown := {m for m in MODULES if graph[m] & lacking} - lacking:
+        lacking |= grown
+    return sorted(m for m in MODULES if m not in lacking and not m.endswith("__main__"))
+
+
+def test_every_module_imports_when_it_is_the_first_dept_vl_module():
+    """Cycles through a package's ``__init__`` (importing ``a.b.c`` runs ``a.b`` first) show only when the module
+    is imported in a process where no dept_vl module is loaded yet: each is, in one subprocess (third-party modules
+    stay loaded between them, so it stays fast)."""
+    modules = importable_here()
+    assert "dept_vl.data.sources" in modules and "dept_vl.cli" in modules and len(modules) > 100
+    done = subprocess.run([sys.executable, "-c", FIRST_IMPORT, json.dumps(modules)], cwd=PACKAGE.parent,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    failures = json.loads(done.stdout.splitlines()[-1])
+    assert failures == [], "\n".join(failures)  # every module that fails, each with its error
 
 
 def test_modules_and_functions_stay_readable():

@@ -7,8 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from ..tasks.base import is_hf_source
-from ..tasks.hf_datasets import open_hf_split
+from ..hf_open import is_hf_source, open_hf_split
 from .base import Record, guarded, register_format
 from .simple import simple_record
 

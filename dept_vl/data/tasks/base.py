@@ -11,6 +11,7 @@ from typing import Any, Iterable, Sequence
 
 from ..._registry import Registry
 from ...errors import ConfigError, InputError
+from ..hf_open import is_hf_source
 
 
 @dataclass(slots=True)  # no __dict__ per example: 600k of them stay small
@@ -177,15 +178,6 @@ class Task:
         if not path.is_dir():
             raise InputError(f"data directory {path} does not exist")
         return path
-
-
-def is_hf_source(data_dir: str | Path | None) -> bool:
-    """True for ``hf:<name>`` and for directories written by ``datasets``' ``save_to_disk``."""
-    if data_dir is None:
-        return False
-    text = str(data_dir)
-    path = Path(text)
-    return text.startswith("hf:") or (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
 
 
 _TASKS: Registry[type[Task]] = Registry("task")

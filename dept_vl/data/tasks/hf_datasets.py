@@ -4,27 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from ...errors import ConfigError, InputError
-from .base import KeyedImages, is_hf_source  # noqa: F401  (is_hf_source: its home was here)
-
-
-def open_hf_split(source: str, split: str, config: str | None = None):
-    """A ``datasets`` split from ``hf:<name>`` (configuration ``config``; the Hub, or the local HF cache when
-    offline) or from a directory written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
-    import datasets
-
-    if source.startswith("hf:"):
-        try:
-            return datasets.load_dataset(source[3:], config, split=split)
-        except Exception as err:  # network, unknown name, unknown split: one clear line
-            what = f"{source[3:]!r}" + (f" configuration {config!r}" if config else "")
-            raise InputError(f"cannot load Hugging Face dataset {what} split {split!r}: {err}") from None
-    loaded = datasets.load_from_disk(source)
-    if isinstance(loaded, datasets.DatasetDict):
-        if split not in loaded:
-            raise ConfigError(f"{source} has no split {split!r}; it has {', '.join(loaded)}")
-        return loaded[split]
-    return loaded
+from ...errors import InputError
+from ..hf_open import is_hf_source, open_hf_split  # noqa: F401  (their home was here; sources/ needs them too)
+from .base import KeyedImages
 
 
 def require_columns(table, columns: Iterable[str], where: str) -> None:
