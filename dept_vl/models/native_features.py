@@ -29,7 +29,7 @@ from torch import nn
 
 from ..methods.native import language_model
 
-STACKED = ("paligemma",)  # families whose pooler_output is one (images, tokens, width) tensor, not a list
+STACKED = ("paligemma", "vipllava")  # pooler_output: one (images, tokens, width) tensor, not a list
 # families whose projector takes the tower's output unit by unit (rows of images, crops or patches) and whose
 # get_image_features does nothing after it but split (Qwen2.5-VL reorders its windows after the merger: not here)
 PRE_PROJECTOR = ("llava", "vipllava", "paligemma", "qwen2_vl", "idefics3", "smolvlm")
