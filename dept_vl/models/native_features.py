@@ -103,7 +103,8 @@ class CachedImageFeatures:
             self.hits += len(keys)
             features = [self.store.get([key])[0].to(pixel_values.device) for key in keys]
             if self.projector is not None:
-                features = [self.project(f, len(u[0])) for f, u in zip(features, units)]
+                crops = [None if pixel_values.dim() == 4 else len(u[0]) for u in units]  # None: one image a unit
+                features = [self.project(f, n) for f, n in zip(features, crops)]
             return image_output(torch.stack(features) if self.stacked else features)
         if self.projector is None:
             out = self.compute(*args, **kwargs)
@@ -116,10 +117,10 @@ class CachedImageFeatures:
             self._write([(k, p) for k, p in zip(keys, pieces) if k not in self.store])
         return out
 
-    def project(self, tower_output: torch.Tensor, rows: int) -> torch.Tensor:
-        """One unit's features for the language model from its cached tower output (rows, or ``rows`` crops'
-        tokens stored flat): (tokens, width)."""
-        if len(tower_output) != rows and len(tower_output) % rows == 0:  # crops: the projector takes them 3-D
+    def project(self, tower_output: torch.Tensor, rows: int | None) -> torch.Tensor:
+        """One unit's features for the language model from its cached tower output (an image's tokens; ``rows``
+        patches; or ``rows`` crops' tokens stored flat): (tokens, width)."""
+        if rows and len(tower_output) != rows and len(tower_output) % rows == 0:  # crops: the projector takes 3-D
             tower_output = tower_output.unflatten(0, (rows, -1))
         projected = self.projector(tower_output.to(next(self.projector.parameters()).dtype))
         return projected.reshape(-1, projected.shape[-1])
@@ -194,5 +195,5 @@ def vlm_signature(vlm: nn.Module, name: str, projector: nn.Module | None = None)
                  "config": hashlib.sha256(config.encode()).hexdigest()[:16], "image_size": "processor",
                  "num_tokens": 0, "feature_dim": width}
     if projector is not None:  # a projected cache keeps its old signature (existing caches stay valid)
-        signature.update(features="pre-projector", feature_dim=0)  # 0: the width of the projector's input
+        signature.update(features="pre-projector", feature_dim=0)  # 0: not recorded (the tower's width)
     return signature
