@@ -14,7 +14,8 @@ from dept_vl.models.native_features import cache_image_features, vlm_signature
 
 from tiny_vlms import FAMILIES
 
-CACHED = ["llava", "qwen2_vl", "paligemma", "smolvlm"]  # one image per row; dynamic resolution; crops
+CACHED = ["llava", "qwen2_vl", "paligemma", "smolvlm", "vipllava"]  # one image per row; dynamic resolution; crops;
+# vipllava: its projector reads several of the tower's layers
 
 
 def tower_calls(model) -> list:

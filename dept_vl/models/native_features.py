@@ -9,6 +9,10 @@ and looked up in ``store``; when every unit of a call is there, nothing of the t
 method runs on the call and the new units are written (each unit stored whole: variable sizes, e.g. Qwen2-VL's
 dynamic resolution, are kept per unit). The cache directory itself is keyed by the VLM (see ``vlm_signature``).
 
+With ``projector`` (``--train-projector``: the VLM's own projector is trained) the tower's output before the
+projector is cached instead (the projector's input, per unit) and the projector runs on it at every call; a family
+whose projector input does not split per unit (``PRE_PROJECTOR`` lists those that do) is not cached then.
+
 ``store`` is any object with ``__contains__(key)``, ``get([key]) -> (1, tokens, width)`` and
 ``add_shard(keys, features)``: ``data.feature_cache.FeatureCache``.
 """
@@ -25,7 +29,10 @@ from torch import nn
 
 from ..methods.native import language_model
 
-STACKED = ("paligemma",)  # families whose pooler_output is one (images, tokens, width) tensor, not a list
+STACKED = ("paligemma", "vipllava")  # pooler_output: one (images, tokens, width) tensor, not a list
+# families whose projector takes the tower's output unit by unit (rows of images, crops or patches) and whose
+# get_image_features does nothing after it but split (Qwen2.5-VL reorders its windows after the merger: not here)
+PRE_PROJECTOR = ("llava", "vipllava", "paligemma", "qwen2_vl", "idefics3", "smolvlm")
 
 
 def image_model(vlm: nn.Module) -> nn.Module:
@@ -69,8 +76,9 @@ class CachedImageFeatures:
     """The replacement of ``get_image_features``: units read from ``store``, or computed and written there.
     ``hits`` / ``misses`` count units."""
 
-    def __init__(self, compute, store, stacked: bool = False):
+    def __init__(self, compute, store, stacked: bool = False, projector: nn.Module | None = None):
         self.compute, self.store, self.stacked = compute, store, stacked  # stacked: pooler_output one tensor
+        self.projector = projector  # set: its input is cached, and it runs on every call
         self.signature = self.__signature__ = inspect.signature(compute)  # generate reads which inputs it takes
         self.hits = self.misses = 0
 
@@ -94,14 +102,45 @@ class CachedImageFeatures:
         if all(key in self.store for key in keys):
             self.hits += len(keys)
             features = [self.store.get([key])[0].to(pixel_values.device) for key in keys]
+            if self.projector is not None:
+                crops = [None if pixel_values.dim() == 4 else len(u[0]) for u in units]  # None: one image a unit
+                features = [self.project(f, n) for f, n in zip(features, crops)]
             return image_output(torch.stack(features) if self.stacked else features)
-        out = self.compute(*args, **kwargs)
+        if self.projector is None:
+            out = self.compute(*args, **kwargs)
+            pieces = list(out.pooler_output)
+        else:
+            out, pieces = self.compute_capturing_projector_input(args, kwargs, units, pixel_values.dim() == 4)
         self.stacked = isinstance(out.pooler_output, torch.Tensor)
-        pieces = list(out.pooler_output)
         if len(pieces) == len(keys):
             self.misses += len(keys)
             self._write([(k, p) for k, p in zip(keys, pieces) if k not in self.store])
         return out
+
+    def project(self, tower_output: torch.Tensor, rows: int | None) -> torch.Tensor:
+        """One unit's features for the language model from its cached tower output (an image's tokens; ``rows``
+        patches; or ``rows`` crops' tokens stored flat): (tokens, width)."""
+        if rows and len(tower_output) != rows and len(tower_output) % rows == 0:  # crops: the projector takes 3-D
+            tower_output = tower_output.unflatten(0, (rows, -1))
+        projected = self.projector(tower_output.to(next(self.projector.parameters()).dtype))
+        return projected.reshape(-1, projected.shape[-1])
+
+    def compute_capturing_projector_input(self, args, kwargs, units, one_per_row: bool):
+        """The model's own output, and the projector's input of that call split per unit (images, an example's crops,
+        an image's patches)."""
+        captured = []
+        handle = self.projector.register_forward_pre_hook(lambda _, inputs: captured.append(inputs[0]))
+        try:
+            out = self.compute(*args, **kwargs)
+        finally:
+            handle.remove()
+        if len(captured) != 1:
+            return out, []
+        sizes = [1 if one_per_row else len(unit[0]) for unit in units]
+        if captured[0].shape[0] != sum(sizes):
+            return out, []
+        pieces = captured[0].split(sizes)
+        return out, [p.squeeze(0) if one_per_row else p.flatten(0, -2) for p in pieces]  # shards hold 2-D units
 
     def _write(self, new: list[tuple[str, torch.Tensor]]) -> None:
         """New units into the store, those of one shape together (one shard each)."""
@@ -118,20 +157,33 @@ def image_output(features: list[torch.Tensor]):
     return BaseModelOutputWithPooling(pooler_output=features)
 
 
-def cache_image_features(vlm: nn.Module, store) -> CachedImageFeatures:
+def projector_module(vlm: nn.Module, projectors: tuple[str, ...]) -> nn.Module | None:
+    """The one module (name ending in one of ``projectors``) whose input a pre-projector cache holds; None for a
+    family where that input does not split per unit (``PRE_PROJECTOR``) or with no such single module."""
+    if vlm.config.model_type not in PRE_PROJECTOR:
+        return None
+    found = [module for name, module in vlm.named_modules() if name.endswith(projectors)]
+    return found[0] if len(found) == 1 else None
+
+
+def cache_image_features(vlm: nn.Module, store, projector: nn.Module | None = None) -> CachedImageFeatures:
     """Read ``vlm``'s image features from ``store`` from now on (see the module's docstring); the hook (its hit and
-    miss counts)."""
+    miss counts). With ``projector`` (``projector_module``) its input is cached and it runs on every call."""
     target = image_model(vlm)
     compute = target.get_image_features
-    hook = CachedImageFeatures(getattr(compute, "compute", compute), store, vlm.config.model_type in STACKED)
+    hook = CachedImageFeatures(getattr(compute, "compute", compute), store, vlm.config.model_type in STACKED,
+                               projector)
     target.get_image_features = hook
     return hook
 
 
-def vlm_signature(vlm: nn.Module, name: str) -> dict[str, Any]:
-    """What makes two native feature caches interchangeable: the VLM's name, its configuration, and a fingerprint
-    of the weights that produce the features (everything but the language model)."""
+def vlm_signature(vlm: nn.Module, name: str, projector: nn.Module | None = None) -> dict[str, Any]:
+    """What makes two native feature caches interchangeable: the VLM's name, its configuration, a fingerprint of
+    the weights that produce the features (everything but the language model, and but ``projector`` when its input
+    is what is cached), and which of the two is cached (``features``: projected, or the tower's ``pre-projector``
+    output, of the projector's input width)."""
     lm = {id(p) for p in language_model(vlm).parameters()}
+    lm |= {id(p) for p in projector.parameters()} if projector is not None else set()
     digest = hashlib.sha256()
     for pname, param in vlm.named_parameters():
         if id(param) not in lm:
@@ -139,6 +191,9 @@ def vlm_signature(vlm: nn.Module, name: str) -> dict[str, Any]:
             digest.update(f"{pname}{tuple(param.shape)}{flat[:64].tolist()}{float(flat.double().sum())}".encode())
     config = json.dumps(vlm.config.to_dict(), sort_keys=True, default=str)
     width = vlm.get_input_embeddings().weight.shape[1]
-    return {"encoder": f"native:{name}", "weights": digest.hexdigest()[:16],
-            "config": hashlib.sha256(config.encode()).hexdigest()[:16], "image_size": "processor", "num_tokens": 0,
-            "feature_dim": width}
+    signature = {"encoder": f"native:{name}", "weights": digest.hexdigest()[:16],
+                 "config": hashlib.sha256(config.encode()).hexdigest()[:16], "image_size": "processor",
+                 "num_tokens": 0, "feature_dim": width}
+    if projector is not None:  # a projected cache keeps its old signature (existing caches stay valid)
+        signature.update(features="pre-projector", feature_dim=0)  # 0: not recorded (the tower's width)
+    return signature

@@ -28,7 +28,7 @@ from .buckets import bucket_labels, bucket_per_token
 from .config import ModelConfig
 from .identity import fingerprint
 from .interface import Member, VLModel
-from .native_features import CachedImageFeatures, cache_image_features, vlm_signature
+from .native_features import CachedImageFeatures, cache_image_features, projector_module, vlm_signature
 from .images import as_image
 from .loading import pretrained_errors
 from .saved import load_trainable, read_meta, save_trainable, saved_backbone
@@ -200,12 +200,19 @@ class NativeVisionLanguageModel(VLModel):
         return language_model(self.vlm)
 
     def feature_signature(self) -> dict | None:
-        """The VLM's name, configuration and the fingerprint of the weights that make its image features; None under
-        --train-projector (the projector, and so the tower, run every step)."""
-        return None if self.config.train_projector else vlm_signature(self.vlm, str(self.config.vlm))
+        """The VLM's name, configuration and the fingerprint of the weights that make its image features (under
+        --train-projector: the tower's output before the projector; None where that does not split per image)."""
+        projector = self.cached_projector()
+        if self.config.train_projector and projector is None:
+            return None
+        return vlm_signature(self.vlm, str(self.config.vlm), projector)
+
+    def cached_projector(self) -> nn.Module | None:
+        """Under --train-projector, the projector whose input the feature cache holds (``projector_module``)."""
+        return projector_module(self.vlm, self.native.family.projectors) if self.config.train_projector else None
 
     def read_features_from(self, store) -> CachedImageFeatures:
-        return cache_image_features(self.vlm, store)
+        return cache_image_features(self.vlm, store, self.cached_projector())
 
     def on_shared_backbone(self, config: ModelConfig) -> "NativeVisionLanguageModel":
         if config.train_projector or self.config.train_projector:

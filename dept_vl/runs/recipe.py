@@ -87,8 +87,8 @@ class TrainConfig:
     bucket_multiple: int = setting(8, "with --compile: text and target lengths are rounded up to a power of two up "
                                    "to this, then to a multiple of it (one compiled graph per bucket)")
     cache_features: bool = setting(True, "read the frozen encoder's outputs from the feature cache (a native VLM: the "
-                                   "features its frozen vision tower, and projector unless trained, give the language "
-                                   "model)")
+                                   "features its frozen vision tower and projector give the language model; with "
+                                   "--train-projector the tower's output before the projector)")
     gradient_checkpointing: bool = setting(False, "recompute the language model's activations in the backward pass "
                                            "(less memory on long sequences, about one more forward of it per step)")
     cache_dir: str | None = setting(None, "the feature cache directory (default: $DEPT_VL_CACHE/features/<task>/...)")
