@@ -25,28 +25,38 @@ def tower_calls(model) -> list:
     return calls
 
 
-@pytest.mark.parametrize("name", CACHED)
-def test_cached_features_give_the_same_loss_and_gradients(name, tmp_path):
+def one_step_three_ways(name, tmp_path, projector_of=None) -> tuple[list, list]:
+    """One training step of ``name`` plain, filling the cache, then reading it: the same loss, the tower run to fill
+    it and not once it is filled, two units written then read; (plain gradients, read gradients) of what trains:
+    DePT's P, A, B (B made non-zero), or with ``projector_of(model)`` that projector (a pre-projector cache)."""
     family = FAMILIES[name]
     inputs = family.inputs([[20, 21, 22, 23, 24], [25, 26, 27]], seed=3)
     results = []
     for cached in (False, True, True):  # plain; cache filled; cache read
         model = family.build()
         wrapped = attach_dept(model, DePTConfig(prompt_length=3, r=2, max_length=80))
-        torch.manual_seed(0)
-        torch.nn.init.normal_(wrapped.dept.lora_embedding_B, std=0.3)
+        projector = projector_of(model) if projector_of else None
+        if projector is None:
+            torch.manual_seed(0)
+            torch.nn.init.normal_(wrapped.dept.lora_embedding_B, std=0.3)
         calls = tower_calls(model)
         if cached:
-            store = FeatureCache(tmp_path / "cache", vlm_signature(model, name))
-            hook = cache_image_features(model, store)
+            store = FeatureCache(tmp_path / "cache", vlm_signature(model, name, projector))
+            hook = cache_image_features(model, store, projector)
         out = wrapped(**inputs, labels=inputs["input_ids"])
         out.loss.backward()
-        grads = [p.grad for p in wrapped.dept.parameters()]
+        grads = [p.grad for p in (wrapped.dept if projector is None else projector).parameters()]
         results.append((out.loss.item(), grads, len(calls), (hook.hits, hook.misses) if cached else None))
     (plain, plain_grads, plain_calls, _), (_, _, fill_calls, filled), (loss, grads, read_calls, read) = results
     assert plain_calls == fill_calls == 1 and read_calls == 0  # the tower ran to fill the cache, not once filled
     assert filled == (0, 2) and read == (2, 0)  # two units (images, or an example's crops) written, then read
     assert abs(loss - plain) < 1e-5
+    return plain_grads, grads
+
+
+@pytest.mark.parametrize("name", CACHED)
+def test_cached_features_give_the_same_loss_and_gradients(name, tmp_path):
+    plain_grads, grads = one_step_three_ways(name, tmp_path)
     for got, want in zip(grads, plain_grads):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 

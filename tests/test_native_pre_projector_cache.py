@@ -6,15 +6,14 @@ import json
 import pytest
 import torch
 
-from dept_vl import DePTConfig, attach_dept
 from dept_vl.cli import main
 from dept_vl.data.feature_cache import FeatureCache
 from dept_vl.errors import CheckpointError
 from dept_vl.methods.native import native_family
-from dept_vl.models.native_features import cache_image_features, projector_module, vlm_signature
+from dept_vl.models.native_features import projector_module, vlm_signature
 from dept_vl.training.native_cache import native_cache_dir
 
-from test_native_feature_cache import CACHED, tower_calls
+from test_native_feature_cache import CACHED, one_step_three_ways
 from tiny_vlms import FAMILIES
 
 
@@ -26,25 +25,7 @@ def trainable_projector(model):
 
 @pytest.mark.parametrize("name", CACHED)
 def test_pre_projector_cache_gives_the_same_loss_and_projector_gradients(name, tmp_path):
-    family = FAMILIES[name]
-    inputs = family.inputs([[20, 21, 22, 23, 24], [25, 26, 27]], seed=3)
-    results = []
-    for cached in (False, True, True):  # plain; cache filled; cache read
-        model = family.build()
-        wrapped = attach_dept(model, DePTConfig(prompt_length=3, r=2, max_length=80))
-        projector = trainable_projector(model)
-        calls = tower_calls(model)
-        if cached:
-            store = FeatureCache(tmp_path / "cache", vlm_signature(model, name, projector))
-            hook = cache_image_features(model, store, projector)
-        out = wrapped(**inputs, labels=inputs["input_ids"])
-        out.loss.backward()
-        grads = [p.grad for p in projector.parameters()]
-        results.append((out.loss.item(), grads, len(calls), (hook.hits, hook.misses) if cached else None))
-    (plain, plain_grads, plain_calls, _), (_, _, fill_calls, filled), (loss, grads, read_calls, read) = results
-    assert plain_calls == fill_calls == 1 and read_calls == 0  # the tower ran to fill the cache, not once filled
-    assert filled == (0, 2) and read == (2, 0)
-    assert abs(loss - plain) < 1e-5
+    plain_grads, grads = one_step_three_ways(name, tmp_path, projector_of=trainable_projector)
     assert all(g is not None for g in plain_grads) and len(grads) == len(plain_grads) > 0
     for got, want in zip(grads, plain_grads):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
