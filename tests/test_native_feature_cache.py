@@ -14,13 +14,15 @@ from dept_vl.models.native_features import cache_image_features, vlm_signature
 
 from tiny_vlms import FAMILIES
 
-CACHED = ["llava", "qwen2_vl", "paligemma", "smolvlm", "vipllava"]  # one image per row; dynamic resolution; crops;
-# vipllava: its projector reads several of the tower's layers
+CACHED = ["llava", "qwen2_vl", "paligemma", "smolvlm", "vipllava", "florence2", "blip2_opt", "blip2_t5"]  # one image
+# per row; dynamic resolution; crops; vipllava: its projector reads several of the tower's layers; florence2 (an
+# encoder-decoder): two projector modules; BLIP-2: a Q-Former between its tower and projector, an OPT or a T5
 
 
 def tower_calls(model) -> list:
     calls = []
-    tower = next(getattr(model.model, n) for n in ("vision_tower", "visual", "vision_model") if hasattr(model.model, n))
+    owner = getattr(model, "model", model)  # BLIP-2: no base model inside
+    tower = next(getattr(owner, n) for n in ("vision_tower", "visual", "vision_model") if hasattr(owner, n))
     tower.register_forward_hook(lambda *_: calls.append(1))
     return calls
 
