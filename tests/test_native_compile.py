@@ -55,10 +55,12 @@ def test_with_the_feature_cache_the_compiled_step_reads_it_eagerly_and_is_one_gr
     assert_equal_steps(eager, second)
 
 
-@pytest.mark.parametrize("name,cached", [("paligemma", False), ("florence2", False), ("idefics3", True)])
+@pytest.mark.parametrize("name,cached", [("paligemma", False), ("florence2", False), ("idefics3", True),
+                                         ("florence2", True), ("blip2_opt", True)])
 def test_other_families_compile_to_one_graph_equal_to_eager(name, cached, tmp_path):
     """Idefics3 with its image features in the feature cache (its tower drops padding crops with a boolean index: a
-    break without it)."""
+    break without it); Florence-2 (its forward takes no ``mm_encoder_outputs``: the features come in as its pixel
+    values) and BLIP-2 (a Q-Former, and its forward reads more of the image output) with the cache too."""
     family = FAMILIES[name]
     vlm = family.build()
     wrapped = attach_dept(vlm, DePTConfig(prompt_length=3, r=2, max_length=80))
