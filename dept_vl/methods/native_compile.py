@@ -10,7 +10,8 @@ Two things in transformers' VLM forwards break the graph, and neither needs chan
   runs under ``COMPILE_SETTINGS``, which put it in the graph (a runtime assert).
 
 The feature cache (``--cache-features``) hashes pixels on the host: where the VLM reads its image features from one,
-they are fetched eagerly before the compiled call and handed to it as ``mm_encoder_outputs`` (``features_first``).
+they are fetched eagerly before the compiled call and handed to it as ``mm_encoder_outputs`` (``features_first``);
+under --train-projector the cache gives the tower's output and the projector runs on it there, eagerly.
 
 What still breaks (dynamo's reasons in ``docs/scale.md``): Idefics3 / SmolVLM without the feature cache (their
 tower drops the all-zero padding crops with a boolean index: a size that depends on the data), LLaVA-NeXT /
