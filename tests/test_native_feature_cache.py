@@ -14,7 +14,8 @@ from dept_vl.models.native_features import cache_image_features, vlm_signature
 
 from tiny_vlms import FAMILIES
 
-CACHED = ["llava", "qwen2_vl", "paligemma", "smolvlm", "vipllava"]  # one image per row; dynamic resolution; crops;
+CACHED = ["llava", "qwen2_vl", "paligemma", "smolvlm", "vipllava", "llava_next", "llava_onevision"]  # one image
+# per row; dynamic resolution; crops; llava_next, llava_onevision: tiles packed after the projector;
 # vipllava: its projector reads several of the tower's layers
 
 
