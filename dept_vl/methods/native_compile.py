@@ -14,7 +14,7 @@ they are fetched eagerly before the compiled call and handed to it as ``mm_encod
 
 What still breaks (dynamo's reasons in ``docs/scale.md``): Idefics3 / SmolVLM without the feature cache (their
 tower drops the all-zero padding crops with a boolean index: a size that depends on the data), LLaVA-NeXT /
-OneVision tiles (their count is computed from ``image_sizes``' values) and Qwen2-VL (its tower's per-image attention
+OneVision without it (their tile count is computed from ``image_sizes``' values) and Qwen2-VL (its tower's per-image attention
 splits and M-RoPE positions come from ``image_grid_thw``'s values).
 """
 

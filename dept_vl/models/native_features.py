@@ -2,7 +2,7 @@
 output is read from a feature cache (``--cache-features``).
 
 Every supported family's ``get_image_features`` returns, as ``pooler_output``, one (tokens, width) tensor per unit
-(an image: LLaVA, PaliGemma, Qwen2-VL; an example's crops together: Idefics3 / SmolVLM), which its forward
+(an image: LLaVA, PaliGemma, Qwen2-VL, LLaVA-NeXT's tiles; an example's crops: Idefics3 / SmolVLM), which its forward
 concatenates and merges into the placeholders. ``cache_image_features`` replaces that method on the model: each unit
 is keyed by the SHA-256 of the pixels the processor made of it (its resolution, crops and normalisation included)
 and looked up in ``store``; when every unit of a call is there, nothing of the tower runs; otherwise the model's own
