@@ -89,6 +89,19 @@ def test_a_tiled_image_is_its_real_tiles_and_its_size(tmp_path):
     torch.testing.assert_close(got, want)
 
 
+def test_a_cached_llava_next_generates_as_without_the_cache(tmp_path):
+    family = FAMILIES["llava_next"]
+    model = family.build()
+    inputs = family.inputs([[20, 21, 22], [23, 24]], seed=4)
+    settings = dict(max_new_tokens=4, do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+        want = model.generate(**inputs, **settings)
+        hook = cache_image_features(model, FeatureCache(tmp_path / "c", vlm_signature(model, "llava_next")))
+        filled, read = (model.generate(**inputs, **settings) for _ in range(2))
+    assert (hook.hits, hook.misses) == (2, 2)
+    assert torch.equal(filled, want) and torch.equal(read, want)
+
+
 def test_onevision_images_of_a_multi_image_example_are_one_tile_each(tmp_path):
     family = FAMILIES["llava_onevision"]
     model = family.build()
