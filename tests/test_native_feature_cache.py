@@ -12,9 +12,10 @@ from dept_vl.cli import main
 from dept_vl.data.feature_cache import FeatureCache
 from dept_vl.models.native_features import cache_image_features, vlm_signature
 
-from tiny_vlms import FAMILIES
+from tiny_vlms import FAMILIES, IMG, save_llava_next
 
-CACHED = ["llava", "qwen2_vl", "paligemma", "smolvlm", "vipllava"]  # one image per row; dynamic resolution; crops;
+CACHED = ["llava", "qwen2_vl", "paligemma", "smolvlm", "vipllava", "llava_next", "llava_onevision"]  # one image
+# per row; dynamic resolution; crops; llava_next, llava_onevision: tiles packed after the projector;
 # vipllava: its projector reads several of the tower's layers
 
 
@@ -73,15 +74,67 @@ def test_a_changed_image_is_computed_again(tmp_path):
     assert (hook.hits, hook.misses) == (1, 2)
 
 
-def test_training_with_and_without_the_cache_is_the_same(tiny_llava_dir, tmp_path, capsys):
-    args = ["train", "--vlm", str(tiny_llava_dir), "--task", "easyvqa", "--k-shot", "8", "--batch-size", "4",
-            "--test-examples", "4", "--set", "model.dept.max_length=48", "--no-tensorboard", "--log-every", "1",
-            "--max-steps", "4", "--lr-schedule", "constant", "--cache-dir", str(tmp_path / "cache")]
+def test_a_tiled_image_is_its_real_tiles_and_its_size(tmp_path):
+    """LLaVA-NeXT: the padding tiles are not the image (read whatever they hold); its size is (computed again)."""
+    family = FAMILIES["llava_next"]
+    model = family.build()
+    hook = cache_image_features(model, FeatureCache(tmp_path / "c", vlm_signature(model, "llava_next")))
+    inputs = family.inputs([[20, 21]], seed=1)
+    padded = dict(inputs, pixel_values=torch.cat([inputs["pixel_values"], torch.randn(1, 1, 3, 32, 32)], 1))
+    with torch.no_grad():
+        want = model(**inputs).logits
+        got = model(**padded).logits
+        model(**dict(inputs, image_sizes=torch.tensor([[32, 31]])))  # as many tokens, another image
+    assert (hook.hits, hook.misses) == (1, 2)
+    torch.testing.assert_close(got, want)
+
+
+def test_a_cached_llava_next_generates_as_without_the_cache(tmp_path):
+    family = FAMILIES["llava_next"]
+    model = family.build()
+    inputs = family.inputs([[20, 21, 22], [23, 24]], seed=4)
+    settings = dict(max_new_tokens=4, do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+        want = model.generate(**inputs, **settings)
+        hook = cache_image_features(model, FeatureCache(tmp_path / "c", vlm_signature(model, "llava_next")))
+        filled, read = (model.generate(**inputs, **settings) for _ in range(2))
+    assert (hook.hits, hook.misses) == (2, 2)
+    assert torch.equal(filled, want) and torch.equal(read, want)
+
+
+def test_onevision_images_of_a_multi_image_example_are_one_tile_each(tmp_path):
+    family = FAMILIES["llava_onevision"]
+    model = family.build()
+    store = FeatureCache(tmp_path / "c", vlm_signature(model, "llava_onevision"))
+    ids = torch.tensor([[1] + [IMG] * 34 + [20, 21]])  # two images of 16 tokens and a newline each
+    inputs = {"input_ids": ids, "pixel_values": torch.randn(2, 2, 3, 32, 32), "batch_num_images": torch.tensor([2]),
+              "image_sizes": torch.tensor([[32, 32], [32, 32]])}
+    with torch.no_grad():
+        want = model(**inputs).logits
+        hook = cache_image_features(model, store)
+        model(**inputs)
+        got = model(**inputs).logits
+    assert (hook.hits, hook.misses) == (2, 2) and store.get(store.ids()[:1]).shape == (1, 17, 32)
+    torch.testing.assert_close(got, want)
+
+
+@pytest.fixture(scope="module")
+def tiny_llava_next_dir(tmp_path_factory):
+    return save_llava_next(tmp_path_factory.mktemp("tiny-llava-next"))
+
+
+@pytest.mark.parametrize("vlm,max_length", [("tiny_llava_dir", 48), ("tiny_llava_next_dir", 96)])
+def test_training_with_and_without_the_cache_is_the_same(vlm, max_length, request, tmp_path, capsys):
+    args = ["train", "--vlm", str(request.getfixturevalue(vlm)), "--task", "easyvqa", "--k-shot", "8",
+            "--batch-size", "4", "--test-examples", "4", "--set", f"model.dept.max_length={max_length}",
+            "--no-tensorboard", "--log-every", "1", "--max-steps", "4", "--lr-schedule", "constant",
+            "--cache-dir", str(tmp_path / "cache")]
     runs = {}
     for flag in ("--no-cache-features", "--cache-features"):
         run = tmp_path / flag
         assert main(args + [flag, "--output-dir", str(run)]) == 0
-        capsys.readouterr()
+        said = capsys.readouterr()
+        assert ("image features: cached in" in said.out + said.err) == (flag == "--cache-features")
         runs[flag] = run
     losses = [json.loads((run / "metrics.json").read_text())["train"]["final_loss"] for run in runs.values()]
     assert losses[0] == pytest.approx(losses[1], abs=1e-5)

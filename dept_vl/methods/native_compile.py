@@ -15,7 +15,7 @@ under --train-projector the cache gives the tower's output and the projector run
 
 What still breaks (dynamo's reasons in ``docs/scale.md``): Idefics3 / SmolVLM without the feature cache (their
 tower drops the all-zero padding crops with a boolean index: a size that depends on the data), LLaVA-NeXT /
-OneVision tiles (their count is computed from ``image_sizes``' values) and Qwen2-VL (its tower's per-image attention
+OneVision without it (their tile count is computed from ``image_sizes``' values) and Qwen2-VL (its tower's per-image attention
 splits and M-RoPE positions come from ``image_grid_thw``'s values).
 """
 

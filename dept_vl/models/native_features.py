@@ -2,7 +2,7 @@
 output is read from a feature cache (``--cache-features``).
 
 Every supported family's ``get_image_features`` returns, as ``pooler_output``, one (tokens, width) tensor per unit
-(an image: LLaVA, PaliGemma, Qwen2-VL; an example's crops together: Idefics3 / SmolVLM), which its forward
+(an image: LLaVA, PaliGemma, Qwen2-VL, LLaVA-NeXT's tiles; an example's crops: Idefics3 / SmolVLM), which its forward
 concatenates and merges into the placeholders. ``cache_image_features`` replaces that method on the model: each unit
 is keyed by the SHA-256 of the pixels the processor made of it (its resolution, crops and normalisation included)
 and looked up in ``store``; when every unit of a call is there, nothing of the tower runs; otherwise the model's own
@@ -28,11 +28,13 @@ import torch
 from torch import nn
 
 from ..methods.native import language_model
+from .native_tiles import pack, tile_units, tiled
 
 STACKED = ("paligemma", "vipllava")  # pooler_output: one (images, tokens, width) tensor, not a list
 # families whose projector takes the tower's output unit by unit (rows of images, crops or patches) and whose
 # get_image_features does nothing after it but split (Qwen2.5-VL reorders its windows after the merger: not here)
-PRE_PROJECTOR = ("llava", "vipllava", "paligemma", "qwen2_vl", "idefics3", "smolvlm")
+PRE_PROJECTOR = ("llava", "vipllava", "paligemma", "qwen2_vl", "idefics3", "smolvlm",
+                 "llava_next", "llava_onevision")  # the last two: an image's tiles, packed by ``native_tiles.pack``
 
 
 def image_model(vlm: nn.Module) -> nn.Module:
@@ -49,7 +51,7 @@ def unit_inputs(pixel_values: torch.Tensor, kwargs: dict) -> list[tuple[torch.Te
         sizes = grid.prod(-1).tolist()
         return [(patches, g) for patches, g in zip(pixel_values.split(sizes), grid)]
     if kwargs.get("image_sizes") is not None:
-        return None  # LLaVA-NeXT's tiles: not cached
+        return None  # tiles: LLaVA-NeXT's and OneVision's are ``native_tiles.tile_units``; others not cached
     if pixel_values.dim() == 4:  # one image per row
         return [(image,) for image in pixel_values]
     if pixel_values.dim() == 5:  # Idefics3 / SmolVLM: an example's crops, padded with all-zero crops
@@ -81,6 +83,13 @@ class CachedImageFeatures:
         self.projector = projector  # set: its input is cached, and it runs on every call
         self.signature = self.__signature__ = inspect.signature(compute)  # generate reads which inputs it takes
         self.hits = self.misses = 0
+        self.owner = getattr(compute, "__self__", None)  # the model: LLaVA-NeXT's tiles are read with its config
+
+    def units(self, pixel_values, named: dict) -> list[tuple[torch.Tensor, ...]] | None:
+        """The call's units (``unit_inputs``; ``native_tiles.tile_units`` for a tiling family)."""
+        if not isinstance(pixel_values, torch.Tensor):
+            return None
+        return tile_units(self.owner, pixel_values, named) if tiled(self.owner) else unit_inputs(pixel_values, named)
 
     def named(self, args, kwargs) -> dict:
         """The call's arguments by name (Qwen2-VL passes its grid by position)."""
@@ -95,7 +104,7 @@ class CachedImageFeatures:
     def __call__(self, *args, **kwargs):
         named = self.named(args, kwargs)
         pixel_values = named.pop("pixel_values", None)
-        units = unit_inputs(pixel_values, named) if isinstance(pixel_values, torch.Tensor) else None
+        units = self.units(pixel_values, named)
         if not units:
             return self.compute(*args, **kwargs)
         keys = [unit_key(u) for u in units]
@@ -105,6 +114,7 @@ class CachedImageFeatures:
             if self.projector is not None:
                 crops = [None if pixel_values.dim() == 4 else len(u[0]) for u in units]  # None: one image a unit
                 features = [self.project(f, n) for f, n in zip(features, crops)]
+                features = pack(self.owner, features, units, named) if tiled(self.owner) else features
             return image_output(torch.stack(features) if self.stacked else features)
         if self.projector is None:
             out = self.compute(*args, **kwargs)
