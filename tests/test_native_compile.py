@@ -57,10 +57,13 @@ def test_with_the_feature_cache_the_compiled_step_reads_it_eagerly_and_is_one_gr
 
 
 @pytest.mark.parametrize("name,cached", [("paligemma", False), ("florence2", False), ("idefics3", True),
-                                         ("llava_next", True), ("llava_onevision", True)])
+                                         ("llava_next", True), ("llava_onevision", True), ("florence2", True),
+                                         ("blip2_opt", True)])
 def test_other_families_compile_to_one_graph_equal_to_eager(name, cached, tmp_path):
     """Idefics3, LLaVA-NeXT and OneVision with their image features in the feature cache (without it: Idefics3's
-    tower drops padding crops with a boolean index, LLaVA-NeXT's tile counts come from ``image_sizes``' values)."""
+    tower drops padding crops with a boolean index, LLaVA-NeXT's tile counts come from ``image_sizes``' values);
+    Florence-2 (its forward takes no ``mm_encoder_outputs``: the features come in as its pixel values) and BLIP-2 (a
+    Q-Former, and its forward reads more of the image output) with the cache too."""
     family = FAMILIES[name]
     vlm = family.build()
     wrapped = attach_dept(vlm, DePTConfig(prompt_length=3, r=2, max_length=80))

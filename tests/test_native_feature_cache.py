@@ -12,16 +12,18 @@ from dept_vl.cli import main
 from dept_vl.data.feature_cache import FeatureCache
 from dept_vl.models.native_features import cache_image_features, vlm_signature
 
-from tiny_vlms import FAMILIES, IMG, save_llava_next
+from tiny_vlms import FAMILIES, IMG, save_llava_next, save_with_processor
 
-CACHED = ["llava", "qwen2_vl", "paligemma", "smolvlm", "vipllava", "llava_next", "llava_onevision"]  # one image
-# per row; dynamic resolution; crops; llava_next, llava_onevision: tiles packed after the projector;
-# vipllava: its projector reads several of the tower's layers
+CACHED = ["llava", "qwen2_vl", "paligemma", "smolvlm", "vipllava", "llava_next", "llava_onevision", "florence2",
+          "blip2_opt", "blip2_t5"]  # one image per row; dynamic resolution; crops; vipllava: its projector reads
+# several of the tower's layers; llava_next, llava_onevision: tiles packed after the projector; florence2 (an
+# encoder-decoder): two projector modules; BLIP-2: a Q-Former between its tower and projector, an OPT or a T5
 
 
 def tower_calls(model) -> list:
     calls = []
-    tower = next(getattr(model.model, n) for n in ("vision_tower", "visual", "vision_model") if hasattr(model.model, n))
+    owner = getattr(model, "model", model)  # BLIP-2: no base model inside
+    tower = next(getattr(owner, n) for n in ("vision_tower", "visual", "vision_model") if hasattr(owner, n))
     tower.register_forward_hook(lambda *_: calls.append(1))
     return calls
 
@@ -123,11 +125,12 @@ def tiny_llava_next_dir(tmp_path_factory):
     return save_llava_next(tmp_path_factory.mktemp("tiny-llava-next"))
 
 
-@pytest.mark.parametrize("vlm,max_length", [("tiny_llava_dir", 48), ("tiny_llava_next_dir", 96)])
-def test_training_with_and_without_the_cache_is_the_same(vlm, max_length, request, tmp_path, capsys):
-    args = ["train", "--vlm", str(request.getfixturevalue(vlm)), "--task", "easyvqa", "--k-shot", "8",
-            "--batch-size", "4", "--test-examples", "4", "--set", f"model.dept.max_length={max_length}",
-            "--no-tensorboard", "--log-every", "1", "--max-steps", "4", "--lr-schedule", "constant",
+def train_with_and_without_the_cache(vlm_dir, tmp_path, capsys, steps: int = 4, max_length: int = 48):
+    """``dept-vl train`` of ``vlm_dir`` without then with the cache: the same losses and adapter, the cache written
+    by the cached run only."""
+    args = ["train", "--vlm", str(vlm_dir), "--task", "easyvqa", "--k-shot", "8", "--batch-size", "4",
+            "--test-examples", "4", "--set", f"model.dept.max_length={max_length}", "--no-tensorboard",
+            "--log-every", "1", "--max-steps", str(steps), "--lr-schedule", "constant",
             "--cache-dir", str(tmp_path / "cache")]
     runs = {}
     for flag in ("--no-cache-features", "--cache-features"):
@@ -142,6 +145,38 @@ def test_training_with_and_without_the_cache_is_the_same(vlm, max_length, reques
     plain, cached = (load_file(run / "model" / "adapter_model.safetensors") for run in runs.values())
     for name in plain:
         torch.testing.assert_close(cached[name], plain[name], rtol=1e-5, atol=1e-6)
+
+
+def test_training_with_and_without_the_cache_is_the_same(tiny_llava_dir, tmp_path, capsys):
+    train_with_and_without_the_cache(tiny_llava_dir, tmp_path, capsys)
+
+
+def test_a_tiled_llava_next_trains_the_same_with_the_cache(tiny_llava_next_dir, tmp_path, capsys):
+    train_with_and_without_the_cache(tiny_llava_next_dir, tmp_path, capsys, max_length=96)
+
+
+@pytest.mark.parametrize("name", ["florence2", "blip2_opt"])
+def test_florence2_and_blip2_train_the_same_with_the_cache(name, tmp_path, capsys):
+    """Their processors put the image tokens in front of the text themselves (the prompt has none)."""
+    train_with_and_without_the_cache(save_with_processor(name, tmp_path / name), tmp_path, capsys, steps=2)
+
+
+def test_florence2_generates_from_the_cache_what_it_generates_without(tmp_path):
+    """Florence-2's generate reads its image features through the cache (BLIP-2's runs its tower itself)."""
+    family = FAMILIES["florence2"]
+    inputs = family.inputs([[20, 21, 22], [25, 26, 27]], seed=3)
+    answers, counts = [], []
+    for cached in (False, True, True):  # plain; cache filled; cache read
+        model = family.build()
+        wrapped = attach_dept(model, DePTConfig(prompt_length=3, r=2, max_length=80))
+        torch.manual_seed(0)
+        torch.nn.init.normal_(wrapped.dept.lora_embedding_B, std=0.3)
+        if cached:
+            hook = cache_image_features(model, FeatureCache(tmp_path / "c", vlm_signature(model, "florence2")))
+        answers.append(wrapped.generate(**inputs, max_new_tokens=4, do_sample=False))
+        counts.append((hook.hits, hook.misses) if cached else None)
+    assert counts == [None, (0, 2), (2, 0)]
+    assert all(torch.equal(a, answers[0]) for a in answers) and answers[0].shape[1] > 1
 
 
 def test_bench_reports_cached_features_and_checkpointing_beside_dept(tmp_path, capsys):

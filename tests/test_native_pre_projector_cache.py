@@ -34,10 +34,16 @@ def test_pre_projector_cache_gives_the_same_loss_and_projector_gradients(name, t
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["qwen2_5_vl", "blip2_opt"])
-def test_a_family_whose_projector_input_does_not_split_per_image_is_not_cached(name):
-    model = FAMILIES[name].build()  # Qwen2.5-VL reorders its windows after the merger; BLIP-2's Q-Former sits between
+def test_a_family_whose_projector_input_does_not_split_per_image_is_not_cached():
+    model = FAMILIES["qwen2_5_vl"].build()  # Qwen2.5-VL reorders its windows after the merger
     assert projector_module(model, native_family(model).projectors) is None
+
+
+def test_florence2s_two_projector_modules_are_cached_before_the_first():
+    model = FAMILIES["florence2"].build()
+    projector = projector_module(model, native_family(model).projectors)
+    inner = model.model.multi_modal_projector
+    assert list(projector) == [inner.image_projection, inner.image_proj_norm]
 
 
 def test_the_two_kinds_of_cache_entry_never_meet(tmp_path):

@@ -204,3 +204,26 @@ def save_llava_next(path: Path) -> Path:
     T.LlavaNextForConditionalGeneration(config).save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+def _processor(name: str):
+    """A processor of ``name``'s family for 32 px images, with tiny LLaVA's word tokenizer (<image> 3) plus a <s>."""
+    base = chat_tokenizer([*QUESTION_WORDS, *EASYVQA_WORDS, *CHAT_WORDS, "<s>"])
+    if name == "florence2":  # its processor reads the image token from the tokenizer, the count from the images'
+        tokenizer = T.PreTrainedTokenizerFast(tokenizer_object=base.backend_tokenizer, pad_token="<pad>",
+                                              eos_token="</s>", unk_token="<unk>", bos_token="<s>",
+                                              extra_special_tokens={"image_token": "<image>"})
+        images = T.CLIPImageProcessor(size={"height": 32, "width": 32}, do_center_crop=False, image_seq_length=17)
+        return T.Florence2Processor(image_processor=images, tokenizer=tokenizer)
+    images = T.BlipImageProcessor(size={"height": 32, "width": 32})
+    return T.Blip2Processor(image_processor=images, tokenizer=base, num_query_tokens=FAMILIES[name].image_tokens)
+
+
+def save_with_processor(name: str, path: Path) -> Path:
+    """``FAMILIES[name]`` (florence2, blip2_opt, blip2_t5) saved with a processor at ``path``: what ``dept-vl train
+    --vlm DIR`` loads."""
+    model, processor = FAMILIES[name].build(), _processor(name)
+    model.config.image_token_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path

@@ -10,8 +10,9 @@ Two things in transformers' VLM forwards break the graph, and neither needs chan
   runs under ``COMPILE_SETTINGS``, which put it in the graph (a runtime assert).
 
 The feature cache (``--cache-features``) hashes pixels on the host: where the VLM reads its image features from one,
-they are fetched eagerly before the compiled call and handed to it as ``mm_encoder_outputs`` (``features_first``);
-under --train-projector the cache gives the tower's output and the projector runs on it there, eagerly.
+they are fetched eagerly before the compiled call and handed to it as ``mm_encoder_outputs`` (``features_first``; as
+its pixel values to Florence-2, whose forward takes no ``mm_encoder_outputs``); under --train-projector the cache
+gives the tower's output and the projector runs on it there, eagerly.
 
 What still breaks (dynamo's reasons in ``docs/scale.md``): Idefics3 / SmolVLM without the feature cache (their
 tower drops the all-zero padding crops with a boolean index: a size that depends on the data), LLaVA-NeXT /
@@ -59,16 +60,23 @@ def under_settings(call, settings: dict):
     return wrapped
 
 
+def _image_model(vlm: nn.Module) -> nn.Module:
+    """The module whose ``get_image_features`` ``vlm``'s forward calls (the base model inside, if it has one)."""
+    inner = getattr(vlm, "model", None)
+    return inner if hasattr(inner, "get_image_features") else vlm
+
+
 def cached_image_features(vlm: nn.Module):
     """The feature cache ``vlm`` reads its image features from (``models.native_features``), None if it has none."""
-    inner = getattr(vlm, "model", None)
-    compute = getattr(inner if hasattr(inner, "get_image_features") else vlm, "get_image_features", None)
+    compute = getattr(_image_model(vlm), "get_image_features", None)
     return compute if getattr(compute, "store", None) is not None else None
 
 
 def features_first(vlm: nn.Module, call):
     """``call`` (a compiled call of ``vlm``'s wrapper) given the image features read from ``vlm``'s feature cache
-    eagerly, instead of the pixels, when it has one; else ``call`` as it is."""
+    eagerly, instead of the pixels, when it has one (as ``mm_encoder_outputs``, in the cache's output type: BLIP-2's
+    forward reads more of it; or, to a forward that takes none, Florence-2's, as ``features_as_pixels``); else
+    ``call`` as it is."""
     @functools.wraps(call)
     def wrapped(*args, **inputs):
         cache = cached_image_features(vlm)
@@ -76,6 +84,26 @@ def features_first(vlm: nn.Module, call):
             return call(*args, **inputs)
         taken = inspect.signature(cache).parameters
         features = cache(**{k: v for k, v in inputs.items() if k in taken}).pooler_output
+        if "mm_encoder_outputs" not in inspect.signature(vlm.forward).parameters:
+            return features_as_pixels(vlm, call, args, {**inputs, "pixel_values": features})
         inputs = {k: v for k, v in inputs.items() if k != "pixel_values"}  # read or computed: one graph for both
-        return call(*args, **inputs, mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)})
+        given = getattr(cache, "output_type", BaseModelOutputWithPooling)(pooler_output=features)
+        return call(*args, **inputs, pixel_values=None, mm_encoder_outputs={"image": given})
     return wrapped
+
+
+def given_features(pixel_values, **_):
+    """A ``get_image_features`` handing back the features it is given as pixel values (``features_as_pixels``)."""
+    return BaseModelOutputWithPooling(pooler_output=pixel_values)
+
+
+def features_as_pixels(vlm: nn.Module, call, args, inputs: dict):
+    """``call`` with the image features in ``inputs["pixel_values"]`` and ``vlm``'s ``get_image_features`` handing
+    them back (``given_features``: the same function every call, so one graph) for that call only."""
+    owner = _image_model(vlm)
+    own = owner.get_image_features
+    owner.get_image_features = given_features
+    try:
+        return call(*args, **inputs)
+    finally:
+        owner.get_image_features = own

@@ -13,6 +13,9 @@ With ``projector`` (``--train-projector``: the VLM's own projector is trained) t
 projector is cached instead (the projector's input, per unit) and the projector runs on it at every call; a family
 whose projector input does not split per unit (``PRE_PROJECTOR`` lists those that do) is not cached then.
 
+Florence-2 and BLIP-2 (its Q-Former's queries, projected) give one row of one tensor an image (``STACKED``), and
+BLIP-2's forward reads that output's ``vision_outputs`` and ``qformer_outputs`` too (None when read: ``OUTPUT_TYPES``).
+
 ``store`` is any object with ``__contains__(key)``, ``get([key]) -> (1, tokens, width)`` and
 ``add_shard(keys, features)``: ``data.feature_cache.FeatureCache``.
 """
@@ -26,15 +29,23 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.blip_2.modeling_blip_2 import BaseModelOutputWithVisionQformerOutputs
 
 from ..methods.native import language_model
 from .native_tiles import pack, tile_units, tiled
 
-STACKED = ("paligemma", "vipllava")  # pooler_output: one (images, tokens, width) tensor, not a list
+# pooler_output: one (images, tokens, width) tensor, not a list
+STACKED = ("paligemma", "vipllava", "florence2", "blip-2")
 # families whose projector takes the tower's output unit by unit (rows of images, crops or patches) and whose
-# get_image_features does nothing after it but split (Qwen2.5-VL reorders its windows after the merger: not here)
-PRE_PROJECTOR = ("llava", "vipllava", "paligemma", "qwen2_vl", "idefics3", "smolvlm",
-                 "llava_next", "llava_onevision")  # the last two: an image's tiles, packed by ``native_tiles.pack``
+# get_image_features does nothing after it but split (Qwen2.5-VL reorders its windows after the merger: not here);
+# LLaVA-NeXT / OneVision: an image's tiles, packed by ``native_tiles.pack``; BLIP-2's projector takes its Q-Former's
+# queries, one row an image; Florence-2's two (``projector_module``) the tower's pooled tokens after their position
+# embeddings
+PRE_PROJECTOR = ("llava", "vipllava", "paligemma", "qwen2_vl", "idefics3", "smolvlm", "llava_next", "llava_onevision",
+                 "florence2", "blip-2")
+# the output a family's forward reads more than pooler_output of (BLIP-2: its tower's and Q-Former's, None here)
+OUTPUT_TYPES = {"blip-2": BaseModelOutputWithVisionQformerOutputs}
 
 
 def image_model(vlm: nn.Module) -> nn.Module:
@@ -78,9 +89,11 @@ class CachedImageFeatures:
     """The replacement of ``get_image_features``: units read from ``store``, or computed and written there.
     ``hits`` / ``misses`` count units."""
 
-    def __init__(self, compute, store, stacked: bool = False, projector: nn.Module | None = None):
+    def __init__(self, compute, store, stacked: bool = False, projector: nn.Module | None = None,
+                 output_type: type = BaseModelOutputWithPooling):
         self.compute, self.store, self.stacked = compute, store, stacked  # stacked: pooler_output one tensor
         self.projector = projector  # set: its input is cached, and it runs on every call
+        self.output_type = output_type  # of the features read (``methods.native_compile`` hands them on in one)
         self.signature = self.__signature__ = inspect.signature(compute)  # generate reads which inputs it takes
         self.hits = self.misses = 0
         self.owner = getattr(compute, "__self__", None)  # the model: LLaVA-NeXT's tiles are read with its config
@@ -115,7 +128,7 @@ class CachedImageFeatures:
                 crops = [None if pixel_values.dim() == 4 else len(u[0]) for u in units]  # None: one image a unit
                 features = [self.project(f, n) for f, n in zip(features, crops)]
                 features = pack(self.owner, features, units, named) if tiled(self.owner) else features
-            return image_output(torch.stack(features) if self.stacked else features)
+            return image_output(torch.stack(features) if self.stacked else features, self.output_type)
         if self.projector is None:
             out = self.compute(*args, **kwargs)
             pieces = list(out.pooler_output)
@@ -138,8 +151,8 @@ class CachedImageFeatures:
     def compute_capturing_projector_input(self, args, kwargs, units, one_per_row: bool):
         """The model's own output, and the projector's input of that call split per unit (images, an example's crops,
         an image's patches)."""
-        captured = []
-        handle = self.projector.register_forward_pre_hook(lambda _, inputs: captured.append(inputs[0]))
+        captured, first = [], self.projector[0] if isinstance(self.projector, nn.Sequential) else self.projector
+        handle = first.register_forward_pre_hook(lambda _, inputs: captured.append(inputs[0]))
         try:
             out = self.compute(*args, **kwargs)
         finally:
@@ -161,19 +174,21 @@ class CachedImageFeatures:
             self.store.add_shard(list(group), torch.stack(list(group.values())))
 
 
-def image_output(features: list[torch.Tensor]):
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-    return BaseModelOutputWithPooling(pooler_output=features)
+def image_output(features: list[torch.Tensor] | torch.Tensor, output_type: type = BaseModelOutputWithPooling):
+    return output_type(pooler_output=features)
 
 
 def projector_module(vlm: nn.Module, projectors: tuple[str, ...]) -> nn.Module | None:
-    """The one module (name ending in one of ``projectors``) whose input a pre-projector cache holds; None for a
-    family where that input does not split per unit (``PRE_PROJECTOR``) or with no such single module."""
+    """The module (name ending in one of ``projectors``) whose input a pre-projector cache holds, or the modules, one
+    for each of ``projectors``, applied in that order (Florence-2's ``image_projection`` then ``image_proj_norm``) as
+    one ``nn.Sequential``; None for a family where that input does not split per unit (``PRE_PROJECTOR``) or with
+    other modules of those names."""
     if vlm.config.model_type not in PRE_PROJECTOR:
         return None
-    found = [module for name, module in vlm.named_modules() if name.endswith(projectors)]
-    return found[0] if len(found) == 1 else None
+    found = [[module for name, module in vlm.named_modules() if name.endswith(end)] for end in projectors]
+    if any(len(modules) != 1 for modules in found):
+        return None
+    return found[0][0] if len(found) == 1 else nn.Sequential(*(modules[0] for modules in found))
 
 
 def cache_image_features(vlm: nn.Module, store, projector: nn.Module | None = None) -> CachedImageFeatures:
@@ -181,8 +196,9 @@ def cache_image_features(vlm: nn.Module, store, projector: nn.Module | None = No
     miss counts). With ``projector`` (``projector_module``) its input is cached and it runs on every call."""
     target = image_model(vlm)
     compute = target.get_image_features
-    hook = CachedImageFeatures(getattr(compute, "compute", compute), store, vlm.config.model_type in STACKED,
-                               projector)
+    model_type = vlm.config.model_type
+    hook = CachedImageFeatures(getattr(compute, "compute", compute), store, model_type in STACKED, projector,
+                               OUTPUT_TYPES.get(model_type, BaseModelOutputWithPooling))
     target.get_image_features = hook
     return hook
 
