@@ -1,6 +1,7 @@
 """--cache-features on a native VLM: the frozen tower and projector run once per image, then their output comes
 from the feature cache; losses and gradients are the same as without (float32)."""
 
+import errno
 import json
 
 import pytest
@@ -9,6 +10,7 @@ from safetensors.torch import load_file
 
 from dept_vl import DePTConfig, attach_dept
 from dept_vl.cli import main
+from dept_vl.data import feature_cache
 from dept_vl.data.feature_cache import FeatureCache
 from dept_vl.models.native_features import cache_image_features, vlm_signature
 
@@ -74,6 +76,31 @@ def test_a_changed_image_is_computed_again(tmp_path):
         model(**first)
         model(**second)
     assert (hook.hits, hook.misses) == (1, 2)
+
+
+def test_a_full_disk_stops_the_cache_not_the_run(tmp_path, monkeypatch):
+    """The first write that finds no space is said once; the features are computed from then on, the same."""
+    family = FAMILIES["llava"]
+    model = family.build()
+    inputs = family.inputs([[20, 21]], seed=1)
+    with torch.no_grad():
+        want = model(**inputs).logits
+    writes = []
+
+    def no_space(path, *args):
+        writes.append(path)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(feature_cache, "write_shard", no_space)
+    hook = cache_image_features(model, FeatureCache(tmp_path / "c", vlm_signature(model, "llava")))
+    said = []
+    hook.report = said.append
+    with torch.no_grad():
+        got = [model(**inputs).logits for _ in range(3)]
+    assert len(writes) == 1 and len(said) == 1 and "No space left" in said[0] and "the run goes on" in said[0]
+    assert (hook.hits, hook.misses) == (0, 3) and hook.unwritable
+    for logits in got:
+        torch.testing.assert_close(logits, want)
 
 
 def test_a_tiled_image_is_its_real_tiles_and_its_size(tmp_path):

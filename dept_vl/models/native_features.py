@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 from typing import Any
 
 import torch
@@ -32,9 +33,11 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.blip_2.modeling_blip_2 import BaseModelOutputWithVisionQformerOutputs
 
+from ..errors import OutputError
 from ..methods.native import language_model
 from .native_tiles import pack, tile_units, tiled
 
+logger = logging.getLogger(__name__)
 # pooler_output: one (images, tokens, width) tensor, not a list
 STACKED = ("paligemma", "vipllava", "florence2", "blip-2")
 # families whose projector takes the tower's output unit by unit (rows of images, crops or patches) and whose
@@ -96,6 +99,8 @@ class CachedImageFeatures:
         self.output_type = output_type  # of the features read (``methods.native_compile`` hands them on in one)
         self.signature = self.__signature__ = inspect.signature(compute)  # generate reads which inputs it takes
         self.hits = self.misses = 0
+        self.unwritable: str | None = None  # why the store takes no more writes (``_write``)
+        self.report = logger.warning  # how that is said (a run sets its own)
         self.owner = getattr(compute, "__self__", None)  # the model: LLaVA-NeXT's tiles are read with its config
 
     def units(self, pixel_values, named: dict) -> list[tuple[torch.Tensor, ...]] | None:
@@ -166,12 +171,19 @@ class CachedImageFeatures:
         return out, [p.squeeze(0) if one_per_row else p.flatten(0, -2) for p in pieces]  # shards hold 2-D units
 
     def _write(self, new: list[tuple[str, torch.Tensor]]) -> None:
-        """New units into the store, those of one shape together (one shard each)."""
+        """New units into the store, those of one shape together (one shard each). A store that cannot take them (a
+        full disk, a directory no longer writable) is written no more: ``report`` says so once and the features of
+        images not cached yet are computed at every call; the run goes on."""
         by_shape: dict[tuple, dict[str, torch.Tensor]] = {}
         for key, piece in new:
             by_shape.setdefault(tuple(piece.shape), {})[key] = piece.detach().float().cpu()
-        for group in by_shape.values():
-            self.store.add_shard(list(group), torch.stack(list(group.values())))
+        for group in by_shape.values() if self.unwritable is None else ():
+            try:
+                self.store.add_shard(list(group), torch.stack(list(group.values())))
+            except OutputError as err:
+                self.unwritable = str(err)
+                self.report(f"feature cache: {err}; writing no more there: images not cached yet have their features "
+                            "computed at every step, and the run goes on")
 
 
 def image_output(features: list[torch.Tensor] | torch.Tensor, output_type: type = BaseModelOutputWithPooling):
