@@ -6,6 +6,9 @@ import json
 import pytest
 import torch
 
+from transformers import AutoModelForImageTextToText
+
+from dept_vl.bench.native import build_vlm
 from dept_vl.cli import main
 from dept_vl.data.feature_cache import FeatureCache
 from dept_vl.errors import CheckpointError
@@ -79,3 +82,20 @@ def test_training_the_projector_with_and_without_the_cache_is_the_same(tiny_llav
     made = json.loads(next((tmp_path / "c").glob("*.json")).read_text())
     assert made["signature"]["features"] == "pre-projector"
     assert len(list((tmp_path / "c").glob("shard-*"))) >= 2
+
+
+def test_bench_times_the_pre_projector_cache_with_the_projector_training(tmp_path):
+    args = ["bench", "--vlm", "tiny-vlm", "--methods", "dept", "--batch-size", "2", "--text-length", "6",
+            "--answer-length", "2", "--prompt-length", "4", "--r", "2", "--max-length", "48", "--steps", "1",
+            "--warmup", "0", "--paired", "2", "--cache-features", "--no-isolate"]
+    reports = {}
+    for extra in ([], ["--train-projector"]):
+        out = tmp_path / ("projector" if extra else "plain")
+        assert main(args + extra + ["--output-dir", str(out)]) == 0
+        reports[bool(extra)] = json.loads((out / "bench.json").read_text())
+    vlm = AutoModelForImageTextToText.from_pretrained(build_vlm("tiny-vlm", tmp_path / "vlm"))
+    connector = sum(p.numel() for p in projector_module(vlm, native_family(vlm).projectors).parameters())
+    trainable = [r["results"][0]["trainable_params"] for r in (reports[False], reports[True])]
+    assert trainable[1] - trainable[0] == connector > 0
+    cached = reports[True]["scale"]["results"][0]
+    assert (cached["method"], cached["cache_misses"]) == ("dept+cached-features", 2) and cached["cache_hits"] >= 2

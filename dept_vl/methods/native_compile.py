@@ -11,11 +11,12 @@ Two things in transformers' VLM forwards break the graph, and neither needs chan
 
 The feature cache (``--cache-features``) hashes pixels on the host: where the VLM reads its image features from one,
 they are fetched eagerly before the compiled call and handed to it as ``mm_encoder_outputs`` (``features_first``; as
-its pixel values to Florence-2, whose forward takes no ``mm_encoder_outputs``).
+its pixel values to Florence-2, whose forward takes no ``mm_encoder_outputs``); under --train-projector the cache
+gives the tower's output and the projector runs on it there, eagerly.
 
 What still breaks (dynamo's reasons in ``docs/scale.md``): Idefics3 / SmolVLM without the feature cache (their
 tower drops the all-zero padding crops with a boolean index: a size that depends on the data), LLaVA-NeXT /
-OneVision tiles (their count is computed from ``image_sizes``' values) and Qwen2-VL (its tower's per-image attention
+OneVision without it (their tile count is computed from ``image_sizes``' values) and Qwen2-VL (its tower's per-image attention
 splits and M-RoPE positions come from ``image_grid_thw``'s values).
 """
 

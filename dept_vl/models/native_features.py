@@ -2,7 +2,7 @@
 output is read from a feature cache (``--cache-features``).
 
 Every supported family's ``get_image_features`` returns, as ``pooler_output``, one (tokens, width) tensor per unit
-(an image: LLaVA, PaliGemma, Qwen2-VL; an example's crops together: Idefics3 / SmolVLM), which its forward
+(an image: LLaVA, PaliGemma, Qwen2-VL, LLaVA-NeXT's tiles; an example's crops: Idefics3 / SmolVLM), which its forward
 concatenates and merges into the placeholders. ``cache_image_features`` replaces that method on the model: each unit
 is keyed by the SHA-256 of the pixels the processor made of it (its resolution, crops and normalisation included)
 and looked up in ``store``; when every unit of a call is there, nothing of the tower runs; otherwise the model's own
@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 from typing import Any
 
 import torch
@@ -32,15 +33,20 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.blip_2.modeling_blip_2 import BaseModelOutputWithVisionQformerOutputs
 
+from ..errors import OutputError
 from ..methods.native import language_model
+from .native_tiles import pack, tile_units, tiled
 
+logger = logging.getLogger(__name__)
 # pooler_output: one (images, tokens, width) tensor, not a list
 STACKED = ("paligemma", "vipllava", "florence2", "blip-2")
 # families whose projector takes the tower's output unit by unit (rows of images, crops or patches) and whose
 # get_image_features does nothing after it but split (Qwen2.5-VL reorders its windows after the merger: not here);
-# BLIP-2's projector takes its Q-Former's queries, one row an image; Florence-2's two (``projector_module``) the
-# tower's pooled tokens after their position embeddings
-PRE_PROJECTOR = ("llava", "vipllava", "paligemma", "qwen2_vl", "idefics3", "smolvlm", "florence2", "blip-2")
+# LLaVA-NeXT / OneVision: an image's tiles, packed by ``native_tiles.pack``; BLIP-2's projector takes its Q-Former's
+# queries, one row an image; Florence-2's two (``projector_module``) the tower's pooled tokens after their position
+# embeddings
+PRE_PROJECTOR = ("llava", "vipllava", "paligemma", "qwen2_vl", "idefics3", "smolvlm", "llava_next", "llava_onevision",
+                 "florence2", "blip-2")
 # the output a family's forward reads more than pooler_output of (BLIP-2: its tower's and Q-Former's, None here)
 OUTPUT_TYPES = {"blip-2": BaseModelOutputWithVisionQformerOutputs}
 
@@ -59,7 +65,7 @@ def unit_inputs(pixel_values: torch.Tensor, kwargs: dict) -> list[tuple[torch.Te
         sizes = grid.prod(-1).tolist()
         return [(patches, g) for patches, g in zip(pixel_values.split(sizes), grid)]
     if kwargs.get("image_sizes") is not None:
-        return None  # LLaVA-NeXT's tiles: not cached
+        return None  # tiles: LLaVA-NeXT's and OneVision's are ``native_tiles.tile_units``; others not cached
     if pixel_values.dim() == 4:  # one image per row
         return [(image,) for image in pixel_values]
     if pixel_values.dim() == 5:  # Idefics3 / SmolVLM: an example's crops, padded with all-zero crops
@@ -93,6 +99,15 @@ class CachedImageFeatures:
         self.output_type = output_type  # of the features read (``methods.native_compile`` hands them on in one)
         self.signature = self.__signature__ = inspect.signature(compute)  # generate reads which inputs it takes
         self.hits = self.misses = 0
+        self.unwritable: str | None = None  # why the store takes no more writes (``_write``)
+        self.report = logger.warning  # how that is said (a run sets its own)
+        self.owner = getattr(compute, "__self__", None)  # the model: LLaVA-NeXT's tiles are read with its config
+
+    def units(self, pixel_values, named: dict) -> list[tuple[torch.Tensor, ...]] | None:
+        """The call's units (``unit_inputs``; ``native_tiles.tile_units`` for a tiling family)."""
+        if not isinstance(pixel_values, torch.Tensor):
+            return None
+        return tile_units(self.owner, pixel_values, named) if tiled(self.owner) else unit_inputs(pixel_values, named)
 
     def named(self, args, kwargs) -> dict:
         """The call's arguments by name (Qwen2-VL passes its grid by position)."""
@@ -107,7 +122,7 @@ class CachedImageFeatures:
     def __call__(self, *args, **kwargs):
         named = self.named(args, kwargs)
         pixel_values = named.pop("pixel_values", None)
-        units = unit_inputs(pixel_values, named) if isinstance(pixel_values, torch.Tensor) else None
+        units = self.units(pixel_values, named)
         if not units:
             return self.compute(*args, **kwargs)
         keys = [unit_key(u) for u in units]
@@ -117,6 +132,7 @@ class CachedImageFeatures:
             if self.projector is not None:
                 crops = [None if pixel_values.dim() == 4 else len(u[0]) for u in units]  # None: one image a unit
                 features = [self.project(f, n) for f, n in zip(features, crops)]
+                features = pack(self.owner, features, units, named) if tiled(self.owner) else features
             return image_output(torch.stack(features) if self.stacked else features, self.output_type)
         if self.projector is None:
             out = self.compute(*args, **kwargs)
@@ -155,12 +171,19 @@ class CachedImageFeatures:
         return out, [p.squeeze(0) if one_per_row else p.flatten(0, -2) for p in pieces]  # shards hold 2-D units
 
     def _write(self, new: list[tuple[str, torch.Tensor]]) -> None:
-        """New units into the store, those of one shape together (one shard each)."""
+        """New units into the store, those of one shape together (one shard each). A store that cannot take them (a
+        full disk, a directory no longer writable) is written no more: ``report`` says so once and the features of
+        images not cached yet are computed at every call; the run goes on."""
         by_shape: dict[tuple, dict[str, torch.Tensor]] = {}
         for key, piece in new:
             by_shape.setdefault(tuple(piece.shape), {})[key] = piece.detach().float().cpu()
-        for group in by_shape.values():
-            self.store.add_shard(list(group), torch.stack(list(group.values())))
+        for group in by_shape.values() if self.unwritable is None else ():
+            try:
+                self.store.add_shard(list(group), torch.stack(list(group.values())))
+            except OutputError as err:
+                self.unwritable = str(err)
+                self.report(f"feature cache: {err}; writing no more there: images not cached yet have their features "
+                            "computed at every step, and the run goes on")
 
 
 def image_output(features: list[torch.Tensor] | torch.Tensor, output_type: type = BaseModelOutputWithPooling):
