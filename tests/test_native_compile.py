@@ -55,10 +55,13 @@ def test_with_the_feature_cache_the_compiled_step_reads_it_eagerly_and_is_one_gr
     assert_equal_steps(eager, second)
 
 
-@pytest.mark.parametrize("name,cached", [("paligemma", False), ("florence2", False), ("idefics3", True)])
+@pytest.mark.parametrize("name,cached", [("paligemma", False), ("florence2", False), ("idefics3", True),
+                                         ("qwen2_vl", True), ("qwen2_5_vl", True)])
 def test_other_families_compile_to_one_graph_equal_to_eager(name, cached, tmp_path):
-    """Idefics3 with its image features in the feature cache (its tower drops padding crops with a boolean index: a
-    break without it)."""
+    """Idefics3 and Qwen2-VL / Qwen2.5-VL with their image features in the feature cache (without it, Idefics3's tower
+    drops padding crops with a boolean index, Qwen's splits its attention by the grids' values: breaks). Qwen's
+    M-RoPE positions (read from the ids' values) are computed before the compiled call, on the sequence with the
+    prompt's slots, rows of different lengths (left padding) included."""
     family = FAMILIES[name]
     vlm = family.build()
     wrapped = attach_dept(vlm, DePTConfig(prompt_length=3, r=2, max_length=80))

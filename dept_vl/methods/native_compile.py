@@ -75,6 +75,27 @@ def features_first(vlm: nn.Module, call):
             return call(*args, **inputs)
         taken = inspect.signature(cache).parameters
         features = cache(**{k: v for k, v in inputs.items() if k in taken}).pooler_output
+        features = list(features) if isinstance(features, tuple) else features  # computed or read: one type, one graph
         inputs = {k: v for k, v in inputs.items() if k != "pixel_values"}  # read or computed: one graph for both
         return call(*args, **inputs, mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)})
+    return wrapped
+
+
+def positions_first(vlm: nn.Module, extend, call):
+    """``call`` (a compiled call of ``vlm``'s wrapper) given, as ``slot_position_ids``, the positions ``vlm`` would
+    compute from its inputs' values (Qwen2-VL's 3-D M-RoPE positions: ``compute_3d_position_ids``), computed eagerly
+    on the sequence it will see (``extend``: the wrapper's, the prompt's slots in); else ``call`` as it is."""
+    inner = getattr(vlm, "model", vlm)
+    compute = getattr(inner, "compute_3d_position_ids", None)
+    taken = set(inspect.signature(compute).parameters) - {"kwargs"} if compute is not None else set()
+
+    @functools.wraps(call)
+    def wrapped(*args, **inputs):
+        if compute is None or args or inputs.get("input_ids") is None:
+            return call(*args, **inputs)
+        rest = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "labels", "prompt_ids")}
+        ids, mask, _, extended = extend(inputs["input_ids"], inputs.get("attention_mask"), None, rest)
+        given = {**dict.fromkeys(taken), **{k: v for k, v in extended.items() if k in taken}}  # no cache: prefill
+        positions = compute(**{**given, "input_ids": ids, "attention_mask": mask})
+        return call(*args, **inputs) if positions is None else call(*args, **inputs, slot_position_ids=positions)
     return wrapped
