@@ -11,11 +11,14 @@ Two things in transformers' VLM forwards break the graph, and neither needs chan
 
 The feature cache (``--cache-features``) hashes pixels on the host: where the VLM reads its image features from one,
 they are fetched eagerly before the compiled call and handed to it as ``mm_encoder_outputs`` (``features_first``).
+Qwen2-VL / Qwen2.5-VL build their 3-D M-RoPE positions from the values of ``input_ids``, ``mm_token_type_ids`` and
+``image_grid_thw`` (a boolean index per row): the model's own ``compute_3d_position_ids`` runs eagerly before the
+compiled call, on the sequence with the prompt's slots in, and its positions are handed in (``positions_first``).
 
 What still breaks (dynamo's reasons in ``docs/scale.md``): Idefics3 / SmolVLM without the feature cache (their
 tower drops the all-zero padding crops with a boolean index: a size that depends on the data), LLaVA-NeXT /
-OneVision tiles (their count is computed from ``image_sizes``' values) and Qwen2-VL (its tower's per-image attention
-splits and M-RoPE positions come from ``image_grid_thw``'s values).
+OneVision tiles (their count is computed from ``image_sizes``' values) and Qwen2-VL / Qwen2.5-VL without the feature
+cache (their tower's per-image attention, and Qwen2.5-VL's windows, are split by ``image_grid_thw``'s values).
 """
 
 from __future__ import annotations
