@@ -19,6 +19,7 @@ whose projector input does not split per unit (``PRE_PROJECTOR`` lists those tha
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -26,13 +27,15 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers.vision_utils import get_vision_window_index
 
 from ..methods.native import language_model
 
 STACKED = ("paligemma", "vipllava")  # pooler_output: one (images, tokens, width) tensor, not a list
 # families whose projector takes the tower's output unit by unit (rows of images, crops or patches) and whose
-# get_image_features does nothing after it but split (Qwen2.5-VL reorders its windows after the merger: not here)
-PRE_PROJECTOR = ("llava", "vipllava", "paligemma", "qwen2_vl", "idefics3", "smolvlm")
+# get_image_features does nothing after it but split (Qwen2.5-VL's merger input is in window order, each image's
+# windows its own: stored in raster order, ``raster_order``, its merger's output needs no reordering then)
+PRE_PROJECTOR = ("llava", "vipllava", "paligemma", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm")
 
 
 def image_model(vlm: nn.Module) -> nn.Module:
@@ -76,9 +79,10 @@ class CachedImageFeatures:
     """The replacement of ``get_image_features``: units read from ``store``, or computed and written there.
     ``hits`` / ``misses`` count units."""
 
-    def __init__(self, compute, store, stacked: bool = False, projector: nn.Module | None = None):
+    def __init__(self, compute, store, stacked: bool = False, projector: nn.Module | None = None, reorder=None):
         self.compute, self.store, self.stacked = compute, store, stacked  # stacked: pooler_output one tensor
         self.projector = projector  # set: its input is cached, and it runs on every call
+        self.reorder = reorder  # (a unit's projector input, its inputs) -> that input as cached, if not as captured
         self.signature = self.__signature__ = inspect.signature(compute)  # generate reads which inputs it takes
         self.hits = self.misses = 0
 
@@ -139,8 +143,8 @@ class CachedImageFeatures:
         sizes = [1 if one_per_row else len(unit[0]) for unit in units]
         if captured[0].shape[0] != sum(sizes):
             return out, []
-        pieces = captured[0].split(sizes)
-        return out, [p.squeeze(0) if one_per_row else p.flatten(0, -2) for p in pieces]  # shards hold 2-D units
+        pieces = [p.squeeze(0) if one_per_row else p.flatten(0, -2) for p in captured[0].split(sizes)]  # 2-D
+        return out, pieces if self.reorder is None else [self.reorder(p, u) for p, u in zip(pieces, units)]
 
     def _write(self, new: list[tuple[str, torch.Tensor]]) -> None:
         """New units into the store, those of one shape together (one shard each)."""
@@ -149,6 +153,16 @@ class CachedImageFeatures:
             by_shape.setdefault(tuple(piece.shape), {})[key] = piece.detach().float().cpu()
         for group in by_shape.values():
             self.store.add_shard(list(group), torch.stack(list(group.values())))
+
+
+def raster_order(merger_input: torch.Tensor, unit: tuple, vision: nn.Module) -> torch.Tensor:
+    """Qwen2.5-VL: one image's merger input (``unit``: its patches and grid), whose merged tokens (groups of
+    ``spatial_merge_size ** 2`` rows) the tower put in the order of its attention windows, in raster order: the
+    merger works token by token, so its output on this is the image's features as the model gives them."""
+    window, _ = get_vision_window_index(unit[1][None], spatial_merge_size=vision.spatial_merge_size,
+                                        window_size=vision.window_size, patch_size=vision.patch_size)
+    tokens = merger_input.unflatten(0, (len(window), -1))
+    return tokens[window.argsort().to(tokens.device)].flatten(0, 1)
 
 
 def image_output(features: list[torch.Tensor]):
@@ -171,8 +185,9 @@ def cache_image_features(vlm: nn.Module, store, projector: nn.Module | None = No
     miss counts). With ``projector`` (``projector_module``) its input is cached and it runs on every call."""
     target = image_model(vlm)
     compute = target.get_image_features
+    windowed = projector is not None and vlm.config.model_type == "qwen2_5_vl"
     hook = CachedImageFeatures(getattr(compute, "compute", compute), store, vlm.config.model_type in STACKED,
-                               projector)
+                               projector, functools.partial(raster_order, vision=target.visual) if windowed else None)
     target.get_image_features = hook
     return hook
 
