@@ -92,12 +92,16 @@ def installed_entry_point(site: Path) -> Path:
     return site
 
 
-def test_the_entry_point_names_the_model_class():
-    from importlib.metadata import EntryPoint
-
-    target = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["lmms_eval.models"]
-    manifest = EntryPoint("dept_vl", target["dept_vl"], "lmms_eval.models").load()
-    assert manifest.model_id == "dept_vl" and manifest.simple_class_path == "dept_vl.integrations.lmms_model.DeptVL"
+def test_the_entry_point_names_the_model_class(tmp_path):
+    """lmms-eval's registry reads the manifest from the entry point, also when the plugin module is imported before
+    lmms-eval (no half-imported module, no warning)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(installed_entry_point(tmp_path / "site")), str(ROOT)])}
+    code = ("import dept_vl.integrations.lmms_plugin\nfrom lmms_eval.models import get_model_manifest\n"
+            "m = get_model_manifest('dept_vl')\nprint(m.model_id, m.simple_class_path)")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["dept_vl", "dept_vl.integrations.lmms_model.DeptVL"]
+    assert "Failed to load model entry-point manifests" not in done.stdout + done.stderr
 
 
 @pytest.fixture(scope="module")

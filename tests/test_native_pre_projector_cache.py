@@ -6,9 +6,11 @@ import json
 import pytest
 import torch
 import transformers as T
+from transformers import AutoModelForImageTextToText
 from transformers.vision_utils import get_vision_window_index
 
 from dept_vl import DePTConfig, attach_dept
+from dept_vl.bench.native import build_vlm
 from dept_vl.cli import main
 from dept_vl.data.feature_cache import FeatureCache
 from dept_vl.errors import CheckpointError
@@ -32,11 +34,6 @@ def test_pre_projector_cache_gives_the_same_loss_and_projector_gradients(name, t
     assert all(g is not None for g in plain_grads) and len(grads) == len(plain_grads) > 0
     for got, want in zip(grads, plain_grads):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-
-
-def test_a_family_whose_projector_input_does_not_split_per_image_is_not_cached():
-    model = FAMILIES["blip2_opt"].build()  # BLIP-2's Q-Former sits between the tower and the projector
-    assert projector_module(model, native_family(model).projectors) is None
 
 
 def windowed_qwen2_5_vl():
@@ -82,6 +79,13 @@ def test_qwen2_5_vl_pre_projector_cache_puts_each_image_in_raster_order(tmp_path
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_florence2s_two_projector_modules_are_cached_before_the_first():
+    model = FAMILIES["florence2"].build()
+    projector = projector_module(model, native_family(model).projectors)
+    inner = model.model.multi_modal_projector
+    assert list(projector) == [inner.image_projection, inner.image_proj_norm]
+
+
 def test_the_two_kinds_of_cache_entry_never_meet(tmp_path):
     model = FAMILIES["llava"].build()
     projected = vlm_signature(model, "llava")
@@ -118,3 +122,20 @@ def test_training_the_projector_with_and_without_the_cache_is_the_same(tiny_llav
     made = json.loads(next((tmp_path / "c").glob("*.json")).read_text())
     assert made["signature"]["features"] == "pre-projector"
     assert len(list((tmp_path / "c").glob("shard-*"))) >= 2
+
+
+def test_bench_times_the_pre_projector_cache_with_the_projector_training(tmp_path):
+    args = ["bench", "--vlm", "tiny-vlm", "--methods", "dept", "--batch-size", "2", "--text-length", "6",
+            "--answer-length", "2", "--prompt-length", "4", "--r", "2", "--max-length", "48", "--steps", "1",
+            "--warmup", "0", "--paired", "2", "--cache-features", "--no-isolate"]
+    reports = {}
+    for extra in ([], ["--train-projector"]):
+        out = tmp_path / ("projector" if extra else "plain")
+        assert main(args + extra + ["--output-dir", str(out)]) == 0
+        reports[bool(extra)] = json.loads((out / "bench.json").read_text())
+    vlm = AutoModelForImageTextToText.from_pretrained(build_vlm("tiny-vlm", tmp_path / "vlm"))
+    connector = sum(p.numel() for p in projector_module(vlm, native_family(vlm).projectors).parameters())
+    trainable = [r["results"][0]["trainable_params"] for r in (reports[False], reports[True])]
+    assert trainable[1] - trainable[0] == connector > 0
+    cached = reports[True]["scale"]["results"][0]
+    assert (cached["method"], cached["cache_misses"]) == ("dept+cached-features", 2) and cached["cache_hits"] >= 2

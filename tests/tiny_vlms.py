@@ -5,10 +5,13 @@ image placeholder tokens, pixel values of the right shape, and the per-token inp
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 import transformers as T
+
+from dept_vl.models.tiny_vlm import CHAT_TEMPLATE, CHAT_WORDS, EASYVQA_WORDS, QUESTION_WORDS, chat_tokenizer
 
 VOCAB, IMG, VIDEO, VSTART, VEND = 300, 290, 291, 292, 293  # text ids stay below 280
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
@@ -183,3 +186,44 @@ FAMILIES = {
     "blip2_opt": TinyVLM("blip2_opt", _seeded(blip2_opt), 4, _images((3, 32, 32)), lambda r: [IMG] * 4 + [1] + r),
     "blip2_t5": TinyVLM("blip2_t5", _seeded(blip2_t5), 4, _images((3, 32, 32)), _front(4), encoder_decoder=True),
 }
+
+
+def save_llava_next(path: Path) -> Path:
+    """A tiny LLaVA-NeXT saved with its processor (a user's directory for ``--vlm``): 32 px images, one 32 px grid
+    cell, so two tiles per image (the base one and the grid's) and 36 image tokens."""
+    tokenizer = chat_tokenizer([*QUESTION_WORDS, *EASYVQA_WORDS, *CHAT_WORDS])
+    image_processor = T.LlavaNextImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                                                image_grid_pinpoints=[[32, 32]])
+    processor = T.LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
+                                     vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                                     chat_template=CHAT_TEMPLATE)
+    text = T.LlamaConfig(**dict(LLAMA, vocab_size=len(tokenizer), eos_token_id=1, initializer_range=0.2))
+    config = T.LlavaNextConfig(vision_config=_clip(), text_config=text, image_grid_pinpoints=[[32, 32]],
+                               image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
+    torch.manual_seed(0)
+    T.LlavaNextForConditionalGeneration(config).save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def _processor(name: str):
+    """A processor of ``name``'s family for 32 px images, with tiny LLaVA's word tokenizer (<image> 3) plus a <s>."""
+    base = chat_tokenizer([*QUESTION_WORDS, *EASYVQA_WORDS, *CHAT_WORDS, "<s>"])
+    if name == "florence2":  # its processor reads the image token from the tokenizer, the count from the images'
+        tokenizer = T.PreTrainedTokenizerFast(tokenizer_object=base.backend_tokenizer, pad_token="<pad>",
+                                              eos_token="</s>", unk_token="<unk>", bos_token="<s>",
+                                              extra_special_tokens={"image_token": "<image>"})
+        images = T.CLIPImageProcessor(size={"height": 32, "width": 32}, do_center_crop=False, image_seq_length=17)
+        return T.Florence2Processor(image_processor=images, tokenizer=tokenizer)
+    images = T.BlipImageProcessor(size={"height": 32, "width": 32})
+    return T.Blip2Processor(image_processor=images, tokenizer=base, num_query_tokens=FAMILIES[name].image_tokens)
+
+
+def save_with_processor(name: str, path: Path) -> Path:
+    """``FAMILIES[name]`` (florence2, blip2_opt, blip2_t5) saved with a processor at ``path``: what ``dept-vl train
+    --vlm DIR`` loads."""
+    model, processor = FAMILIES[name].build(), _processor(name)
+    model.config.image_token_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path

@@ -15,7 +15,7 @@ import torch
 from ..errors import ConfigError
 from ..methods import Budget, DePTConfig, attach_dept, get_method, settings_at_budget
 from ..methods.native import NativeVLMWrapper, language_model, native_family
-from .native_scale import LLAVA_SHAPES, build_llava_shape, scale_variants
+from .native_scale import LLAVA_SHAPES, build_llava_shape, scale_variants, train_projector
 from .speed import BenchConfig, machine
 from .timing import PeakMemory, TrainStep, median_time, paired_ratio, steady_rss, sync
 
@@ -82,6 +82,8 @@ def attach(cfg: BenchConfig, method: str, vlm, budget: Budget):
     chosen = get_method(method)
     if chosen.adapter is not None:
         wrapped = attach_dept(vlm, dept, method=method, settings=settings_at_budget(method, budget))
+        if cfg.train_projector:
+            train_projector(vlm)
         if method == "bare":  # nothing else trains here (no projection): let the backward pass reach the prefix
             wrapped.dept.prompt_embeddings.requires_grad_(True)
         return wrapped

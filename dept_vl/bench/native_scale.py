@@ -1,6 +1,7 @@
 """``dept-vl bench --vlm ... --cache-features / --gradient-checkpointing``: DePT's training step on a native VLM with
 its image features read from a warm feature cache, and with its language model checkpointed, each paired against
-the plain DePT step (time ratio, the two taking turns) with its peak memory beside.
+the plain DePT step (time ratio, the two taking turns) with its peak memory beside. With ``--train-projector`` the
+VLM's projector trains in every step, and the cache holds the tower's output before it.
 
 ``llava-clip-s-shape`` is the vision-heavy shape of the done-when test: a LLaVA with a CLIP-S-sized tower (12 layers,
 384 wide, 224 px, patches of 16: 196 visual tokens) and a small Llama (2 layers, 256 wide, 2,000 words); random weights.
@@ -15,9 +16,10 @@ from pathlib import Path
 import torch
 
 from ..data.feature_cache import FeatureCache
+from ..errors import ConfigError
 from ..models.checkpointing import enable_gradient_checkpointing
-from ..methods.native import language_model
-from ..models.native_features import cache_image_features, vlm_signature
+from ..methods.native import language_model, native_family
+from ..models.native_features import cache_image_features, projector_module, vlm_signature
 from .timing import PeakMemory, TrainStep, median_time, paired_ratio
 
 LLAVA_SHAPES = {"llava-clip-s-shape": (dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=12,
@@ -39,6 +41,14 @@ def build_llava_shape(name: str, directory: Path) -> str:
         torch.manual_seed(0)
         T.LlavaForConditionalGeneration(config).save_pretrained(directory)
     return str(directory)
+
+
+def train_projector(vlm) -> None:
+    """Unfreeze ``vlm``'s own projector (as ``train --vlm ... --train-projector`` does)."""
+    projectors = native_family(vlm).projectors
+    for name, module in vlm.named_modules():
+        if name.endswith(projectors):
+            module.requires_grad_(True)
 
 
 class LanguageModelOnly(torch.nn.Module):
@@ -74,8 +84,14 @@ def variant(cfg, name: str, wrapped, batch: dict, base: TrainStep, log) -> dict:
     log(f"bench dept with {name} ...")
     wrapped = copy.deepcopy(wrapped)
     if name == "cached features":
-        store = FeatureCache(Path(tempfile.mkdtemp(prefix="dept-vl-bench-")), vlm_signature(wrapped.model, "bench"))
-        hook = cache_image_features(wrapped.model, store)
+        projector = projector_module(wrapped.model, native_family(wrapped.model).projectors) \
+            if cfg.train_projector else None  # trained: the tower's output before it is cached
+        if cfg.train_projector and projector is None:
+            raise ConfigError(f"--cache-features with --train-projector: {cfg.vlm}'s projector input does not "
+                              "split per image (not cached)")
+        store = FeatureCache(Path(tempfile.mkdtemp(prefix="dept-vl-bench-")),
+                             vlm_signature(wrapped.model, "bench", projector))
+        hook = cache_image_features(wrapped.model, store, projector)
     else:
         enable_gradient_checkpointing(LanguageModelOnly(wrapped))
     step = TrainStep(wrapped, batch, cfg.device)

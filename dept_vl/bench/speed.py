@@ -90,6 +90,8 @@ class BenchConfig:
     paired: int = setting(10, "step pairs per paired ratio (dept/pt, dept/bare, padded/dynamic); 0: none")
     cache_features: bool = setting(False, "with --vlm: also time DePT with the image features read from a warm "
                                    "feature cache, paired against computing them every step")
+    train_projector: bool = setting(False, "with --vlm: train the VLM's own projector too (every method but lora; "
+                                    "with --cache-features the tower's output before it is cached)")
     gradient_checkpointing: bool = setting(False, "with --vlm: also time DePT with the language model's activations "
                                            "recomputed in the backward pass (peak memory beside), paired")
     compile: bool = setting(False, "time the fast path: each model's step and generation compiled over bucketed "

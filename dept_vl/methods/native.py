@@ -51,8 +51,9 @@ class NativeFamily:
     """Everything dept-vl knows about one family of native VLMs, in one record: its ``model_type``s; the per-token
     inputs besides ``input_ids``, ``attention_mask`` and ``labels`` that the prompt's slots must extend (with the
     value for prefix text); its trainable bridge from the vision tower to the language model (module names ending so,
-    for ``--train-projector``); and the image placeholders its processor writes per image (per tile for Idefics3 /
-    SmolVLM) from its config, or None where that depends on the image. A new family is one record here (plus the
+    for ``--train-projector``); the image placeholders its processor writes per image (per tile for Idefics3 /
+    SmolVLM) from its config, or None where that depends on the image; and whether its processor puts them in front of
+    the text itself (``images_by_processor``: none written in the prompt). A new family is one record here (plus the
     tiny config its tests build, ``tests/tiny_vlms.py``)."""
 
     name: str
@@ -60,6 +61,7 @@ class NativeFamily:
     slot_values: dict[str, int] = field(default_factory=dict)
     projectors: tuple[str, ...] = ("multi_modal_projector",)
     image_tokens: Callable[[object], int | None] = lambda config: None
+    images_by_processor: bool = False
 
 
 FAMILIES = (
@@ -69,9 +71,10 @@ FAMILIES = (
     NativeFamily("PaliGemma", ("paligemma",), {"token_type_ids": 0}, image_tokens=_grid),
     NativeFamily("Idefics3 / SmolVLM", ("idefics3", "smolvlm"), projectors=("connector",),
                  image_tokens=lambda c: None if _grid(c) is None else _grid(c) // c.scale_factor ** 2),
-    NativeFamily("Florence-2", ("florence2",), projectors=("image_projection", "image_proj_norm")),
+    NativeFamily("Florence-2", ("florence2",), projectors=("image_projection", "image_proj_norm"),
+                 images_by_processor=True),
     NativeFamily("BLIP-2", ("blip-2",), projectors=("language_projection",),
-                 image_tokens=lambda c: c.num_query_tokens),
+                 image_tokens=lambda c: c.num_query_tokens, images_by_processor=True),
 )
 MULTIMODAL_IDS = ("image_token_id", "image_token_index", "video_token_id", "vision_start_token_id",
                   "vision_end_token_id", "boi_token_id", "eoi_token_id", "fake_image_token_id")

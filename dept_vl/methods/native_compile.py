@@ -10,15 +10,17 @@ Two things in transformers' VLM forwards break the graph, and neither needs chan
   runs under ``COMPILE_SETTINGS``, which put it in the graph (a runtime assert).
 
 The feature cache (``--cache-features``) hashes pixels on the host: where the VLM reads its image features from one,
-they are fetched eagerly before the compiled call and handed to it as ``mm_encoder_outputs`` (``features_first``).
+they are fetched eagerly before the compiled call and handed to it as ``mm_encoder_outputs`` (``features_first``; as
+its pixel values to Florence-2, whose forward takes no ``mm_encoder_outputs``); under --train-projector the cache
+gives the tower's output and the projector runs on it there, eagerly.
 Qwen2-VL / Qwen2.5-VL build their 3-D M-RoPE positions from the values of ``input_ids``, ``mm_token_type_ids`` and
 ``image_grid_thw`` (a boolean index per row): the model's own ``compute_3d_position_ids`` runs eagerly before the
 compiled call, on the sequence with the prompt's slots in, and its positions are handed in (``positions_first``).
 
 What still breaks (dynamo's reasons in ``docs/scale.md``): Idefics3 / SmolVLM without the feature cache (their
 tower drops the all-zero padding crops with a boolean index: a size that depends on the data), LLaVA-NeXT /
-OneVision tiles (their count is computed from ``image_sizes``' values) and Qwen2-VL / Qwen2.5-VL without the feature
-cache (their tower's per-image attention, and Qwen2.5-VL's windows, are split by ``image_grid_thw``'s values).
+OneVision without it (their tile count is computed from ``image_sizes``' values) and Qwen2-VL / Qwen2.5-VL without
+it (their tower's per-image attention, and Qwen2.5-VL's windows, are split by ``image_grid_thw``'s values).
 """
 
 from __future__ import annotations
@@ -61,16 +63,23 @@ def under_settings(call, settings: dict):
     return wrapped
 
 
+def _image_model(vlm: nn.Module) -> nn.Module:
+    """The module whose ``get_image_features`` ``vlm``'s forward calls (the base model inside, if it has one)."""
+    inner = getattr(vlm, "model", None)
+    return inner if hasattr(inner, "get_image_features") else vlm
+
+
 def cached_image_features(vlm: nn.Module):
     """The feature cache ``vlm`` reads its image features from (``models.native_features``), None if it has none."""
-    inner = getattr(vlm, "model", None)
-    compute = getattr(inner if hasattr(inner, "get_image_features") else vlm, "get_image_features", None)
+    compute = getattr(_image_model(vlm), "get_image_features", None)
     return compute if getattr(compute, "store", None) is not None else None
 
 
 def features_first(vlm: nn.Module, call):
     """``call`` (a compiled call of ``vlm``'s wrapper) given the image features read from ``vlm``'s feature cache
-    eagerly, instead of the pixels, when it has one; else ``call`` as it is."""
+    eagerly, instead of the pixels, when it has one (as ``mm_encoder_outputs``, in the cache's output type: BLIP-2's
+    forward reads more of it; or, to a forward that takes none, Florence-2's, as ``features_as_pixels``); else
+    ``call`` as it is."""
     @functools.wraps(call)
     def wrapped(*args, **inputs):
         cache = cached_image_features(vlm)
@@ -79,8 +88,11 @@ def features_first(vlm: nn.Module, call):
         taken = inspect.signature(cache).parameters
         features = cache(**{k: v for k, v in inputs.items() if k in taken}).pooler_output
         features = list(features) if isinstance(features, tuple) else features  # computed or read: one type, one graph
+        if "mm_encoder_outputs" not in inspect.signature(vlm.forward).parameters:
+            return features_as_pixels(vlm, call, args, {**inputs, "pixel_values": features})
         inputs = {k: v for k, v in inputs.items() if k != "pixel_values"}  # read or computed: one graph for both
-        return call(*args, **inputs, mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)})
+        given = getattr(cache, "output_type", BaseModelOutputWithPooling)(pooler_output=features)
+        return call(*args, **inputs, pixel_values=None, mm_encoder_outputs={"image": given})
     return wrapped
 
 
@@ -102,3 +114,20 @@ def positions_first(vlm: nn.Module, extend, call):
         positions = compute(**{**given, "input_ids": ids, "attention_mask": mask})
         return call(*args, **inputs) if positions is None else call(*args, **inputs, slot_position_ids=positions)
     return wrapped
+
+
+def given_features(pixel_values, **_):
+    """A ``get_image_features`` handing back the features it is given as pixel values (``features_as_pixels``)."""
+    return BaseModelOutputWithPooling(pooler_output=pixel_values)
+
+
+def features_as_pixels(vlm: nn.Module, call, args, inputs: dict):
+    """``call`` with the image features in ``inputs["pixel_values"]`` and ``vlm``'s ``get_image_features`` handing
+    them back (``given_features``: the same function every call, so one graph) for that call only."""
+    owner = _image_model(vlm)
+    own = owner.get_image_features
+    owner.get_image_features = given_features
+    try:
+        return call(*args, **inputs)
+    finally:
+        owner.get_image_features = own

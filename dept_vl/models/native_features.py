@@ -2,7 +2,7 @@
 output is read from a feature cache (``--cache-features``).
 
 Every supported family's ``get_image_features`` returns, as ``pooler_output``, one (tokens, width) tensor per unit
-(an image: LLaVA, PaliGemma, Qwen2-VL; an example's crops together: Idefics3 / SmolVLM), which its forward
+(an image: LLaVA, PaliGemma, Qwen2-VL, LLaVA-NeXT's tiles; an example's crops: Idefics3 / SmolVLM), which its forward
 concatenates and merges into the placeholders. ``cache_image_features`` replaces that method on the model: each unit
 is keyed by the SHA-256 of the pixels the processor made of it (its resolution, crops and normalisation included)
 and looked up in ``store``; when every unit of a call is there, nothing of the tower runs; otherwise the model's own
@@ -12,6 +12,9 @@ dynamic resolution, are kept per unit). The cache directory itself is keyed by t
 With ``projector`` (``--train-projector``: the VLM's own projector is trained) the tower's output before the
 projector is cached instead (the projector's input, per unit) and the projector runs on it at every call; a family
 whose projector input does not split per unit (``PRE_PROJECTOR`` lists those that do) is not cached then.
+
+Florence-2 and BLIP-2 (its Q-Former's queries, projected) give one row of one tensor an image (``STACKED``), and
+BLIP-2's forward reads that output's ``vision_outputs`` and ``qformer_outputs`` too (None when read: ``OUTPUT_TYPES``).
 
 ``store`` is any object with ``__contains__(key)``, ``get([key]) -> (1, tokens, width)`` and
 ``add_shard(keys, features)``: ``data.feature_cache.FeatureCache``.
@@ -23,19 +26,32 @@ import functools
 import hashlib
 import inspect
 import json
+import logging
 from typing import Any
 
 import torch
 from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.blip_2.modeling_blip_2 import BaseModelOutputWithVisionQformerOutputs
 from transformers.vision_utils import get_vision_window_index
 
+from ..errors import OutputError
 from ..methods.native import language_model
+from .native_tiles import pack, tile_units, tiled
 
-STACKED = ("paligemma", "vipllava")  # pooler_output: one (images, tokens, width) tensor, not a list
+logger = logging.getLogger(__name__)
+# pooler_output: one (images, tokens, width) tensor, not a list
+STACKED = ("paligemma", "vipllava", "florence2", "blip-2")
 # families whose projector takes the tower's output unit by unit (rows of images, crops or patches) and whose
 # get_image_features does nothing after it but split (Qwen2.5-VL's merger input is in window order, each image's
-# windows its own: stored in raster order, ``raster_order``, its merger's output needs no reordering then)
-PRE_PROJECTOR = ("llava", "vipllava", "paligemma", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm")
+# windows its own: stored in raster order, ``raster_order``, its merger's output needs no reordering then);
+# LLaVA-NeXT / OneVision: an image's tiles, packed by ``native_tiles.pack``; BLIP-2's projector takes its Q-Former's
+# queries, one row an image; Florence-2's two (``projector_module``) the tower's pooled tokens after their position
+# embeddings
+PRE_PROJECTOR = ("llava", "vipllava", "paligemma", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "llava_next",
+                 "llava_onevision", "florence2", "blip-2")
+# the output a family's forward reads more than pooler_output of (BLIP-2: its tower's and Q-Former's, None here)
+OUTPUT_TYPES = {"blip-2": BaseModelOutputWithVisionQformerOutputs}
 
 
 def image_model(vlm: nn.Module) -> nn.Module:
@@ -52,7 +68,7 @@ def unit_inputs(pixel_values: torch.Tensor, kwargs: dict) -> list[tuple[torch.Te
         sizes = grid.prod(-1).tolist()
         return [(patches, g) for patches, g in zip(pixel_values.split(sizes), grid)]
     if kwargs.get("image_sizes") is not None:
-        return None  # LLaVA-NeXT's tiles: not cached
+        return None  # tiles: LLaVA-NeXT's and OneVision's are ``native_tiles.tile_units``; others not cached
     if pixel_values.dim() == 4:  # one image per row
         return [(image,) for image in pixel_values]
     if pixel_values.dim() == 5:  # Idefics3 / SmolVLM: an example's crops, padded with all-zero crops
@@ -79,12 +95,23 @@ class CachedImageFeatures:
     """The replacement of ``get_image_features``: units read from ``store``, or computed and written there.
     ``hits`` / ``misses`` count units."""
 
-    def __init__(self, compute, store, stacked: bool = False, projector: nn.Module | None = None, reorder=None):
+    def __init__(self, compute, store, stacked: bool = False, projector: nn.Module | None = None,
+                 output_type: type = BaseModelOutputWithPooling, reorder=None):
         self.compute, self.store, self.stacked = compute, store, stacked  # stacked: pooler_output one tensor
         self.projector = projector  # set: its input is cached, and it runs on every call
+        self.output_type = output_type  # of the features read (``methods.native_compile`` hands them on in one)
         self.reorder = reorder  # (a unit's projector input, its inputs) -> that input as cached, if not as captured
         self.signature = self.__signature__ = inspect.signature(compute)  # generate reads which inputs it takes
         self.hits = self.misses = 0
+        self.unwritable: str | None = None  # why the store takes no more writes (``_write``)
+        self.report = logger.warning  # how that is said (a run sets its own)
+        self.owner = getattr(compute, "__self__", None)  # the model: LLaVA-NeXT's tiles are read with its config
+
+    def units(self, pixel_values, named: dict) -> list[tuple[torch.Tensor, ...]] | None:
+        """The call's units (``unit_inputs``; ``native_tiles.tile_units`` for a tiling family)."""
+        if not isinstance(pixel_values, torch.Tensor):
+            return None
+        return tile_units(self.owner, pixel_values, named) if tiled(self.owner) else unit_inputs(pixel_values, named)
 
     def named(self, args, kwargs) -> dict:
         """The call's arguments by name (Qwen2-VL passes its grid by position)."""
@@ -99,7 +126,7 @@ class CachedImageFeatures:
     def __call__(self, *args, **kwargs):
         named = self.named(args, kwargs)
         pixel_values = named.pop("pixel_values", None)
-        units = unit_inputs(pixel_values, named) if isinstance(pixel_values, torch.Tensor) else None
+        units = self.units(pixel_values, named)
         if not units:
             return self.compute(*args, **kwargs)
         keys = [unit_key(u) for u in units]
@@ -109,7 +136,8 @@ class CachedImageFeatures:
             if self.projector is not None:
                 crops = [None if pixel_values.dim() == 4 else len(u[0]) for u in units]  # None: one image a unit
                 features = [self.project(f, n) for f, n in zip(features, crops)]
-            return image_output(torch.stack(features) if self.stacked else features)
+                features = pack(self.owner, features, units, named) if tiled(self.owner) else features
+            return image_output(torch.stack(features) if self.stacked else features, self.output_type)
         if self.projector is None:
             out = self.compute(*args, **kwargs)
             pieces = list(out.pooler_output)
@@ -132,8 +160,8 @@ class CachedImageFeatures:
     def compute_capturing_projector_input(self, args, kwargs, units, one_per_row: bool):
         """The model's own output, and the projector's input of that call split per unit (images, an example's crops,
         an image's patches)."""
-        captured = []
-        handle = self.projector.register_forward_pre_hook(lambda _, inputs: captured.append(inputs[0]))
+        captured, first = [], self.projector[0] if isinstance(self.projector, nn.Sequential) else self.projector
+        handle = first.register_forward_pre_hook(lambda _, inputs: captured.append(inputs[0]))
         try:
             out = self.compute(*args, **kwargs)
         finally:
@@ -147,12 +175,19 @@ class CachedImageFeatures:
         return out, pieces if self.reorder is None else [self.reorder(p, u) for p, u in zip(pieces, units)]
 
     def _write(self, new: list[tuple[str, torch.Tensor]]) -> None:
-        """New units into the store, those of one shape together (one shard each)."""
+        """New units into the store, those of one shape together (one shard each). A store that cannot take them (a
+        full disk, a directory no longer writable) is written no more: ``report`` says so once and the features of
+        images not cached yet are computed at every call; the run goes on."""
         by_shape: dict[tuple, dict[str, torch.Tensor]] = {}
         for key, piece in new:
             by_shape.setdefault(tuple(piece.shape), {})[key] = piece.detach().float().cpu()
-        for group in by_shape.values():
-            self.store.add_shard(list(group), torch.stack(list(group.values())))
+        for group in by_shape.values() if self.unwritable is None else ():
+            try:
+                self.store.add_shard(list(group), torch.stack(list(group.values())))
+            except OutputError as err:
+                self.unwritable = str(err)
+                self.report(f"feature cache: {err}; writing no more there: images not cached yet have their features "
+                            "computed at every step, and the run goes on")
 
 
 def raster_order(merger_input: torch.Tensor, unit: tuple, vision: nn.Module) -> torch.Tensor:
@@ -165,19 +200,21 @@ def raster_order(merger_input: torch.Tensor, unit: tuple, vision: nn.Module) -> 
     return tokens[window.argsort().to(tokens.device)].flatten(0, 1)
 
 
-def image_output(features: list[torch.Tensor]):
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-    return BaseModelOutputWithPooling(pooler_output=features)
+def image_output(features: list[torch.Tensor] | torch.Tensor, output_type: type = BaseModelOutputWithPooling):
+    return output_type(pooler_output=features)
 
 
 def projector_module(vlm: nn.Module, projectors: tuple[str, ...]) -> nn.Module | None:
-    """The one module (name ending in one of ``projectors``) whose input a pre-projector cache holds; None for a
-    family where that input does not split per unit (``PRE_PROJECTOR``) or with no such single module."""
+    """The module (name ending in one of ``projectors``) whose input a pre-projector cache holds, or the modules, one
+    for each of ``projectors``, applied in that order (Florence-2's ``image_projection`` then ``image_proj_norm``) as
+    one ``nn.Sequential``; None for a family where that input does not split per unit (``PRE_PROJECTOR``) or with
+    other modules of those names."""
     if vlm.config.model_type not in PRE_PROJECTOR:
         return None
-    found = [module for name, module in vlm.named_modules() if name.endswith(projectors)]
-    return found[0] if len(found) == 1 else None
+    found = [[module for name, module in vlm.named_modules() if name.endswith(end)] for end in projectors]
+    if any(len(modules) != 1 for modules in found):
+        return None
+    return found[0][0] if len(found) == 1 else nn.Sequential(*(modules[0] for modules in found))
 
 
 def cache_image_features(vlm: nn.Module, store, projector: nn.Module | None = None) -> CachedImageFeatures:
@@ -185,9 +222,11 @@ def cache_image_features(vlm: nn.Module, store, projector: nn.Module | None = No
     miss counts). With ``projector`` (``projector_module``) its input is cached and it runs on every call."""
     target = image_model(vlm)
     compute = target.get_image_features
-    windowed = projector is not None and vlm.config.model_type == "qwen2_5_vl"
-    hook = CachedImageFeatures(getattr(compute, "compute", compute), store, vlm.config.model_type in STACKED,
-                               projector, functools.partial(raster_order, vision=target.visual) if windowed else None)
+    model_type = vlm.config.model_type
+    windowed = projector is not None and model_type == "qwen2_5_vl"
+    hook = CachedImageFeatures(getattr(compute, "compute", compute), store, model_type in STACKED, projector,
+                               OUTPUT_TYPES.get(model_type, BaseModelOutputWithPooling),
+                               functools.partial(raster_order, vision=target.visual) if windowed else None)
     target.get_image_features = hook
     return hook
 

@@ -279,7 +279,7 @@ class NativeVisionLanguageModel(VLModel):
         if getattr(self.processor, "chat_template", None):
             return self.processor.apply_chat_template(self._user_turn(text, images, context),
                                                       add_generation_prompt=True)
-        token = getattr(self.processor, "image_token", None)
+        token = None if self.native.family.images_by_processor else getattr(self.processor, "image_token", None)
         return f"{(token or '') * images}{' '.join(t for _, t in context or ())} {text}".strip()
 
     def _conversation(self, text: str, target: str, images: int, context=()) -> str:

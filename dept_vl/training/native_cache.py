@@ -36,4 +36,6 @@ def cache_native_features(recipe, model, say) -> CachedImageFeatures | None:
     store = FeatureCache(native_cache_dir(signature, recipe.train.cache_dir), signature)
     what = "the tower's output before the trained projector" if signature.get("features") else "image features"
     say(f"{what}: cached in {store.root} ({len(store)} there; each new image's computed once)")
-    return model.read_features_from(store)
+    hook = model.read_features_from(store)
+    hook.report = say  # a full disk stops the cache, not the run (``CachedImageFeatures._write``)
+    return hook
