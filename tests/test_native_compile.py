@@ -109,7 +109,7 @@ def test_under_the_fast_path_batches_of_one_bucket_are_one_graph_with_their_unpa
         assert fast.graphs == 1 and fast.graph_breaks == 0
 
 
-@pytest.mark.parametrize("name", ["idefics3", "paligemma"])
+@pytest.mark.parametrize("name", ["idefics3", "paligemma", "qwen2_vl", "qwen2_5_vl"])
 def test_with_the_projector_trained_the_pre_projector_cache_compiles_to_one_graph(name, tmp_path):
     """--train-projector with the cache: the tower's output is read before the compiled call and the projector runs
     on it there (eagerly); the step is one graph, and its loss, DePT's and the projector's gradients equal eager's."""
