@@ -58,12 +58,15 @@ def test_with_the_feature_cache_the_compiled_step_reads_it_eagerly_and_is_one_gr
 
 @pytest.mark.parametrize("name,cached", [("paligemma", False), ("florence2", False), ("idefics3", True),
                                          ("llava_next", True), ("llava_onevision", True), ("florence2", True),
-                                         ("blip2_opt", True)])
+                                         ("blip2_opt", True), ("qwen2_vl", True), ("qwen2_5_vl", True)])
 def test_other_families_compile_to_one_graph_equal_to_eager(name, cached, tmp_path):
     """Idefics3, LLaVA-NeXT and OneVision with their image features in the feature cache (without it: Idefics3's
     tower drops padding crops with a boolean index, LLaVA-NeXT's tile counts come from ``image_sizes``' values);
     Florence-2 (its forward takes no ``mm_encoder_outputs``: the features come in as its pixel values) and BLIP-2 (a
-    Q-Former, and its forward reads more of the image output) with the cache too."""
+    Q-Former, and its forward reads more of the image output) with the cache too. Qwen2-VL / Qwen2.5-VL with the
+    cache (without it their tower splits its attention by the grids' values): their M-RoPE positions, read from the
+    ids' values, are computed before the compiled call on the sequence with the prompt's slots, rows of different
+    lengths (left padding) included."""
     family = FAMILIES[name]
     vlm = family.build()
     wrapped = attach_dept(vlm, DePTConfig(prompt_length=3, r=2, max_length=80))
@@ -106,7 +109,7 @@ def test_under_the_fast_path_batches_of_one_bucket_are_one_graph_with_their_unpa
         assert fast.graphs == 1 and fast.graph_breaks == 0
 
 
-@pytest.mark.parametrize("name", ["idefics3", "paligemma"])
+@pytest.mark.parametrize("name", ["idefics3", "paligemma", "qwen2_vl", "qwen2_5_vl"])
 def test_with_the_projector_trained_the_pre_projector_cache_compiles_to_one_graph(name, tmp_path):
     """--train-projector with the cache: the tower's output is read before the compiled call and the projector runs
     on it there (eagerly); the step is one graph, and its loss, DePT's and the projector's gradients equal eager's."""

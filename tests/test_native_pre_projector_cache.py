@@ -5,19 +5,21 @@ import json
 
 import pytest
 import torch
-
+import transformers as T
 from transformers import AutoModelForImageTextToText
+from transformers.vision_utils import get_vision_window_index
 
+from dept_vl import DePTConfig, attach_dept
 from dept_vl.bench.native import build_vlm
 from dept_vl.cli import main
 from dept_vl.data.feature_cache import FeatureCache
 from dept_vl.errors import CheckpointError
 from dept_vl.methods.native import native_family
-from dept_vl.models.native_features import projector_module, vlm_signature
+from dept_vl.models.native_features import cache_image_features, projector_module, vlm_signature
 from dept_vl.training.native_cache import native_cache_dir
 
 from test_native_feature_cache import CACHED, one_step_three_ways
-from tiny_vlms import FAMILIES
+from tiny_vlms import FAMILIES, IMG, VSTART, VEND
 
 
 def trainable_projector(model):
@@ -34,9 +36,47 @@ def test_pre_projector_cache_gives_the_same_loss_and_projector_gradients(name, t
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_a_family_whose_projector_input_does_not_split_per_image_is_not_cached():
-    model = FAMILIES["qwen2_5_vl"].build()  # Qwen2.5-VL reorders its windows after the merger
-    assert projector_module(model, native_family(model).projectors) is None
+def windowed_qwen2_5_vl():
+    """A tiny Qwen2.5-VL whose attention windows hold 2 x 2 merged tokens, and a batch of two images of other grids
+    (4 x 3 and 2 x 4 merged tokens, rows of different lengths): their window order is not their raster order."""
+    config = FAMILIES["qwen2_5_vl"].build().config
+    config.vision_config.window_size = 16
+    torch.manual_seed(0)
+    model = T.Qwen2_5_VLForConditionalGeneration(config).eval()
+    rows = [[1, VSTART] + [IMG] * 12 + [VEND, 20, 21, 22], [1, VSTART] + [IMG] * 8 + [VEND, 23, 24]]
+    n = max(map(len, rows))
+    ids = torch.tensor([[0] * (n - len(r)) + r for r in rows])
+    mask = (torch.arange(n) >= n - torch.tensor([[len(r)] for r in rows])).long()  # left padding
+    inputs = {"input_ids": ids, "attention_mask": mask,
+              "pixel_values": torch.randn(48 + 32, 3 * 2 * 4 * 4, generator=torch.Generator().manual_seed(1)),
+              "image_grid_thw": torch.tensor([[1, 8, 6], [1, 4, 8]]), "mm_token_type_ids": (ids == IMG).long()}
+    return model, inputs
+
+
+def test_qwen2_5_vl_pre_projector_cache_puts_each_image_in_raster_order(tmp_path):
+    """Qwen2.5-VL's merger input is in window order, each image's windows its own: cached per image in raster order,
+    the merger's output on it is the model's (its reverse index applied), so losses and gradients are the same."""
+    model, inputs = windowed_qwen2_5_vl()
+    window, _ = get_vision_window_index(inputs["image_grid_thw"], spatial_merge_size=2, window_size=16, patch_size=4)
+    assert not torch.equal(window, torch.arange(20))  # in window order, the two images' tokens in their own halves
+    assert sorted(window[:12].tolist()) == list(range(12))
+    wrapped = attach_dept(model, DePTConfig(prompt_length=3, r=2, max_length=80))
+    projector = trainable_projector(model)
+
+    def step():
+        projector.zero_grad()
+        out = wrapped(**inputs, labels=inputs["input_ids"])
+        out.loss.backward()
+        return out.loss.item(), [p.grad.clone() for p in projector.parameters()]
+
+    plain = step()
+    hook = cache_image_features(model, FeatureCache(tmp_path / "c", vlm_signature(model, "q", projector)), projector)
+    filled, read = step(), step()
+    assert (hook.misses, hook.hits) == (2, 2)
+    for loss, grads in (filled, read):
+        assert loss == pytest.approx(plain[0], abs=1e-5)
+        for got, want in zip(grads, plain[1], strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_florence2s_two_projector_modules_are_cached_before_the_first():

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
-from .native_compile import COMPILE_SETTINGS, features_first, install_output_capturing, under_settings
+from .native_compile import (COMPILE_SETTINGS, features_first, install_output_capturing, positions_first,
+                             under_settings)
 from .prompt import SoftPrompt, position_ids_from_mask
 
 
@@ -300,14 +301,19 @@ class NativeVLMWrapper(nn.Module):
     def compile(self, *args, **kwargs) -> None:
         """``nn.Module.compile``, traced without graph breaks where the family allows (``methods.native_compile``):
         transformers' output-capturing hooks installed first, the compiled call under ``COMPILE_SETTINGS``, cached
-        image features read before it."""
+        image features and Qwen2-VL's M-RoPE positions computed before it."""
         install_output_capturing(self.model)
         super().compile(*args, **kwargs)
         compiled = under_settings(self._compiled_call_impl, COMPILE_SETTINGS)
-        self._compiled_call_impl = features_first(self.model, compiled)
+        self._compiled_call_impl = features_first(self.model, positions_first(self.model, self.extend, compiled))
 
-    def forward(self, input_ids=None, attention_mask=None, labels=None, prompt_ids=None, **inputs):
+    def forward(self, input_ids=None, attention_mask=None, labels=None, prompt_ids=None, slot_position_ids=None,
+                **inputs):
+        """The model's output on the inputs with the prompt's slots in (``slot_position_ids``: the model's
+        ``position_ids`` for that longer sequence, computed before a compiled call: ``positions_first``)."""
         ids, mask, labels, inputs = self.extend(input_ids, attention_mask, labels, inputs)
+        if slot_position_ids is not None:
+            inputs["position_ids"] = slot_position_ids
         with self.calling(mask, prompt_ids):
             return self.model(input_ids=ids, attention_mask=mask, labels=labels, **inputs)
 

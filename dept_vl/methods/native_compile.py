@@ -13,11 +13,14 @@ The feature cache (``--cache-features``) hashes pixels on the host: where the VL
 they are fetched eagerly before the compiled call and handed to it as ``mm_encoder_outputs`` (``features_first``; as
 its pixel values to Florence-2, whose forward takes no ``mm_encoder_outputs``); under --train-projector the cache
 gives the tower's output and the projector runs on it there, eagerly.
+Qwen2-VL / Qwen2.5-VL build their 3-D M-RoPE positions from the values of ``input_ids``, ``mm_token_type_ids`` and
+``image_grid_thw`` (a boolean index per row): the model's own ``compute_3d_position_ids`` runs eagerly before the
+compiled call, on the sequence with the prompt's slots in, and its positions are handed in (``positions_first``).
 
 What still breaks (dynamo's reasons in ``docs/scale.md``): Idefics3 / SmolVLM without the feature cache (their
 tower drops the all-zero padding crops with a boolean index: a size that depends on the data), LLaVA-NeXT /
-OneVision without it (their tile count is computed from ``image_sizes``' values) and Qwen2-VL (its tower's per-image attention
-splits and M-RoPE positions come from ``image_grid_thw``'s values).
+OneVision without it (their tile count is computed from ``image_sizes``' values) and Qwen2-VL / Qwen2.5-VL without
+it (their tower's per-image attention, and Qwen2.5-VL's windows, are split by ``image_grid_thw``'s values).
 """
 
 from __future__ import annotations
@@ -84,11 +87,32 @@ def features_first(vlm: nn.Module, call):
             return call(*args, **inputs)
         taken = inspect.signature(cache).parameters
         features = cache(**{k: v for k, v in inputs.items() if k in taken}).pooler_output
+        features = list(features) if isinstance(features, tuple) else features  # computed or read: one type, one graph
         if "mm_encoder_outputs" not in inspect.signature(vlm.forward).parameters:
             return features_as_pixels(vlm, call, args, {**inputs, "pixel_values": features})
         inputs = {k: v for k, v in inputs.items() if k != "pixel_values"}  # read or computed: one graph for both
         given = getattr(cache, "output_type", BaseModelOutputWithPooling)(pooler_output=features)
         return call(*args, **inputs, pixel_values=None, mm_encoder_outputs={"image": given})
+    return wrapped
+
+
+def positions_first(vlm: nn.Module, extend, call):
+    """``call`` (a compiled call of ``vlm``'s wrapper) given, as ``slot_position_ids``, the positions ``vlm`` would
+    compute from its inputs' values (Qwen2-VL's 3-D M-RoPE positions: ``compute_3d_position_ids``), computed eagerly
+    on the sequence it will see (``extend``: the wrapper's, the prompt's slots in); else ``call`` as it is."""
+    inner = getattr(vlm, "model", vlm)
+    compute = getattr(inner, "compute_3d_position_ids", None)
+    taken = set(inspect.signature(compute).parameters) - {"kwargs"} if compute is not None else set()
+
+    @functools.wraps(call)
+    def wrapped(*args, **inputs):
+        if compute is None or args or inputs.get("input_ids") is None:
+            return call(*args, **inputs)
+        rest = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "labels", "prompt_ids")}
+        ids, mask, _, extended = extend(inputs["input_ids"], inputs.get("attention_mask"), None, rest)
+        given = {**dict.fromkeys(taken), **{k: v for k, v in extended.items() if k in taken}}  # no cache: prefill
+        positions = compute(**{**given, "input_ids": ids, "attention_mask": mask})
+        return call(*args, **inputs) if positions is None else call(*args, **inputs, slot_position_ids=positions)
     return wrapped
 
 

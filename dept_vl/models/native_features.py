@@ -22,6 +22,7 @@ BLIP-2's forward reads that output's ``vision_outputs`` and ``qformer_outputs`` 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -32,6 +33,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.blip_2.modeling_blip_2 import BaseModelOutputWithVisionQformerOutputs
+from transformers.vision_utils import get_vision_window_index
 
 from ..errors import OutputError
 from ..methods.native import language_model
@@ -41,12 +43,13 @@ logger = logging.getLogger(__name__)
 # pooler_output: one (images, tokens, width) tensor, not a list
 STACKED = ("paligemma", "vipllava", "florence2", "blip-2")
 # families whose projector takes the tower's output unit by unit (rows of images, crops or patches) and whose
-# get_image_features does nothing after it but split (Qwen2.5-VL reorders its windows after the merger: not here);
+# get_image_features does nothing after it but split (Qwen2.5-VL's merger input is in window order, each image's
+# windows its own: stored in raster order, ``raster_order``, its merger's output needs no reordering then);
 # LLaVA-NeXT / OneVision: an image's tiles, packed by ``native_tiles.pack``; BLIP-2's projector takes its Q-Former's
 # queries, one row an image; Florence-2's two (``projector_module``) the tower's pooled tokens after their position
 # embeddings
-PRE_PROJECTOR = ("llava", "vipllava", "paligemma", "qwen2_vl", "idefics3", "smolvlm", "llava_next", "llava_onevision",
-                 "florence2", "blip-2")
+PRE_PROJECTOR = ("llava", "vipllava", "paligemma", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "llava_next",
+                 "llava_onevision", "florence2", "blip-2")
 # the output a family's forward reads more than pooler_output of (BLIP-2: its tower's and Q-Former's, None here)
 OUTPUT_TYPES = {"blip-2": BaseModelOutputWithVisionQformerOutputs}
 
@@ -93,10 +96,11 @@ class CachedImageFeatures:
     ``hits`` / ``misses`` count units."""
 
     def __init__(self, compute, store, stacked: bool = False, projector: nn.Module | None = None,
-                 output_type: type = BaseModelOutputWithPooling):
+                 output_type: type = BaseModelOutputWithPooling, reorder=None):
         self.compute, self.store, self.stacked = compute, store, stacked  # stacked: pooler_output one tensor
         self.projector = projector  # set: its input is cached, and it runs on every call
         self.output_type = output_type  # of the features read (``methods.native_compile`` hands them on in one)
+        self.reorder = reorder  # (a unit's projector input, its inputs) -> that input as cached, if not as captured
         self.signature = self.__signature__ = inspect.signature(compute)  # generate reads which inputs it takes
         self.hits = self.misses = 0
         self.unwritable: str | None = None  # why the store takes no more writes (``_write``)
@@ -167,8 +171,8 @@ class CachedImageFeatures:
         sizes = [1 if one_per_row else len(unit[0]) for unit in units]
         if captured[0].shape[0] != sum(sizes):
             return out, []
-        pieces = captured[0].split(sizes)
-        return out, [p.squeeze(0) if one_per_row else p.flatten(0, -2) for p in pieces]  # shards hold 2-D units
+        pieces = [p.squeeze(0) if one_per_row else p.flatten(0, -2) for p in captured[0].split(sizes)]  # 2-D
+        return out, pieces if self.reorder is None else [self.reorder(p, u) for p, u in zip(pieces, units)]
 
     def _write(self, new: list[tuple[str, torch.Tensor]]) -> None:
         """New units into the store, those of one shape together (one shard each). A store that cannot take them (a
@@ -184,6 +188,16 @@ class CachedImageFeatures:
                 self.unwritable = str(err)
                 self.report(f"feature cache: {err}; writing no more there: images not cached yet have their features "
                             "computed at every step, and the run goes on")
+
+
+def raster_order(merger_input: torch.Tensor, unit: tuple, vision: nn.Module) -> torch.Tensor:
+    """Qwen2.5-VL: one image's merger input (``unit``: its patches and grid), whose merged tokens (groups of
+    ``spatial_merge_size ** 2`` rows) the tower put in the order of its attention windows, in raster order: the
+    merger works token by token, so its output on this is the image's features as the model gives them."""
+    window, _ = get_vision_window_index(unit[1][None], spatial_merge_size=vision.spatial_merge_size,
+                                        window_size=vision.window_size, patch_size=vision.patch_size)
+    tokens = merger_input.unflatten(0, (len(window), -1))
+    return tokens[window.argsort().to(tokens.device)].flatten(0, 1)
 
 
 def image_output(features: list[torch.Tensor] | torch.Tensor, output_type: type = BaseModelOutputWithPooling):
@@ -209,8 +223,10 @@ def cache_image_features(vlm: nn.Module, store, projector: nn.Module | None = No
     target = image_model(vlm)
     compute = target.get_image_features
     model_type = vlm.config.model_type
+    windowed = projector is not None and model_type == "qwen2_5_vl"
     hook = CachedImageFeatures(getattr(compute, "compute", compute), store, model_type in STACKED, projector,
-                               OUTPUT_TYPES.get(model_type, BaseModelOutputWithPooling))
+                               OUTPUT_TYPES.get(model_type, BaseModelOutputWithPooling),
+                               functools.partial(raster_order, vision=target.visual) if windowed else None)
     target.get_image_features = hook
     return hook
 
