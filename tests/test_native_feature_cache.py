@@ -152,12 +152,22 @@ def tiny_llava_next_dir(tmp_path_factory):
     return save_llava_next(tmp_path_factory.mktemp("tiny-llava-next"))
 
 
-def train_with_and_without_the_cache(vlm_dir, tmp_path, capsys, steps: int = 4, max_length: int = 48):
-    """``dept-vl train`` of ``vlm_dir`` without then with the cache: the same losses and adapter, the cache written
-    by the cached run only."""
-    args = ["train", "--vlm", str(vlm_dir), "--task", "easyvqa", "--k-shot", "8", "--batch-size", "4",
-            "--test-examples", "4", "--set", f"model.dept.max_length={max_length}", "--no-tensorboard",
-            "--log-every", "1", "--max-steps", str(steps), "--lr-schedule", "constant",
+def saved_vlm(name: str, request, tmp_path):
+    """A tiny saved VLM with its processor, as a user's ``--vlm DIR``: LLaVA and LLaVA-NeXT (module fixtures);
+    Florence-2 and BLIP-2, whose processors put the image tokens in front of the text themselves."""
+    if name in ("llava", "llava_next"):
+        return request.getfixturevalue(f"tiny_{name}_dir")
+    return save_with_processor(name, tmp_path / name)
+
+
+@pytest.mark.parametrize("name,steps,max_length", [("llava", 4, 48), ("llava_next", 4, 96), ("florence2", 2, 48),
+                                                   ("blip2_opt", 2, 48)])
+def test_training_with_and_without_the_cache_is_the_same(name, steps, max_length, request, tmp_path, capsys):
+    """``dept-vl train`` without then with the cache: the same losses and adapter, the cache written by the cached
+    run only."""
+    args = ["train", "--vlm", str(saved_vlm(name, request, tmp_path)), "--task", "easyvqa", "--k-shot", "8",
+            "--batch-size", "4", "--test-examples", "4", "--set", f"model.dept.max_length={max_length}",
+            "--no-tensorboard", "--log-every", "1", "--max-steps", str(steps), "--lr-schedule", "constant",
             "--cache-dir", str(tmp_path / "cache")]
     runs = {}
     for flag in ("--no-cache-features", "--cache-features"):
@@ -170,22 +180,8 @@ def train_with_and_without_the_cache(vlm_dir, tmp_path, capsys, steps: int = 4, 
     assert losses[0] == pytest.approx(losses[1], abs=1e-5)
     assert len(list((tmp_path / "cache").glob("shard-*"))) >= 2  # written by the cached run only
     plain, cached = (load_file(run / "model" / "adapter_model.safetensors") for run in runs.values())
-    for name in plain:
-        torch.testing.assert_close(cached[name], plain[name], rtol=1e-5, atol=1e-6)
-
-
-def test_training_with_and_without_the_cache_is_the_same(tiny_llava_dir, tmp_path, capsys):
-    train_with_and_without_the_cache(tiny_llava_dir, tmp_path, capsys)
-
-
-def test_a_tiled_llava_next_trains_the_same_with_the_cache(tiny_llava_next_dir, tmp_path, capsys):
-    train_with_and_without_the_cache(tiny_llava_next_dir, tmp_path, capsys, max_length=96)
-
-
-@pytest.mark.parametrize("name", ["florence2", "blip2_opt"])
-def test_florence2_and_blip2_train_the_same_with_the_cache(name, tmp_path, capsys):
-    """Their processors put the image tokens in front of the text themselves (the prompt has none)."""
-    train_with_and_without_the_cache(save_with_processor(name, tmp_path / name), tmp_path, capsys, steps=2)
+    for key in plain:
+        torch.testing.assert_close(cached[key], plain[key], rtol=1e-5, atol=1e-6)
 
 
 def test_florence2_generates_from_the_cache_what_it_generates_without(tmp_path):

@@ -14,8 +14,8 @@ import torch
 
 from ..errors import ConfigError
 from ..methods import Budget, DePTConfig, attach_dept, get_method, settings_at_budget
-from ..methods.native import NativeVLMWrapper, language_model, native_family
-from .native_scale import LLAVA_SHAPES, build_llava_shape, scale_variants, train_projector
+from ..methods.native import NativeVLMWrapper, language_model, native_family, unfreeze_projector
+from .native_scale import LLAVA_SHAPES, build_llava_shape, scale_variants
 from .speed import BenchConfig, machine
 from .timing import PeakMemory, TrainStep, median_time, paired_ratio, steady_rss, sync
 
@@ -83,7 +83,7 @@ def attach(cfg: BenchConfig, method: str, vlm, budget: Budget):
     if chosen.adapter is not None:
         wrapped = attach_dept(vlm, dept, method=method, settings=settings_at_budget(method, budget))
         if cfg.train_projector:
-            train_projector(vlm)
+            unfreeze_projector(vlm)
         if method == "bare":  # nothing else trains here (no projection): let the backward pass reach the prefix
             wrapped.dept.prompt_embeddings.requires_grad_(True)
         return wrapped

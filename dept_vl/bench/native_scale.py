@@ -43,14 +43,6 @@ def build_llava_shape(name: str, directory: Path) -> str:
     return str(directory)
 
 
-def train_projector(vlm) -> None:
-    """Unfreeze ``vlm``'s own projector (as ``train --vlm ... --train-projector`` does)."""
-    projectors = native_family(vlm).projectors
-    for name, module in vlm.named_modules():
-        if name.endswith(projectors):
-            module.requires_grad_(True)
-
-
 class LanguageModelOnly(torch.nn.Module):
     """A wrapped native VLM as ``enable_gradient_checkpointing`` sees a model (its ``frozen_language_model``)."""
 

@@ -91,6 +91,15 @@ def native_family(model: nn.Module) -> NativeFamily | None:
     return found
 
 
+def unfreeze_projector(vlm: nn.Module) -> list[str]:
+    """Make ``vlm``'s own projector (its family's ``projectors``: the bridge from its vision tower to its language
+    model) trainable; the names of the modules unfrozen (none: the VLM has no such module)."""
+    found = [name for name, _ in vlm.named_modules() if name.endswith(native_family(vlm).projectors)]
+    for name in found:
+        vlm.get_submodule(name).requires_grad_(True)
+    return found
+
+
 def language_model(model: nn.Module) -> nn.Module:
     """The language model inside a native VLM (decoder-only, or an encoder-decoder)."""
     inner = getattr(model, "model", model)

@@ -63,15 +63,16 @@ def under_settings(call, settings: dict):
     return wrapped
 
 
-def _image_model(vlm: nn.Module) -> nn.Module:
-    """The module whose ``get_image_features`` ``vlm``'s forward calls (the base model inside, if it has one)."""
+def image_model(vlm: nn.Module) -> nn.Module:
+    """The module whose ``get_image_features`` ``vlm``'s forward calls (the base model inside a ``...ForConditional
+    Generation``, if it has one)."""
     inner = getattr(vlm, "model", None)
     return inner if hasattr(inner, "get_image_features") else vlm
 
 
 def cached_image_features(vlm: nn.Module):
     """The feature cache ``vlm`` reads its image features from (``models.native_features``), None if it has none."""
-    compute = getattr(_image_model(vlm), "get_image_features", None)
+    compute = getattr(image_model(vlm), "get_image_features", None)
     return compute if getattr(compute, "store", None) is not None else None
 
 
@@ -80,6 +81,8 @@ def features_first(vlm: nn.Module, call):
     eagerly, instead of the pixels, when it has one (as ``mm_encoder_outputs``, in the cache's output type: BLIP-2's
     forward reads more of it; or, to a forward that takes none, Florence-2's, as ``features_as_pixels``); else
     ``call`` as it is."""
+    takes_features = "mm_encoder_outputs" in inspect.signature(vlm.forward).parameters
+
     @functools.wraps(call)
     def wrapped(*args, **inputs):
         cache = cached_image_features(vlm)
@@ -88,7 +91,7 @@ def features_first(vlm: nn.Module, call):
         taken = inspect.signature(cache).parameters
         features = cache(**{k: v for k, v in inputs.items() if k in taken}).pooler_output
         features = list(features) if isinstance(features, tuple) else features  # computed or read: one type, one graph
-        if "mm_encoder_outputs" not in inspect.signature(vlm.forward).parameters:
+        if not takes_features:
             return features_as_pixels(vlm, call, args, {**inputs, "pixel_values": features})
         inputs = {k: v for k, v in inputs.items() if k != "pixel_values"}  # read or computed: one graph for both
         given = getattr(cache, "output_type", BaseModelOutputWithPooling)(pooler_output=features)
@@ -124,7 +127,7 @@ def given_features(pixel_values, **_):
 def features_as_pixels(vlm: nn.Module, call, args, inputs: dict):
     """``call`` with the image features in ``inputs["pixel_values"]`` and ``vlm``'s ``get_image_features`` handing
     them back (``given_features``: the same function every call, so one graph) for that call only."""
-    owner = _image_model(vlm)
+    owner = image_model(vlm)
     own = owner.get_image_features
     owner.get_image_features = given_features
     try:

@@ -37,6 +37,7 @@ from transformers.vision_utils import get_vision_window_index
 
 from ..errors import OutputError
 from ..methods.native import language_model
+from ..methods.native_compile import image_model
 from .native_tiles import pack, tile_units, tiled
 
 logger = logging.getLogger(__name__)
@@ -52,13 +53,6 @@ PRE_PROJECTOR = ("llava", "vipllava", "paligemma", "qwen2_vl", "qwen2_5_vl", "id
                  "llava_onevision", "florence2", "blip-2")
 # the output a family's forward reads more than pooler_output of (BLIP-2: its tower's and Q-Former's, None here)
 OUTPUT_TYPES = {"blip-2": BaseModelOutputWithVisionQformerOutputs}
-
-
-def image_model(vlm: nn.Module) -> nn.Module:
-    """The module whose ``get_image_features`` the forward calls (the base model inside a ``...ForConditional
-    Generation``)."""
-    inner = getattr(vlm, "model", None)
-    return inner if hasattr(inner, "get_image_features") else vlm
 
 
 def unit_inputs(pixel_values: torch.Tensor, kwargs: dict) -> list[tuple[torch.Tensor, ...]] | None:
@@ -178,16 +172,19 @@ class CachedImageFeatures:
         """New units into the store, those of one shape together (one shard each). A store that cannot take them (a
         full disk, a directory no longer writable) is written no more: ``report`` says so once and the features of
         images not cached yet are computed at every call; the run goes on."""
+        if self.unwritable is not None:
+            return
         by_shape: dict[tuple, dict[str, torch.Tensor]] = {}
         for key, piece in new:
             by_shape.setdefault(tuple(piece.shape), {})[key] = piece.detach().float().cpu()
-        for group in by_shape.values() if self.unwritable is None else ():
+        for group in by_shape.values():
             try:
                 self.store.add_shard(list(group), torch.stack(list(group.values())))
             except OutputError as err:
                 self.unwritable = str(err)
                 self.report(f"feature cache: {err}; writing no more there: images not cached yet have their features "
                             "computed at every step, and the run goes on")
+                return
 
 
 def raster_order(merger_input: torch.Tensor, unit: tuple, vision: nn.Module) -> torch.Tensor:

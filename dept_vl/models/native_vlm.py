@@ -23,7 +23,7 @@ from ..errors import CheckpointError, ConfigError, InputError
 from ..io import local_or_hub
 from ..methods import build_input_method, get_method, resolved_settings, wrap_input_method
 from ..methods.native import (FAMILIES, NativeVLMWrapper, StackedMethods, language_input, language_model,
-                              native_family)
+                              native_family, unfreeze_projector)
 from .buckets import bucket_labels, bucket_per_token
 from .config import ModelConfig
 from .identity import fingerprint
@@ -139,13 +139,10 @@ class NativeVisionLanguageModel(VLModel):
 
     def _train_projector(self) -> tuple[str, ...]:
         """Unfreeze the VLM's own projector (the bridge from its vision tower to its language model)."""
-        projectors = self.native.family.projectors
-        found = [name for name, module in self.vlm.named_modules() if name.endswith(projectors)]
+        found = unfreeze_projector(self.vlm)
         if not found:
-            raise ConfigError(f"--train-projector: no projector module ({', '.join(projectors)}) in "
-                              f"{type(self.vlm).__name__}")
-        for name in found:
-            self.vlm.get_submodule(name).requires_grad_(True)
+            raise ConfigError(f"--train-projector: no projector module ({', '.join(self.native.family.projectors)})"
+                              f" in {type(self.vlm).__name__}")
         return tuple(f"native.model.{name}." for name in found)
 
     def train(self, mode: bool = True):
